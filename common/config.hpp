@@ -1,0 +1,152 @@
+// The typed forkd configuration (SPEC "Configuration"), its YAML loader and printer.
+// Pure: loading reads one file and validates it; nothing here binds, forks or logs.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace forkd::common {
+
+using Duration = std::chrono::milliseconds;
+
+enum class AddressKind { tcp4, tcp6, unix_path };
+
+// One `listen` entry. `host` is the literal address ("127.0.0.1", "::1", "0.0.0.0", "::"),
+// without brackets; for unix sockets `path` holds the filesystem path.
+struct ListenConfig {
+  std::string address;  // as written by the user, e.g. "127.0.0.1:8080", "[::1]:80", "unix:/x"
+  AddressKind kind = AddressKind::tcp4;
+  std::string host;
+  std::uint16_t port = 0;
+  std::string path;
+  std::string name;  // "" until defaulted: the loader fills listenN by position
+  int backlog = 1024;
+  bool reuseport = false;
+  std::optional<unsigned> mode;  // unix sockets only, e.g. 0660
+  bool operator==(const ListenConfig&) const = default;
+};
+
+enum class ReadyMode { automatic, message, notify, started };
+enum class OutputMode { log, inherit, null };
+
+struct WorkerConfig {
+  std::string app = "http-hello";     // built-in app; empty when command/shell is used
+  std::vector<std::string> command;   // exec'd without a shell
+  std::string shell;                  // through /bin/sh -c
+  std::string cwd;
+  std::map<std::string, std::string> env;
+  std::string user;
+  std::string group;
+  ReadyMode ready = ReadyMode::automatic;
+  Duration ready_timeout = std::chrono::seconds(30);
+  Duration heartbeat_timeout{0};
+  Duration shutdown_timeout = std::chrono::seconds(30);
+  std::uint64_t max_memory = 0;
+  Duration max_lifetime{0};
+  bool cpu_affinity = false;
+  std::uint64_t rlimit_nofile = 0;
+  OutputMode stdout_mode = OutputMode::log;
+  OutputMode stderr_mode = OutputMode::log;
+  bool operator==(const WorkerConfig&) const = default;
+};
+
+struct RestartConfig {
+  Duration delay{100};
+  Duration max_delay = std::chrono::seconds(30);
+  Duration min_uptime = std::chrono::seconds(1);
+  unsigned max_failures = 0;
+  bool exit_on_failed = false;
+  bool operator==(const RestartConfig&) const = default;
+};
+
+// `reload.batch`: either a count of workers or a percentage of the worker count.
+struct BatchSize {
+  unsigned value = 1;
+  bool percent = false;
+  bool operator==(const BatchSize&) const = default;
+};
+
+struct ReloadConfig {
+  BatchSize batch;
+  bool operator==(const ReloadConfig&) const = default;
+};
+
+struct ControlConfig {
+  std::string socket;  // "" = the default for the running uid (see default_control_socket)
+  unsigned mode = 0600;
+  std::string group;
+  bool operator==(const ControlConfig&) const = default;
+};
+
+struct IpcConfig {
+  std::uint64_t max_message = 1024 * 1024;
+  bool operator==(const IpcConfig&) const = default;
+};
+
+enum class LogLevel { trace, debug, info, warn, error };
+enum class LogFormat { text, json, journal };
+
+struct LogConfig {
+  LogLevel level = LogLevel::info;
+  LogFormat format = LogFormat::text;
+  bool format_set = false;  // false: journal is picked when JOURNAL_STREAM is set
+  std::string file;
+  bool operator==(const LogConfig&) const = default;
+};
+
+struct MetricsConfig {
+  std::string listen;
+  bool operator==(const MetricsConfig&) const = default;
+};
+
+struct Config {
+  std::string source;  // the file it came from, or "<embedded default>"
+  unsigned workers = 0;  // 0 = auto (resolved by the daemon: usable CPUs)
+  std::vector<ListenConfig> listen;
+  WorkerConfig worker;
+  RestartConfig restart;
+  ReloadConfig reload;
+  ControlConfig control;
+  IpcConfig ipc;
+  LogConfig log;
+  std::string pidfile;
+  MetricsConfig metrics;
+  bool operator==(const Config&) const = default;
+};
+
+// One problem found in a config file; `line`/`column` are 1-based, 0 when unknown.
+struct ConfigIssue {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string message;
+  // "FILE:LINE:COL: MESSAGE" (or "FILE: MESSAGE" without a position).
+  [[nodiscard]] std::string to_string() const;
+};
+
+// Thrown by the loaders; carries every problem found, not only the first.
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<ConfigIssue> issues);
+  [[nodiscard]] const std::vector<ConfigIssue>& issues() const noexcept { return issues_; }
+
+ private:
+  std::vector<ConfigIssue> issues_;
+};
+
+// Loads and validates a YAML file. Throws ConfigError naming file:line:col for each problem
+// (also for an unreadable file: the path and errno text).
+[[nodiscard]] Config load_config_file(const std::string& path);
+// Same for text already in memory; `source` names it in messages.
+[[nodiscard]] Config load_config_string(const std::string& yaml, const std::string& source);
+// The embedded default: listen 127.0.0.1:8080, workers auto, app http-hello.
+[[nodiscard]] Config default_config();
+// The effective configuration as YAML, every key present (SPEC --print-config).
+[[nodiscard]] std::string to_yaml(const Config& config);
+
+}  // namespace forkd::common

@@ -1,0 +1,36 @@
+#include "common/ndjson.hpp"
+
+namespace forkd::common {
+
+void LineDecoder::feed(std::string_view bytes, const Sink& sink) {
+  while (!bytes.empty()) {
+    const std::size_t nl = bytes.find('\n');
+    const std::string_view chunk = bytes.substr(0, nl);
+    if (discarding_) {
+      if (nl == std::string_view::npos) return;
+      discarding_ = false;
+    } else if (partial_.size() + chunk.size() > max_line_) {
+      partial_.clear();
+      sink(Event::oversized, {});
+      if (nl == std::string_view::npos) {
+        discarding_ = true;
+        return;
+      }
+    } else if (nl == std::string_view::npos) {
+      partial_.append(chunk);
+      return;
+    } else {
+      std::string_view line = chunk;
+      if (!partial_.empty()) {
+        partial_.append(chunk);
+        line = partial_;
+      }
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      sink(Event::line, line);
+      partial_.clear();
+    }
+    bytes.remove_prefix(nl + 1);
+  }
+}
+
+}  // namespace forkd::common

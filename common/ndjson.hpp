@@ -1,0 +1,34 @@
+// Newline-delimited framing, as Node's `json` IPC channel and the control socket use it:
+// one message per '\n'-terminated line. The decoder caps a line's size before anything is
+// parsed, so a peer can never make us buffer more than `max_line` bytes.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace forkd::common {
+
+class LineDecoder {
+ public:
+  enum class Event { line, oversized };
+  // `line` receives a complete line without its '\n' (and without a trailing '\r').
+  // `oversized` is reported once per line that exceeded max_line; its bytes are discarded up
+  // to and including the next '\n'.
+  using Sink = std::function<void(Event, std::string_view line)>;
+
+  explicit LineDecoder(std::size_t max_line) : max_line_(max_line) {}
+
+  // Feeds bytes as they arrive; calls `sink` for each complete line.
+  void feed(std::string_view bytes, const Sink& sink);
+  // Bytes of an unfinished line currently held.
+  [[nodiscard]] std::size_t buffered() const noexcept { return partial_.size(); }
+
+ private:
+  std::size_t max_line_;
+  std::string partial_;
+  bool discarding_ = false;
+};
+
+}  // namespace forkd::common

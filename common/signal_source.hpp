@@ -1,0 +1,37 @@
+// SignalSource: the given signals, blocked for the whole process and read from a signalfd
+// that an asio io_context watches. No handlers run: each signal arrives as a plain callback
+// in the loop, so the code it triggers needs no async-signal-safety.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <functional>
+#include <initializer_list>
+#include <signal.h>
+
+#include "common/fd.hpp"
+
+namespace forkd::common {
+
+class SignalSource {
+ public:
+  using Handler = std::function<void(int signo)>;
+
+  // Blocks `signals` with sigprocmask and starts reading them. Throws std::system_error.
+  SignalSource(asio::io_context& io, std::initializer_list<int> signals, Handler handler);
+  SignalSource(const SignalSource&) = delete;
+  SignalSource& operator=(const SignalSource&) = delete;
+  ~SignalSource();
+
+  // The set it blocked (what a forked child must unblock before exec or app entry).
+  [[nodiscard]] const sigset_t& mask() const noexcept { return mask_; }
+
+ private:
+  void read_next();
+
+  sigset_t mask_{};
+  asio::posix::stream_descriptor stream_;
+  Handler handler_;
+};
+
+}  // namespace forkd::common
