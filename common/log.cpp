@@ -1,0 +1,173 @@
+#include "common/log.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <spdlog/details/null_mutex.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "common/fd.hpp"
+
+namespace forkd::common::log {
+
+namespace {
+
+// syslog(3) priorities, the "<N>" prefix journald reads from a stream.
+int journal_priority(spdlog::level::level_enum level) {
+  switch (level) {
+    case spdlog::level::trace:
+    case spdlog::level::debug: return 7;
+    case spdlog::level::info: return 6;
+    case spdlog::level::warn: return 4;
+    case spdlog::level::err: return 3;
+    default: return 2;
+  }
+}
+
+std::string timestamp(spdlog::log_clock::time_point tp) {
+  const auto since = tp.time_since_epoch();
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since);
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since - secs);
+  const std::time_t t = secs.count();
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[40];
+  const std::size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  return std::string(buf, n) + fmt::format(".{:03}Z", millis.count());
+}
+
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ public:
+  void configure(const LogConfig& config) {
+    format_ = config.format;
+    if (!config.format_set) {
+      const char* stream = std::getenv("JOURNAL_STREAM");
+      format_ = (stream != nullptr && *stream != '\0') ? LogFormat::journal : LogFormat::text;
+    }
+    path_ = config.file;
+    reopen_file();
+  }
+
+  bool reopen_file() {
+    file_.reset();
+    failed_said_ = false;
+    if (path_.empty()) return true;
+    UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
+    if (!fd) {
+      say_fallback("cannot open log file " + path_ + ": " + std::strerror(errno));
+      return false;
+    }
+    file_ = std::move(fd);
+    return true;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    std::string line = render(msg);
+    if (file_) {
+      if (write_all(file_.get(), line)) return;
+      say_fallback("cannot write log file " + path_ + ": " + std::strerror(errno));
+      file_.reset();
+    }
+    (void)write_all(STDERR_FILENO, line);
+  }
+  void flush_() override {}
+
+ private:
+  std::string render(const spdlog::details::log_msg& msg) const {
+    const std::string_view text(msg.payload.data(), msg.payload.size());
+    const std::string_view component(msg.logger_name.data(), msg.logger_name.size());
+    const auto level = spdlog::level::to_string_view(msg.level);
+    switch (format_) {
+      case LogFormat::json: {
+        nlohmann::json j = {{"time", timestamp(msg.time)},
+                            {"level", std::string_view(level.data(), level.size())},
+                            {"component", component},
+                            {"pid", ::getpid()},
+                            {"msg", text}};
+        return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+      }
+      case LogFormat::journal:
+        return fmt::format("<{}>{}: {}\n", journal_priority(msg.level), component, text);
+      case LogFormat::text:
+      default:
+        return fmt::format("{} [{}] {}: {}\n", timestamp(msg.time),
+                           std::string_view(level.data(), level.size()), component, text);
+    }
+  }
+
+  // Said once per failure, straight to stderr: the log itself is what failed.
+  void say_fallback(const std::string& why) {
+    if (failed_said_) return;
+    failed_said_ = true;
+    (void)write_all(STDERR_FILENO, "forkd: " + why + "; logging to stderr instead\n");
+  }
+
+  LogFormat format_ = LogFormat::text;
+  std::string path_;
+  UniqueFd file_;
+  bool failed_said_ = false;
+};
+
+// The one sink every logger shares; set up by configure() before the master forks.
+std::shared_ptr<ForkdSink>& shared_sink() {
+  static auto sink = std::make_shared<ForkdSink>();
+  return sink;
+}
+
+spdlog::level::level_enum& current_level() {
+  static spdlog::level::level_enum level = spdlog::level::info;
+  return level;
+}
+
+}  // namespace
+
+spdlog::level::level_enum to_spdlog(LogLevel level) noexcept {
+  switch (level) {
+    case LogLevel::trace: return spdlog::level::trace;
+    case LogLevel::debug: return spdlog::level::debug;
+    case LogLevel::info: return spdlog::level::info;
+    case LogLevel::warn: return spdlog::level::warn;
+    case LogLevel::error: return spdlog::level::err;
+  }
+  return spdlog::level::info;
+}
+
+void configure(const LogConfig& config) {
+  shared_sink()->configure(config);
+  current_level() = to_spdlog(config.level);
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->set_level(current_level()); });
+}
+
+bool reopen() { return shared_sink()->reopen_file(); }
+
+std::shared_ptr<spdlog::logger> get(const std::string& component) {
+  if (auto existing = spdlog::get(component)) return existing;
+  auto logger = std::make_shared<spdlog::logger>(component, shared_sink());
+  logger->set_level(current_level());
+  logger->flush_on(spdlog::level::trace);
+  spdlog::register_logger(logger);
+  return logger;
+}
+
+}  // namespace forkd::common::log

@@ -1,0 +1,24 @@
+// Logging set-up: one synchronous sink shared by every component's spdlog logger, writing
+// text, JSON lines or journald-style "<N>" lines to stderr or to `log.file`. Synchronous and
+// thread-free on purpose: the master forks, and fork() is only safe single-threaded.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <memory>
+#include <string>
+
+#include "common/config.hpp"
+
+namespace forkd::common::log {
+
+// (Re)configures the shared sink. Opening log.file may fail: then the error is said once on
+// stderr and logging goes to stderr; supervision never depends on the log.
+void configure(const LogConfig& config);
+// Reopens log.file (SIGUSR1, logrotate); returns false when it fell back to stderr.
+bool reopen();
+// The logger of one component ("master", "worker", "control", ...), created on first use.
+[[nodiscard]] std::shared_ptr<spdlog::logger> get(const std::string& component);
+[[nodiscard]] spdlog::level::level_enum to_spdlog(LogLevel level) noexcept;
+
+}  // namespace forkd::common::log

@@ -1,0 +1,146 @@
+// Post-fork, pre-exec code. Everything here must be async-signal-safe (signal-safety(7)):
+// no malloc, no stdio, no logging, no exceptions, no locks. The plan was built by the parent.
+#include "daemon/child_setup.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "worker/apps/registry.hpp"
+
+extern char** environ;
+
+namespace forkd::daemon {
+
+const char* to_string(ChildStep step) noexcept {
+  switch (step) {
+    case ChildStep::pdeathsig: return "watch the master";
+    case ChildStep::fds: return "set up file descriptors";
+    case ChildStep::rlimit: return "set rlimit_nofile";
+    case ChildStep::affinity: return "set cpu affinity";
+    case ChildStep::chdir: return "chdir";
+    case ChildStep::groups: return "setgroups";
+    case ChildStep::setgid: return "setgid";
+    case ChildStep::setuid: return "setuid";
+    case ChildStep::exec: return "exec";
+  }
+  return "start";
+}
+
+namespace {
+
+[[noreturn]] void die(const ChildPlan& plan, ChildStep step, int error) noexcept {
+  const ChildFailure failure{step, error};
+  // Best effort: if the parent cannot read it, it still sees exit code 127.
+  [[maybe_unused]] const ssize_t n = ::write(plan.error_pipe, &failure, sizeof(failure));
+  ::_exit(127);
+}
+
+void reset_signals(const ChildPlan& plan) noexcept {
+  struct sigaction dfl{};
+  dfl.sa_handler = SIG_DFL;
+  ::sigemptyset(&dfl.sa_mask);
+  for (int signo = 1; signo < NSIG; ++signo) {
+    if (signo == SIGKILL || signo == SIGSTOP) continue;
+    ::sigaction(signo, &dfl, nullptr);  // fails harmlessly for the glibc-reserved ones
+  }
+  struct sigaction ign{};
+  ign.sa_handler = SIG_IGN;
+  ::sigemptyset(&ign.sa_mask);
+  ::sigaction(SIGINT, &ign, nullptr);  // the terminal's Ctrl-C is the master's to handle
+  if (plan.ignore_sigpipe) ::sigaction(SIGPIPE, &ign, nullptr);
+  sigset_t none;
+  ::sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+}
+
+void close_from(int first) noexcept {
+  if (::syscall(SYS_close_range, static_cast<unsigned>(first), ~0U, 0U) == 0) return;
+  rlimit lim{};
+  const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY
+                         ? lim.rlim_cur
+                         : 65536;
+  for (rlim_t fd = static_cast<rlim_t>(first); fd < top; ++fd) ::close(static_cast<int>(fd));
+}
+
+// Moves every source above the target range first, so no dup2 overwrites a source still
+// needed; then places them, keeps the error pipe right after, and closes everything else.
+void arrange_fds(ChildPlan& plan) noexcept {
+  const int count = static_cast<int>(plan.fd_sources.size());
+  const int high = count + 1;  // the error pipe will sit at `count`
+  int moved[256];
+  if (count > 255) die(plan, ChildStep::fds, EMFILE);
+  for (int i = 0; i < count; ++i) {
+    moved[i] = -1;
+    const int src = plan.fd_sources[static_cast<std::size_t>(i)];
+    if (src < 0) continue;
+    moved[i] = ::fcntl(src, F_DUPFD_CLOEXEC, high);
+    if (moved[i] < 0) die(plan, ChildStep::fds, errno);
+  }
+  const int err_fd = ::fcntl(plan.error_pipe, F_DUPFD_CLOEXEC, high);
+  if (err_fd < 0) die(plan, ChildStep::fds, errno);
+  plan.error_pipe = err_fd;
+  for (int i = 0; i < count; ++i) {
+    if (moved[i] < 0) continue;
+    if (::dup2(moved[i], i) < 0) die(plan, ChildStep::fds, errno);  // dup2 clears CLOEXEC
+  }
+  if (::dup3(err_fd, count, O_CLOEXEC) < 0) die(plan, ChildStep::fds, errno);
+  plan.error_pipe = count;
+  close_from(count + 1);
+}
+
+void write_decimal(char* out, long value) noexcept {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value > 0 && n < 20);
+  for (int i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
+  out[n] = '\0';
+}
+
+}  // namespace
+
+void run_child(const ChildPlan& const_plan) noexcept {
+  ChildPlan& plan = const_cast<ChildPlan&>(const_plan);  // our own copy-on-write page now
+  reset_signals(plan);
+  // The master may die between fork() and prctl(): then our parent is already someone else.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die(plan, ChildStep::pdeathsig, errno);
+  if (::getppid() != plan.master_pid) ::_exit(1);
+  arrange_fds(plan);
+  if (plan.rlimit_nofile != 0) {
+    const rlimit lim{plan.rlimit_nofile, plan.rlimit_nofile};
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) die(plan, ChildStep::rlimit, errno);
+  }
+  if (plan.pin_cpu && ::sched_setaffinity(0, sizeof(plan.cpu), &plan.cpu) != 0) {
+    die(plan, ChildStep::affinity, errno);
+  }
+  if (plan.cwd != nullptr && ::chdir(plan.cwd) != 0) die(plan, ChildStep::chdir, errno);
+  if (plan.set_ids) {
+    if (::setgroups(plan.groups.size(), plan.groups.data()) != 0) die(plan, ChildStep::groups, errno);
+    if (::setgid(plan.gid) != 0) die(plan, ChildStep::setgid, errno);
+    if (::setuid(plan.uid) != 0) die(plan, ChildStep::setuid, errno);
+    // A dropped process must not be able to get root back.
+    if (plan.uid != 0 && (::setuid(0) == 0 || ::getuid() != plan.uid || ::geteuid() != plan.uid)) {
+      die(plan, ChildStep::setuid, EPERM);
+    }
+  }
+  if (plan.listen_pid_digits != nullptr) write_decimal(plan.listen_pid_digits, ::getpid());
+  if (plan.app != nullptr) {
+    environ = const_cast<char**>(plan.envp);
+    ::close(plan.error_pipe);  // EOF tells the parent the set-up succeeded
+    worker::run_builtin_app(*plan.app);
+  }
+  ::execve(plan.path, plan.argv, plan.envp);
+  die(plan, ChildStep::exec, errno);
+}
+
+}  // namespace forkd::daemon

@@ -1,0 +1,50 @@
+// The code that runs in a freshly forked worker before exec or app entry.
+// Everything it needs is prepared by the parent in a ChildPlan beforehand.
+#pragma once
+
+#include <sched.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace forkd::worker {
+struct AppEntry;
+}
+
+namespace forkd::daemon {
+
+// Which step failed, reported to the parent with errno through the error pipe.
+enum class ChildStep : int { pdeathsig, fds, rlimit, affinity, chdir, groups, setgid, setuid, exec };
+[[nodiscard]] const char* to_string(ChildStep step) noexcept;
+
+struct ChildFailure {
+  ChildStep step;
+  int error;
+};
+
+struct ChildPlan {
+  const worker::AppEntry* app = nullptr;  // built-in app; else exec `path`
+  const char* path = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  char* listen_pid_digits = nullptr;  // inside envp's "LISTEN_PID=" entry, 20 chars of room
+  std::vector<int> fd_sources;        // fd_sources[i] becomes fd i; -1 = leave fd i as it is
+  int error_pipe = -1;
+  pid_t master_pid = 0;
+  bool ignore_sigpipe = false;
+  std::uint64_t rlimit_nofile = 0;
+  bool pin_cpu = false;
+  cpu_set_t cpu{};
+  const char* cwd = nullptr;
+  bool set_ids = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+};
+
+// Runs in the child; never returns. Only async-signal-safe calls: no allocation, no logging,
+// no exceptions — the parent's heap and locks are in an unknown state after fork().
+[[noreturn]] void run_child(const ChildPlan& plan) noexcept;
+
+}  // namespace forkd::daemon

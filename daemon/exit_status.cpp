@@ -1,0 +1,35 @@
+#include "daemon/exit_status.hpp"
+
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cctype>
+
+namespace forkd::daemon {
+
+ExitStatus ExitStatus::from_wait_status(int status) noexcept {
+  ExitStatus out;
+  if (WIFEXITED(status)) out.code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) {
+    out.signal = WTERMSIG(status);
+    out.core_dumped = WCOREDUMP(status);
+  }
+  return out;
+}
+
+std::string signal_name(int signo) {
+  const char* abbrev = ::sigabbrev_np(signo);
+  if (abbrev == nullptr) return "signal " + std::to_string(signo);
+  return std::string("SIG") + abbrev;
+}
+
+std::string ExitStatus::describe() const {
+  if (code) return "exited with code " + std::to_string(*code);
+  if (signal) {
+    return "killed by signal " + std::to_string(*signal) + " (" + signal_name(*signal) + ")" +
+           (core_dumped ? ", core dumped" : "");
+  }
+  return "ended";
+}
+
+}  // namespace forkd::daemon

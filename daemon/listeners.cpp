@@ -1,0 +1,302 @@
+#include "daemon/listeners.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+
+namespace forkd::daemon {
+
+using common::AddressKind;
+using common::ListenConfig;
+using common::UniqueFd;
+
+namespace {
+
+[[noreturn]] void fail(const ListenConfig& config, const std::string& what, int err) {
+  throw ListenError(what + " " + config.address + ": " + std::strerror(err));
+}
+
+struct SockAddr {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+};
+
+SockAddr make_sockaddr(const ListenConfig& config) {
+  SockAddr out;
+  switch (config.kind) {
+    case AddressKind::tcp4: {
+      auto* sin = reinterpret_cast<sockaddr_in*>(&out.storage);
+      sin->sin_family = AF_INET;
+      sin->sin_port = htons(config.port);
+      if (::inet_pton(AF_INET, config.host.c_str(), &sin->sin_addr) != 1) fail(config, "bad address", EINVAL);
+      out.length = sizeof(sockaddr_in);
+      break;
+    }
+    case AddressKind::tcp6: {
+      auto* sin6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
+      sin6->sin6_family = AF_INET6;
+      sin6->sin6_port = htons(config.port);
+      if (::inet_pton(AF_INET6, config.host.c_str(), &sin6->sin6_addr) != 1) fail(config, "bad address", EINVAL);
+      out.length = sizeof(sockaddr_in6);
+      break;
+    }
+    case AddressKind::unix_path: {
+      auto* sun = reinterpret_cast<sockaddr_un*>(&out.storage);
+      sun->sun_family = AF_UNIX;
+      if (config.path.size() >= sizeof(sun->sun_path)) fail(config, "path too long for", ENAMETOOLONG);
+      std::memcpy(sun->sun_path, config.path.c_str(), config.path.size() + 1);
+      out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + config.path.size() + 1);
+      break;
+    }
+  }
+  return out;
+}
+
+// A unix socket file left by a dead process answers no connect(): only then is it replaced.
+void clear_stale_unix_socket(const ListenConfig& config) {
+  struct stat st{};
+  if (::lstat(config.path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return;
+    fail(config, "cannot stat", errno);
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    throw ListenError("cannot listen on " + config.address + ": the path exists and is not a socket");
+  }
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const SockAddr addr = make_sockaddr(config);
+  if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length) == 0) {
+    fail(config, "cannot listen on", EADDRINUSE);
+  }
+  if (errno != ECONNREFUSED) fail(config, "cannot probe existing socket", errno);
+  if (::unlink(config.path.c_str()) != 0 && errno != ENOENT) fail(config, "cannot remove stale socket", errno);
+}
+
+int family_of(const ListenConfig& config) {
+  switch (config.kind) {
+    case AddressKind::tcp4: return AF_INET;
+    case AddressKind::tcp6: return AF_INET6;
+    case AddressKind::unix_path: return AF_UNIX;
+  }
+  return AF_UNSPEC;
+}
+
+bool same_address(int fd, const ListenConfig& config) {
+  SockAddr bound;
+  bound.length = sizeof(bound.storage);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound.storage), &bound.length) != 0) return false;
+  if (bound.storage.ss_family != family_of(config)) return false;
+  SockAddr wanted;
+  try {
+    wanted = make_sockaddr(config);
+  } catch (const ListenError&) {
+    return false;
+  }
+  switch (config.kind) {
+    case AddressKind::tcp4: {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(&bound.storage);
+      const auto* b = reinterpret_cast<const sockaddr_in*>(&wanted.storage);
+      return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+    }
+    case AddressKind::tcp6: {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(&bound.storage);
+      const auto* b = reinterpret_cast<const sockaddr_in6*>(&wanted.storage);
+      return a->sin6_port == b->sin6_port &&
+             std::memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(in6_addr)) == 0;
+    }
+    case AddressKind::unix_path: {
+      const auto* a = reinterpret_cast<const sockaddr_un*>(&bound.storage);
+      return config.path == a->sun_path;
+    }
+  }
+  return false;
+}
+
+struct PassedSocket {
+  UniqueFd fd;
+  std::string name;
+};
+
+// sd_listen_fds(): the sockets systemd (or a test) passed to this very process.
+std::vector<PassedSocket> take_passed_sockets() {
+  std::vector<PassedSocket> out;
+  const char* pid_text = std::getenv("LISTEN_PID");
+  const char* fds_text = std::getenv("LISTEN_FDS");
+  const char* names_text = std::getenv("LISTEN_FDNAMES");
+  const std::string names = names_text != nullptr ? names_text : "";
+  ::unsetenv("LISTEN_PID");
+  ::unsetenv("LISTEN_FDS");
+  ::unsetenv("LISTEN_FDNAMES");
+  if (pid_text == nullptr || fds_text == nullptr) return out;
+  long pid = 0;
+  int count = 0;
+  const std::string pid_s = pid_text;
+  const std::string fds_s = fds_text;
+  std::from_chars(pid_s.data(), pid_s.data() + pid_s.size(), pid);
+  std::from_chars(fds_s.data(), fds_s.data() + fds_s.size(), count);
+  if (pid != ::getpid() || count <= 0) return out;
+  std::size_t pos = 0;
+  for (int i = 0; i < count; ++i) {
+    const int fd = 3 + i;
+    (void)common::set_cloexec(fd, true);
+    std::string name;
+    if (pos <= names.size() && !names.empty()) {
+      const auto colon = names.find(':', pos);
+      name = names.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
+      pos = colon == std::string::npos ? names.size() + 1 : colon + 1;
+    }
+    out.push_back({UniqueFd(fd), name});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string describe_socket(int fd) {
+  SockAddr bound;
+  bound.length = sizeof(bound.storage);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound.storage), &bound.length) != 0) {
+    return "fd " + std::to_string(fd);
+  }
+  char host[INET6_ADDRSTRLEN] = {};
+  switch (bound.storage.ss_family) {
+    case AF_INET: {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(&bound.storage);
+      ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+      return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+    }
+    case AF_INET6: {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(&bound.storage);
+      ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+      return "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+    }
+    case AF_UNIX:
+      return std::string("unix:") + reinterpret_cast<const sockaddr_un*>(&bound.storage)->sun_path;
+    default: return "fd " + std::to_string(fd);
+  }
+}
+
+UniqueFd open_listener(const ListenConfig& config, bool reuseport) {
+  const int family = family_of(config);
+  UniqueFd fd(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) fail(config, "cannot create socket for", errno);
+  const int one = 1;
+  if (config.kind != AddressKind::unix_path) {
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) fail(config, "SO_REUSEADDR on", errno);
+    if (reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) fail(config, "SO_REUSEPORT on", errno);
+    // [::] must not swallow 0.0.0.0 on the same port: each family binds on its own (nginx too).
+    if (config.kind == AddressKind::tcp6 && ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+      fail(config, "IPV6_V6ONLY on", errno);
+    }
+  } else {
+    clear_stale_unix_socket(config);
+  }
+  const SockAddr addr = make_sockaddr(config);
+  // A unix socket is created with the umask applied: start closed, then open up to `mode`.
+  const mode_t old_mask = config.kind == AddressKind::unix_path ? ::umask(0177) : 0;
+  const int rc = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length);
+  const int bind_errno = errno;
+  if (config.kind == AddressKind::unix_path) ::umask(old_mask);
+  if (rc != 0) fail(config, "cannot bind", bind_errno);
+  if (config.kind == AddressKind::unix_path) {
+    const mode_t mode = config.mode ? static_cast<mode_t>(*config.mode) : 0666;
+    if (::chmod(config.path.c_str(), mode) != 0) fail(config, "cannot chmod", errno);
+  }
+  if (::listen(fd.get(), config.backlog) != 0) fail(config, "cannot listen on", errno);
+  return fd;
+}
+
+void ListenerSet::open_all(const std::vector<ListenConfig>& configs) {
+  std::vector<PassedSocket> passed = take_passed_sockets();
+  std::vector<Listener> opened;
+  opened.reserve(configs.size());
+  for (const auto& config : configs) {
+    Listener l;
+    l.config = config;
+    // Match a passed socket by its name first (FileDescriptorName=), then by address.
+    auto match = passed.end();
+    for (auto it = passed.begin(); it != passed.end(); ++it) {
+      if (it->fd && !it->name.empty() && it->name == config.name && same_address(it->fd.get(), config)) match = it;
+    }
+    if (match == passed.end()) {
+      for (auto it = passed.begin(); it != passed.end(); ++it) {
+        if (it->fd && same_address(it->fd.get(), config)) { match = it; break; }
+      }
+    }
+    if (match != passed.end()) {
+      int type = 0;
+      socklen_t len = sizeof(type);
+      if (::getsockopt(match->fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+        throw ListenError("passed socket " + describe_socket(match->fd.get()) + " for " + config.address + " is not a stream socket");
+      }
+      l.adopted = true;
+      if (config.reuseport) {
+        l.per_worker.push_back(std::move(match->fd));
+      } else {
+        l.shared = std::move(match->fd);
+      }
+    } else if (!config.reuseport) {
+      l.shared = open_listener(config, false);
+      l.created_file = config.kind == AddressKind::unix_path;
+    }
+    opened.push_back(std::move(l));
+  }
+  for (const auto& p : passed) {
+    if (p.fd) {
+      throw ListenError("passed socket " + describe_socket(p.fd.get()) +
+                        (p.name.empty() ? "" : " (name " + p.name + ")") + " matches no listen entry");
+    }
+  }
+  listeners_ = std::move(opened);
+}
+
+void ListenerSet::ensure_worker_sockets(unsigned count) {
+  for (auto& l : listeners_) {
+    if (!l.config.reuseport) continue;
+    while (l.per_worker.size() < count) l.per_worker.push_back(open_listener(l.config, true));
+  }
+}
+
+void ListenerSet::trim_worker_sockets(unsigned count) {
+  for (auto& l : listeners_) {
+    if (l.per_worker.size() > count) l.per_worker.resize(count);
+  }
+}
+
+std::vector<int> ListenerSet::fds_for(unsigned slot) const {
+  std::vector<int> fds;
+  fds.reserve(listeners_.size());
+  for (const auto& l : listeners_) {
+    if (l.config.reuseport) {
+      fds.push_back(slot < l.per_worker.size() ? l.per_worker[slot].get() : -1);
+    } else {
+      fds.push_back(l.shared.get());
+    }
+  }
+  return fds;
+}
+
+std::string ListenerSet::fdnames() const {
+  std::string names;
+  for (const auto& l : listeners_) {
+    if (!names.empty()) names += ':';
+    names += l.config.name;
+  }
+  return names;
+}
+
+void ListenerSet::remove_socket_files() const {
+  for (const auto& l : listeners_) {
+    if (l.created_file) ::unlink(l.config.path.c_str());
+  }
+}
+
+}  // namespace forkd::daemon

@@ -1,0 +1,58 @@
+// The listening sockets the master creates (or adopts from systemd) before forking.
+// Owns every listener fd; workers get duplicates at fd 3.. in config order. Unix socket files
+// are unlinked only by the explicit remove_socket_files() shutdown step, never by a destructor.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/config.hpp"
+#include "common/fd.hpp"
+
+namespace forkd::daemon {
+
+// Bind/adopt failures: one line naming the address and the cause (exit 1 at start-up).
+class ListenError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Listener {
+  common::ListenConfig config;
+  common::UniqueFd shared;                   // the socket every worker inherits (reuseport: none)
+  std::vector<common::UniqueFd> per_worker;  // reuseport: one socket per slot, kept across respawns
+  bool adopted = false;                      // passed in by systemd (LISTEN_FDS)
+  bool created_file = false;                 // a unix socket file we created and must unlink
+};
+
+// Creates a listening socket for one entry: SO_REUSEADDR, IPV6_V6ONLY for v6, backlog, unix
+// mode; a stale unix socket file (nobody accepting) is replaced, anything else at the path is
+// refused. Throws ListenError.
+[[nodiscard]] common::UniqueFd open_listener(const common::ListenConfig& config, bool reuseport);
+
+class ListenerSet {
+ public:
+  // Binds every entry, adopting matching sockets passed with LISTEN_FDS/LISTEN_PID (by name,
+  // then by address); a passed socket that matches no entry is an error naming it.
+  // Clears LISTEN_* from our environment so they never leak to children.
+  void open_all(const std::vector<common::ListenConfig>& configs);
+  // Makes sure slots 0..count-1 have their own socket on every reuseport listener.
+  void ensure_worker_sockets(unsigned count);
+  // Drops reuseport sockets of slots >= count (their workers are gone).
+  void trim_worker_sockets(unsigned count);
+  // The fds worker `slot` inherits at 3, 4, ... in config order, and their names.
+  [[nodiscard]] std::vector<int> fds_for(unsigned slot) const;
+  [[nodiscard]] std::string fdnames() const;
+  [[nodiscard]] const std::vector<Listener>& listeners() const noexcept { return listeners_; }
+  // Shutdown step: unlink the unix socket files this master created.
+  void remove_socket_files() const;
+
+ private:
+  std::vector<Listener> listeners_;
+};
+
+// "127.0.0.1:8080", "[::1]:80", "unix:/run/x.sock" for a bound socket (logs, matching).
+[[nodiscard]] std::string describe_socket(int fd);
+
+}  // namespace forkd::daemon

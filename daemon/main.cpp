@@ -1,0 +1,88 @@
+// forkd: argv -> exit code. 0 clean stop, 64 bad command line, 78 invalid configuration,
+// 1 any other failure — each failure as one stderr line naming the cause and the object.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <exception>
+#include <iostream>
+
+#include "common/config.hpp"
+#include "common/log.hpp"
+#include "daemon/cli.hpp"
+#include "daemon/listeners.hpp"
+#include "daemon/master.hpp"
+
+namespace {
+
+constexpr int kExitConfig = 78;
+constexpr int kExitFailure = 1;
+
+forkd::common::LogLevel parse_level(const std::string& text) {
+  using forkd::common::LogLevel;
+  if (text == "trace") return LogLevel::trace;
+  if (text == "debug") return LogLevel::debug;
+  if (text == "warn") return LogLevel::warn;
+  if (text == "error") return LogLevel::error;
+  return LogLevel::info;
+}
+
+// -c FILE, else /etc/forkd/forkd.yaml when it exists, else the embedded default.
+std::pair<forkd::common::Config, std::string> load(const forkd::daemon::CliOptions& options) {
+  if (options.config) return {forkd::common::load_config_file(*options.config), *options.config};
+  struct stat st{};
+  if (::stat(forkd::daemon::kDefaultConfigPath, &st) == 0) {
+    return {forkd::common::load_config_file(forkd::daemon::kDefaultConfigPath),
+            forkd::daemon::kDefaultConfigPath};
+  }
+  return {forkd::common::default_config(), ""};
+}
+
+int run(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  const auto outcome = forkd::daemon::parse_command_line(args);
+  if (!outcome.options) {
+    std::fputs(outcome.out.c_str(), stdout);
+    std::fputs(outcome.err.c_str(), stderr);
+    return outcome.exit_code;
+  }
+  const auto& options = *outcome.options;
+  forkd::common::Config config;
+  std::string path;
+  try {
+    std::tie(config, path) = load(options);
+  } catch (const forkd::common::ConfigError& e) {
+    for (const auto& issue : e.issues()) std::cerr << issue.to_string() << '\n';
+    return kExitConfig;
+  }
+  if (options.log_level) config.log.level = parse_level(*options.log_level);
+  if (options.check_config) {
+    std::cout << "ok\n";
+    return 0;
+  }
+  if (options.print_config) {
+    std::cout << forkd::common::to_yaml(config);
+    return 0;
+  }
+  forkd::common::log::configure(config.log);
+  try {
+    forkd::daemon::Master master(std::move(config), path);
+    return master.run();
+  } catch (const forkd::daemon::ListenError& e) {
+    std::cerr << "forkd: " << e.what() << '\n';
+  } catch (const std::exception& e) {
+    std::cerr << "forkd: " << e.what() << '\n';
+  }
+  return kExitFailure;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "forkd: " << e.what() << '\n';
+    return kExitFailure;
+  }
+}

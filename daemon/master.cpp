@@ -1,0 +1,570 @@
+#include "daemon/master.hpp"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "common/log.hpp"
+#include "daemon/cpu_count.hpp"
+#include "daemon/output_capture.hpp"
+#include "daemon/spawner.hpp"
+#include "daemon/worker_channel.hpp"
+#include "worker/apps/registry.hpp"
+
+extern char** environ;
+
+namespace forkd::daemon {
+
+namespace {
+
+// The signal table, as nginx's: signal -> name -> meaning. Nothing else maps signals.
+struct SignalMapping {
+  int signo;
+  MasterEvent event;
+};
+constexpr std::array kSignalTable = {
+    SignalMapping{SIGTERM, MasterEvent::graceful_stop}, SignalMapping{SIGINT, MasterEvent::graceful_stop},
+    SignalMapping{SIGQUIT, MasterEvent::fast_stop},     SignalMapping{SIGHUP, MasterEvent::reload},
+    SignalMapping{SIGUSR1, MasterEvent::reopen_logs},   SignalMapping{SIGUSR2, MasterEvent::upgrade},
+    SignalMapping{SIGTTIN, MasterEvent::scale_up},      SignalMapping{SIGTTOU, MasterEvent::scale_down},
+    SignalMapping{SIGCHLD, MasterEvent::child_exited},
+};
+
+constexpr common::Duration kFastStopGrace = std::chrono::seconds(1);
+constexpr unsigned kMaxWorkers = 4096;
+
+std::string format_duration(Clock::duration d) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  if (ms < 10000) return std::to_string(ms) + "ms";
+  return std::to_string(ms / 1000) + "s";
+}
+
+// Variables the master must not pass on: they describe the master's own relation to systemd
+// or its own parent, and each worker gets its own values.
+bool inherited_variable_allowed(std::string_view name) {
+  constexpr std::array<std::string_view, 7> kOwnPrefixes = {
+      "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_", "FORKD_", "NODE_CHANNEL_", "JOURNAL_STREAM", "INVOCATION_ID"};
+  return std::none_of(kOwnPrefixes.begin(), kOwnPrefixes.end(),
+                      [&](std::string_view p) { return name.starts_with(p); });
+}
+
+}  // namespace
+
+const char* to_string(SlotState state) noexcept {
+  switch (state) {
+    case SlotState::starting: return "starting";
+    case SlotState::ready: return "ready";
+    case SlotState::stopping: return "stopping";
+    case SlotState::backoff: return "backoff";
+    case SlotState::failed: return "failed";
+  }
+  return "unknown";
+}
+
+Master::Master(common::Config config, std::string config_path)
+    : config_(std::move(config)),
+      config_path_(std::move(config_path)),
+      started_at_(Clock::now()),
+      wakeup_(io_),
+      log_(common::log::get("master")) {
+  target_ = config_.workers == 0 ? usable_cpus() : config_.workers;
+  // SIGPIPE is ignored (a worker or client going away is an error code, not a death).
+  struct sigaction ign{};
+  ign.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ign, nullptr);
+  signals_ = std::make_unique<common::SignalSource>(
+      io_,
+      std::initializer_list<int>{SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN,
+                                 SIGTTOU, SIGCHLD},
+      [this](int signo) { on_signal(signo); });
+  devnull_ = common::UniqueFd(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devnull_) throw common::system_error_from_errno("open /dev/null");
+  listeners_.open_all(config_.listen);
+  listeners_.ensure_worker_sockets(target_);
+  for (const auto& l : listeners_.listeners()) {
+    const int fd = l.config.reuseport ? l.per_worker.front().get() : l.shared.get();
+    log_->info("listening on {} ({}{}{})", describe_socket(fd), l.config.name,
+               l.adopted ? ", passed by the service manager" : "",
+               l.config.reuseport ? ", reuseport" : "");
+  }
+}
+
+Master::~Master() = default;
+
+int Master::run() {
+  log_->info("forkd {} started (pid {}), {} workers, config {}", FORKD_VERSION, ::getpid(), target_,
+             config_.source);
+  tick();
+  io_.run();
+  return exit_code_;
+}
+
+void Master::on_signal(int signo) {
+  for (const auto& m : kSignalTable) {
+    if (m.signo != signo) continue;
+    if (signo != SIGCHLD) log_->info("received {}", signal_name(signo));
+    handle(m.event);
+    return;
+  }
+}
+
+void Master::handle(MasterEvent event) {
+  switch (event) {
+    case MasterEvent::graceful_stop: begin_stop(stopping_); break;
+    case MasterEvent::fast_stop: begin_stop(true); break;
+    case MasterEvent::reload:
+      log_->warn("reload is not supported yet; configuration unchanged");
+      break;
+    case MasterEvent::upgrade:
+      log_->warn("hot upgrade is not supported yet; nothing changed");
+      break;
+    case MasterEvent::reopen_logs: reopen_logs(); break;
+    case MasterEvent::scale_up: scale_to(std::min(target_ + 1, kMaxWorkers)); break;
+    case MasterEvent::scale_down: scale_to(target_ > 1 ? target_ - 1 : 1); break;
+    case MasterEvent::child_exited: break;  // tick() reaps
+  }
+  tick();
+}
+
+void Master::tick() {
+  const TimePoint now = Clock::now();
+  reap_children();
+  enforce_deadlines(now);
+  maintain_worker_count(now);
+  announce_readiness();
+  if (stopping_ && processes_.empty()) {
+    finish();
+    return;
+  }
+  schedule_wakeup();
+}
+
+void Master::reap_children() {
+  for (;;) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) break;  // 0: none left to reap now; -1/ECHILD: no children at all
+    on_child_exit(pid, status);
+  }
+}
+
+WorkerProcess* Master::find_process(pid_t pid) {
+  auto it = processes_.find(pid);
+  return it == processes_.end() ? nullptr : &it->second;
+}
+
+void Master::on_child_exit(pid_t pid, int wait_status) {
+  auto it = processes_.find(pid);
+  if (it == processes_.end()) {
+    log_->debug("reaped process {} that is not a worker", pid);
+    return;
+  }
+  WorkerProcess process = std::move(it->second);
+  processes_.erase(it);
+  if (process.channel) process.channel->close();
+  for (auto& output : process.outputs) output->close();
+
+  const auto now = Clock::now();
+  const auto uptime = now - process.started_at;
+  const ExitStatus status = ExitStatus::from_wait_status(wait_status);
+  auto slot_it = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.id == process.slot; });
+  if (slot_it == slots_.end()) {
+    log_->info("worker {} (pid {}) {} after {}", process.slot, pid, status.describe(), format_duration(uptime));
+    return;
+  }
+  Slot& slot = *slot_it;
+  slot.last_exit = ExitRecord{status, std::chrono::system_clock::now()};
+  const bool was_current = slot.current == pid;
+  if (was_current) slot.current.reset();
+
+  const bool expected = process.stop_reason == StopReason::shutdown ||
+                        process.stop_reason == StopReason::scale_down ||
+                        process.stop_reason == StopReason::restart;
+  if (expected || stopping_) {
+    log_->info("worker {} (pid {}) stopped: {} after {}", slot.id, pid, status.describe(), format_duration(uptime));
+    return;
+  }
+  if (!was_current) return;
+
+  const bool failed_start = !process.spawn_error.empty() ||
+                            process.stop_reason == StopReason::ready_timeout;
+  RestartDecision decision = failed_start ? slot.backoff.on_failed_start()
+                                          : slot.backoff.on_unexpected_exit(
+                                                std::chrono::duration_cast<common::Duration>(uptime));
+  if (process.stop_reason == StopReason::heartbeat) {
+    log_->error("worker {} (pid {}) {} after missing heartbeats", slot.id, pid, status.describe());
+  } else if (!process.spawn_error.empty()) {
+    log_->error("worker {} (pid {}) could not start: {}", slot.id, pid, process.spawn_error);
+  } else {
+    log_->warn("worker {} (pid {}) {} after {}", slot.id, pid, status.describe(), format_duration(uptime));
+  }
+  if (decision.kind == RestartDecision::Kind::give_up) {
+    slot.failed = true;
+    log_->error("worker {} failed {} times in a row (restart.max_failures); slot marked failed",
+                slot.id, decision.failures);
+    const bool all_failed = std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.failed; });
+    if (all_failed && config_.restart.exit_on_failed) {
+      log_->error("every worker slot has failed; exiting (restart.exit_on_failed)");
+      exit_code_ = 1;
+      begin_stop(true);
+    }
+    return;
+  }
+  ++slot.restarts;
+  slot.respawn_at = now + decision.delay;
+  if (decision.delay.count() > 0) {
+    log_->info("respawning worker {} in {} (crash {} in a row)", slot.id, format_duration(decision.delay),
+               decision.failures);
+  } else {
+    log_->info("respawning worker {}", slot.id);
+  }
+}
+
+void Master::enforce_deadlines(TimePoint now) {
+  for (auto& [pid, process] : processes_) {
+    if (process.killed) continue;
+    if (process.state == SlotState::starting && now >= process.ready_deadline) {
+      process.stop_reason = StopReason::ready_timeout;
+      kill_process(process, "not ready within ready_timeout");
+    } else if (process.state == SlotState::stopping && process.stop_deadline &&
+               now >= *process.stop_deadline) {
+      kill_process(process, "still running after its shutdown grace period");
+    } else if (process.state == SlotState::ready && config_.worker.heartbeat_timeout.count() > 0 &&
+               now - process.last_heartbeat >= config_.worker.heartbeat_timeout) {
+      process.stop_reason = StopReason::heartbeat;
+      kill_process(process, "no heartbeat within heartbeat_timeout");
+    }
+  }
+}
+
+void Master::kill_process(WorkerProcess& process, const char* why) {
+  log_->warn("worker {} (pid {}): {}; sending SIGKILL", process.slot, process.pid, why);
+  ::kill(process.pid, SIGKILL);
+  process.killed = true;
+}
+
+void Master::maintain_worker_count(TimePoint now) {
+  if (stopping_) return;
+  while (slots_.size() < target_) slots_.emplace_back(static_cast<unsigned>(slots_.size()), config_.restart);
+  // Slots past the target drain away; a slot is dropped once its last process is gone.
+  for (auto& slot : slots_) {
+    if (slot.id < target_ || !slot.current) continue;
+    if (auto* p = find_process(*slot.current); p != nullptr && p->state != SlotState::stopping) {
+      stop_process(*p, StopReason::scale_down, config_.worker.shutdown_timeout);
+    }
+  }
+  while (slots_.size() > target_) {
+    const Slot& last = slots_.back();
+    const bool busy = std::any_of(processes_.begin(), processes_.end(),
+                                  [&](const auto& entry) { return entry.second.slot == last.id; });
+    if (busy) break;
+    slots_.pop_back();
+  }
+  listeners_.trim_worker_sockets(static_cast<unsigned>(slots_.size()));
+  for (auto& slot : slots_) {
+    if (slot.id >= target_ || slot.current || slot.failed) continue;
+    if (slot.respawn_at && now < *slot.respawn_at) continue;
+    spawn_worker(slot, now);
+  }
+}
+
+bool Master::exec_mode() const noexcept { return config_.worker.app.empty(); }
+
+std::map<std::string, std::string> Master::worker_environment(const Slot& slot) const {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    const auto name = entry.substr(0, eq);
+    if (!inherited_variable_allowed(name)) continue;
+    env.emplace(std::string(name), std::string(entry.substr(eq + 1)));
+  }
+  for (const auto& [k, v] : config_.worker.env) env[k] = v;
+  const std::size_t listener_count = listeners_.listeners().size();
+  const std::string ipc_fd = std::to_string(3 + listener_count);
+  env["FORKD_WORKER_ID"] = std::to_string(slot.id);
+  env["FORKD_GENERATION"] = std::to_string(generation_);
+  env["FORKD_MASTER_PID"] = std::to_string(::getpid());
+  env["FORKD_IPC_FD"] = ipc_fd;
+  env["FORKD_IPC_MAX_MESSAGE"] = std::to_string(config_.ipc.max_message);
+  env["FORKD_SHUTDOWN_TIMEOUT_MS"] = std::to_string(config_.worker.shutdown_timeout.count());
+  env["NODE_CHANNEL_FD"] = ipc_fd;
+  env["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
+  env["LISTEN_FDS"] = std::to_string(listener_count);
+  env["LISTEN_FDNAMES"] = listeners_.fdnames();
+  if (config_.worker.heartbeat_timeout.count() > 0) {
+    env["WATCHDOG_USEC"] = std::to_string(config_.worker.heartbeat_timeout.count() * 1000);
+  }
+  return env;
+}
+
+void Master::spawn_worker(Slot& slot, TimePoint now) {
+  slot.respawn_at.reset();
+  listeners_.ensure_worker_sockets(static_cast<unsigned>(slots_.size()));
+  const auto& wc = config_.worker;
+  SpawnSpec spec;
+  if (exec_mode()) {
+    if (!wc.shell.empty()) {
+      spec.program = "/bin/sh";
+      spec.argv = {"/bin/sh", "-c", wc.shell};
+    } else {
+      int error = 0;
+      std::string program = wc.command.front();
+      if (program.find('/') != std::string::npos && !wc.cwd.empty() && program.front() != '/') {
+        program = wc.cwd + "/" + program;
+      }
+      const auto found = find_program(program, error);
+      spec.program = found.value_or(program);
+      spec.argv = wc.command;
+    }
+  } else {
+    spec.app = worker::find_builtin_app(wc.app);
+    if (spec.app == nullptr) {
+      log_->error("worker {}: unknown built-in app \"{}\"", slot.id, wc.app);
+      slot.failed = true;
+      return;
+    }
+  }
+  spec.env = worker_environment(slot);
+  spec.listen_pid = true;
+  spec.cwd = wc.cwd;
+  spec.rlimit_nofile = wc.rlimit_nofile;
+  if (wc.cpu_affinity) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0) {
+      const int count = CPU_COUNT(&allowed);
+      int wanted = static_cast<int>(slot.id % static_cast<unsigned>(count));
+      for (std::size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (!CPU_ISSET(cpu, &allowed)) continue;
+        if (wanted-- == 0) {
+          spec.cpu = static_cast<int>(cpu);
+          break;
+        }
+      }
+    }
+  }
+  if (!wc.user.empty()) {
+    if (const passwd* pw = ::getpwnam(wc.user.c_str()); pw != nullptr) {
+      spec.uid = pw->pw_uid;
+      spec.gid = pw->pw_gid;
+      int count = 64;
+      std::vector<gid_t> groups(static_cast<std::size_t>(count));
+      if (::getgrouplist(wc.user.c_str(), pw->pw_gid, groups.data(), &count) < 0) {
+        groups.resize(static_cast<std::size_t>(count));
+        ::getgrouplist(wc.user.c_str(), pw->pw_gid, groups.data(), &count);
+      }
+      groups.resize(static_cast<std::size_t>(count));
+      spec.groups = std::move(groups);
+    }
+  }
+  if (!wc.group.empty()) {
+    if (const group* gr = ::getgrnam(wc.group.c_str()); gr != nullptr) spec.gid = gr->gr_gid;
+  }
+
+  // fds: 0 /dev/null, 1-2 per stdout/stderr mode, listeners from 3, then the IPC socket.
+  common::FdPair ipc;
+  std::array<common::FdPair, 2> output_pipes;
+  try {
+    ipc = common::make_socketpair(SOCK_STREAM);
+    const std::array<common::OutputMode, 2> modes = {wc.stdout_mode, wc.stderr_mode};
+    for (std::size_t i = 0; i < 2; ++i) {
+      if (modes[i] == common::OutputMode::log) output_pipes[i] = common::make_pipe();
+    }
+  } catch (const std::system_error& e) {
+    log_->error("worker {}: cannot create its channels: {}", slot.id, e.what());
+    slot.respawn_at = now + slot.backoff.on_failed_start().delay;
+    return;
+  }
+  spec.fds.push_back(devnull_.get());
+  const std::array<common::OutputMode, 2> modes = {wc.stdout_mode, wc.stderr_mode};
+  for (std::size_t i = 0; i < 2; ++i) {
+    switch (modes[i]) {
+      case common::OutputMode::log: spec.fds.push_back(output_pipes[i].second.get()); break;
+      case common::OutputMode::null: spec.fds.push_back(devnull_.get()); break;
+      case common::OutputMode::inherit: spec.fds.push_back(-1); break;
+    }
+  }
+  for (int fd : listeners_.fds_for(slot.id)) spec.fds.push_back(fd);
+  spec.fds.push_back(ipc.second.get());
+
+  const SpawnResult result = spawn_process(spec);
+  if (result.pid < 0) {
+    const RestartDecision d = slot.backoff.on_failed_start();
+    log_->error("worker {}: cannot start: {}; retrying in {}", slot.id, result.describe(spec),
+                format_duration(d.delay));
+    slot.respawn_at = now + d.delay;
+    return;
+  }
+  WorkerProcess process;
+  process.pid = result.pid;
+  process.slot = slot.id;
+  process.generation = generation_;
+  process.started_at = now;
+  process.started_wall = std::chrono::system_clock::now();
+  process.ready_deadline = now + wc.ready_timeout;
+  process.last_heartbeat = now;
+  if (result.failure) process.spawn_error = result.describe(spec);
+  const pid_t pid = result.pid;
+  process.channel = WorkerChannel::open(
+      io_, std::move(ipc.first), config_.ipc.max_message, 4 * config_.ipc.max_message,
+      {.message = [this, pid](nlohmann::json m) { on_worker_message(pid, std::move(m)); },
+       .protocol_error =
+           [this, pid, id = slot.id](const std::string& problem) {
+             log_->warn("worker {} (pid {}) IPC: {}", id, pid, problem);
+           },
+       .closed = {}});
+  const std::array<const char*, 2> stream_names = {"stdout", "stderr"};
+  for (std::size_t i = 0; i < 2; ++i) {
+    if (!output_pipes[i].first) continue;
+    process.outputs.push_back(OutputCapture::open(
+        io_, std::move(output_pipes[i].first),
+        fmt::format("worker {} (pid {}) {}", slot.id, pid, stream_names[i]), i == 1));
+  }
+  slot.current = pid;
+  auto [it, inserted] = processes_.emplace(pid, std::move(process));
+  if (!it->second.spawn_error.empty()) return;  // it exits 127 at once; the reaper reports it
+  log_->info("worker {} started (pid {}, generation {})", slot.id, pid, generation_);
+  const bool started_is_ready =
+      wc.ready == common::ReadyMode::started || (wc.ready == common::ReadyMode::automatic && exec_mode());
+  if (started_is_ready) mark_ready(it->second);
+}
+
+void Master::on_worker_message(pid_t pid, nlohmann::json message) {
+  WorkerProcess* process = find_process(pid);
+  if (process == nullptr) return;
+  if (message.is_string() && message.get_ref<const std::string&>() == "ready") {
+    mark_ready(*process);
+    tick();
+    return;
+  }
+  if (message.is_object() && message.contains("forkd") && message["forkd"].is_string()) {
+    const auto& kind = message["forkd"].get_ref<const std::string&>();
+    if (kind == "ready") {
+      mark_ready(*process);
+      tick();
+    } else if (kind == "heartbeat") {
+      process->last_heartbeat = Clock::now();
+    } else {
+      log_->debug("worker {} (pid {}) sent forkd message \"{}\"", process->slot, pid, kind);
+    }
+    return;
+  }
+  log_->debug("worker {} (pid {}) message: {}", process->slot, pid, message.dump());
+}
+
+void Master::mark_ready(WorkerProcess& process) {
+  if (process.state != SlotState::starting) return;
+  process.state = SlotState::ready;
+  process.last_heartbeat = Clock::now();
+  log_->info("worker {} ready (pid {}) in {}", process.slot, process.pid,
+             format_duration(Clock::now() - process.started_at));
+}
+
+void Master::announce_readiness() {
+  if (all_ready_announced_ || stopping_) return;
+  unsigned ready = 0;
+  for (const auto& slot : slots_) {
+    if (slot.id >= target_ || !slot.current) continue;
+    if (const auto* p = find_process(*slot.current); p != nullptr && p->state == SlotState::ready) ++ready;
+  }
+  if (ready < target_) return;
+  all_ready_announced_ = true;
+  log_->info("all {} workers ready", target_);
+}
+
+void Master::stop_process(WorkerProcess& process, StopReason reason, common::Duration grace) {
+  const auto deadline = Clock::now() + grace;
+  if (process.state == SlotState::stopping) {
+    if (process.stop_deadline && deadline < *process.stop_deadline) process.stop_deadline = deadline;
+    return;
+  }
+  process.state = SlotState::stopping;
+  process.stop_reason = reason;
+  process.stop_deadline = deadline;
+  if (::kill(process.pid, SIGTERM) != 0) {
+    log_->warn("worker {} (pid {}): SIGTERM failed: {}", process.slot, process.pid, std::strerror(errno));
+  }
+}
+
+void Master::begin_stop(bool fast) {
+  if (stopping_ && fast_stop_) return;
+  const bool already = stopping_;
+  stopping_ = true;
+  fast_stop_ = fast;
+  const common::Duration grace = fast ? kFastStopGrace : config_.worker.shutdown_timeout;
+  log_->info("{} stop{}: {} workers to stop", fast ? "fast" : "graceful", already ? " (escalated)" : "",
+             processes_.size());
+  for (auto& [pid, process] : processes_) {
+    if (process.stop_reason == StopReason::none) process.stop_reason = StopReason::shutdown;
+    if (process.state == SlotState::stopping) {
+      stop_process(process, process.stop_reason, grace);
+    } else {
+      stop_process(process, StopReason::shutdown, grace);
+    }
+  }
+}
+
+void Master::scale_to(unsigned count) {
+  if (stopping_ || count == target_) return;
+  log_->info("scaling from {} to {} workers", target_, count);
+  target_ = count;
+  all_ready_announced_ = false;
+  for (auto& slot : slots_) {
+    if (slot.id < target_) continue;
+    slot.respawn_at.reset();
+    slot.failed = false;
+  }
+}
+
+void Master::reopen_logs() {
+  if (common::log::reopen()) {
+    log_->info("log files reopened");
+  }
+}
+
+void Master::schedule_wakeup() {
+  std::optional<TimePoint> next;
+  const auto consider = [&](TimePoint t) {
+    if (!next || t < *next) next = t;
+  };
+  for (const auto& slot : slots_) {
+    if (slot.respawn_at && !slot.current && !slot.failed) consider(*slot.respawn_at);
+  }
+  for (const auto& [pid, p] : processes_) {
+    if (p.killed) continue;
+    if (p.state == SlotState::starting) consider(p.ready_deadline);
+    if (p.state == SlotState::stopping && p.stop_deadline) consider(*p.stop_deadline);
+    if (p.state == SlotState::ready && config_.worker.heartbeat_timeout.count() > 0) {
+      consider(p.last_heartbeat + config_.worker.heartbeat_timeout);
+    }
+  }
+  wakeup_.cancel();
+  if (!next) return;
+  wakeup_.expires_at(*next);
+  wakeup_.async_wait([this](std::error_code ec) {
+    if (!ec) tick();
+  });
+}
+
+void Master::finish() {
+  if (finished_) return;
+  finished_ = true;
+  wakeup_.cancel();
+  listeners_.remove_socket_files();
+  log_->info("stopped (exit code {})", exit_code_);
+  io_.stop();
+}
+
+}  // namespace forkd::daemon

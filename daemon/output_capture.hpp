@@ -1,0 +1,38 @@
+// `stdout: log` / `stderr: log`: one worker stream read line by line into the master's log.
+// Lines longer than kMaxLine are split, never buffered without limit; each wake-up reads a
+// bounded amount, so a flooding worker cannot starve the master's loop.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <array>
+#include <memory>
+#include <string>
+
+#include "common/fd.hpp"
+
+namespace forkd::daemon {
+
+class OutputCapture : public std::enable_shared_from_this<OutputCapture> {
+ public:
+  static constexpr std::size_t kMaxLine = 16 * 1024;
+
+  // `tag` prefixes every line, e.g. "worker 0 (pid 4242) stdout".
+  static std::shared_ptr<OutputCapture> open(asio::io_context& io, common::UniqueFd read_end,
+                                             std::string tag, bool is_stderr);
+  OutputCapture(asio::io_context& io, common::UniqueFd read_end, std::string tag, bool is_stderr);
+  void close();
+
+ private:
+  void read_next();
+  void emit(std::string_view line);
+
+  asio::posix::stream_descriptor stream_;
+  std::string tag_;
+  bool is_stderr_;
+  std::array<char, 16384> buffer_{};
+  std::string partial_;
+  bool closed_ = false;
+};
+
+}  // namespace forkd::daemon

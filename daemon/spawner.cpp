@@ -1,0 +1,140 @@
+#include "daemon/spawner.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/fd.hpp"
+
+namespace forkd::daemon {
+
+namespace {
+
+// Owns the strings of an argv/envp and the pointer arrays execve wants.
+class CStringArray {
+ public:
+  void add(std::string s) { strings_.push_back(std::move(s)); }
+  std::string& back() { return strings_.back(); }
+  char* const* finish() {
+    pointers_.clear();
+    for (auto& s : strings_) pointers_.push_back(s.data());
+    pointers_.push_back(nullptr);
+    return pointers_.data();
+  }
+
+ private:
+  std::vector<std::string> strings_;
+  std::vector<char*> pointers_;
+};
+
+}  // namespace
+
+std::optional<std::string> find_program(const std::string& name, int& error) {
+  error = 0;
+  if (name.empty()) {
+    error = ENOENT;
+    return std::nullopt;
+  }
+  if (name.find('/') != std::string::npos) {
+    if (::access(name.c_str(), X_OK) == 0) return name;
+    error = errno;
+    return std::nullopt;
+  }
+  const char* path_env = std::getenv("PATH");
+  const std::string path = path_env != nullptr ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  error = ENOENT;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const auto colon = path.find(':', start);
+    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (dir.empty()) dir = ".";
+    const std::string candidate = dir + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      error = 0;
+      return candidate;
+    }
+    if (errno == EACCES) error = EACCES;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return std::nullopt;
+}
+
+std::string SpawnResult::describe(const SpawnSpec& spec) const {
+  if (fork_error) return "fork: " + fork_error.message();
+  if (!failure) return "ok";
+  std::string what = to_string(failure->step);
+  if (failure->step == ChildStep::exec) what += " " + spec.program;
+  if (failure->step == ChildStep::chdir) what += " " + spec.cwd;
+  return what + ": " + std::strerror(failure->error);
+}
+
+SpawnResult spawn_process(const SpawnSpec& spec) {
+  SpawnResult result;
+  // Everything the child touches is built here, before fork: it may not allocate.
+  CStringArray argv;
+  for (const auto& a : spec.argv) argv.add(a);
+  CStringArray envp;
+  for (const auto& [k, v] : spec.env) envp.add(k + "=" + v);
+  ChildPlan plan;
+  if (spec.listen_pid) {
+    envp.add("LISTEN_PID=" + std::string(21, '\0'));
+  }
+  plan.argv = argv.finish();
+  plan.envp = envp.finish();
+  if (spec.listen_pid) plan.listen_pid_digits = envp.back().data() + std::strlen("LISTEN_PID=");
+  plan.app = spec.app;
+  plan.path = spec.program.c_str();
+  plan.fd_sources = spec.fds;
+  plan.master_pid = ::getpid();
+  plan.ignore_sigpipe = spec.app != nullptr;
+  plan.rlimit_nofile = spec.rlimit_nofile;
+  if (spec.cpu) {
+    plan.pin_cpu = true;
+    CPU_ZERO(&plan.cpu);
+    CPU_SET(static_cast<std::size_t>(*spec.cpu), &plan.cpu);
+  }
+  plan.cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
+  if (spec.uid || spec.gid) {
+    plan.set_ids = true;
+    plan.uid = spec.uid.value_or(::getuid());
+    plan.gid = spec.gid.value_or(::getgid());
+    plan.groups = spec.groups.empty() ? std::vector<gid_t>{plan.gid} : spec.groups;
+  }
+
+  common::FdPair error_pipe;
+  try {
+    error_pipe = common::make_pipe();
+  } catch (const std::system_error& e) {
+    result.fork_error = e.code();
+    return result;
+  }
+  plan.error_pipe = error_pipe.second.get();
+
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    result.fork_error = common::last_error();
+    return result;
+  }
+  if (pid == 0) run_child(plan);
+
+  result.pid = pid;
+  error_pipe.second.reset();
+  ChildFailure failure{};
+  std::size_t got = 0;
+  auto* bytes = reinterpret_cast<char*>(&failure);
+  for (;;) {
+    const ssize_t n = ::read(error_pipe.first.get(), bytes + got, sizeof(failure) - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+    if (got == sizeof(failure)) break;
+  }
+  if (got == sizeof(failure)) result.failure = failure;
+  return result;
+}
+
+}  // namespace forkd::daemon

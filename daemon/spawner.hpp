@@ -1,0 +1,47 @@
+// Starting one worker process: the single fork path of the master (STYLE: one function, one
+// checklist). Builds the child's plan before fork, forks, and learns through a close-on-exec
+// error pipe whether the child got as far as exec or app entry ("spawn ENOENT", not a crash).
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "daemon/child_setup.hpp"
+
+namespace forkd::daemon {
+
+struct SpawnSpec {
+  const worker::AppEntry* app = nullptr;  // built-in app, or else:
+  std::string program;                    // absolute or PATH-resolved program to exec
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> env;  // the complete environment of the child
+  bool listen_pid = false;                 // add LISTEN_PID=<the child's own pid>
+  std::vector<int> fds;                    // fds[i] becomes fd i in the child; -1 = as is
+  std::string cwd;
+  std::uint64_t rlimit_nofile = 0;
+  std::optional<int> cpu;  // pin to this CPU
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::vector<gid_t> groups;
+};
+
+struct SpawnResult {
+  pid_t pid = -1;  // > 0 whenever fork() succeeded, even when the set-up then failed
+  std::optional<ChildFailure> failure;
+  std::error_code fork_error;
+  // "fork: Resource temporarily unavailable", "exec /x: No such file or directory", ...
+  [[nodiscard]] std::string describe(const SpawnSpec& spec) const;
+};
+
+// Forks and sets up the child; blocks only until the child has exec'd or entered its app.
+[[nodiscard]] SpawnResult spawn_process(const SpawnSpec& spec);
+
+// execvp's search, done in the parent: the path to run, or ENOENT/EACCES.
+[[nodiscard]] std::optional<std::string> find_program(const std::string& name, int& error);
+
+}  // namespace forkd::daemon

@@ -1,0 +1,55 @@
+// The master's end of one worker's IPC socket: NDJSON in, NDJSON out.
+// Reads are size-capped before parsing and the outgoing queue is bounded, so a worker that
+// floods or never reads costs the master a fixed amount of memory and never blocks it.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <array>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/fd.hpp"
+#include "common/ndjson.hpp"
+
+namespace forkd::daemon {
+
+class WorkerChannel : public std::enable_shared_from_this<WorkerChannel> {
+ public:
+  struct Callbacks {
+    std::function<void(nlohmann::json)> message;
+    std::function<void(const std::string& problem)> protocol_error;  // logged by the owner
+    std::function<void()> closed;                                     // EOF or error
+  };
+
+  // Handlers keep the channel alive through shared_from_this(); close() stops callbacks.
+  static std::shared_ptr<WorkerChannel> open(asio::io_context& io, common::UniqueFd fd,
+                                             std::size_t max_message, std::size_t max_queue,
+                                             Callbacks callbacks);
+  WorkerChannel(asio::io_context& io, common::UniqueFd fd, std::size_t max_message,
+                std::size_t max_queue, Callbacks callbacks);
+
+  // Queues one message; false when the queue is over its bound (the message is dropped).
+  [[nodiscard]] bool send(const nlohmann::json& message);
+  void close();
+  [[nodiscard]] std::size_t queued_bytes() const noexcept { return queued_bytes_; }
+
+ private:
+  void read_next();
+  void write_next();
+
+  asio::local::stream_protocol::socket socket_;
+  common::LineDecoder decoder_;
+  std::size_t max_queue_;
+  Callbacks callbacks_;
+  std::array<char, 65536> buffer_{};
+  std::deque<std::string> queue_;
+  std::size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace forkd::daemon

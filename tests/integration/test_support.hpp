@@ -1,0 +1,51 @@
+// What every forkd integration test repeats: a temp dir, a pre-bound listener passed the
+// systemd way, a config written around it, and forkd started and awaited until ready.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "tests/integration/harness.hpp"
+
+namespace forkd::test {
+
+using namespace std::chrono_literals;
+
+// A running forkd serving on one passed 127.0.0.1 listener.
+struct Cluster {
+  TempDir dir;
+  Listener listener = Listener::tcp_v4();
+  ForkdProcess forkd;
+
+  // `body` is YAML appended after the listen/control keys (workers, worker, restart...).
+  void start(const std::string& body, const std::vector<std::string>& extra_args = {}) {
+    ForkdOptions options;
+    options.config_yaml = "listen:\n  - " + listener.address() + "\ncontrol:\n  socket: " +
+                          dir.file("forkd.sock") + "\n" + body;
+    options.listen_fds = {listener.fd()};
+    options.extra_args = extra_args;
+    forkd.start(dir, options);
+  }
+
+  // Waits for "all N workers ready" (the next one after `from`); returns the log offset after it.
+  std::size_t wait_all_ready(unsigned n, std::size_t from = 0,
+                             std::chrono::milliseconds timeout = 30s) {
+    auto m = forkd.wait_for_log("all " + std::to_string(n) + " workers ready", timeout, from);
+    EXPECT_TRUE(m.has_value()) << "forkd did not report " << n << " ready workers";
+    return m ? m->end_offset : from;
+  }
+
+  std::optional<HttpResponse> get(const std::string& path, std::chrono::milliseconds timeout = 10s) {
+    return http_get(listener, path, timeout);
+  }
+};
+
+inline std::string test_worker_command(const std::string& flags) {
+  return "  command: [" + test_worker_bin() + (flags.empty() ? "" : ", " + flags) + "]\n";
+}
+
+}  // namespace forkd::test

@@ -1,0 +1,100 @@
+// Listener creation over real loopback and unix sockets (no fork).
+#include "daemon/listeners.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace {
+
+using forkd::common::AddressKind;
+using forkd::common::ListenConfig;
+using forkd::daemon::ListenError;
+using forkd::daemon::open_listener;
+
+struct TempPath {
+  std::string dir;
+  TempPath() {
+    std::string templ = std::filesystem::temp_directory_path() / "forkd-listen-XXXXXX";
+    dir = ::mkdtemp(templ.data());
+  }
+  ~TempPath() { std::filesystem::remove_all(dir); }
+};
+
+ListenConfig unix_config(const std::string& path) {
+  ListenConfig c;
+  c.address = "unix:" + path;
+  c.kind = AddressKind::unix_path;
+  c.path = path;
+  c.name = "listen0";
+  return c;
+}
+
+ListenConfig tcp4(std::uint16_t port) {
+  ListenConfig c;
+  c.address = "127.0.0.1:" + std::to_string(port);
+  c.host = "127.0.0.1";
+  c.port = port;
+  c.name = "listen0";
+  return c;
+}
+
+TEST(ListenersTest, UnixSocketGetsItsModeAndStaleFileIsReplaced) {
+  TempPath t;
+  auto config = unix_config(t.dir + "/s.sock");
+  config.mode = 0660;
+  {
+    auto fd = open_listener(config, false);
+    struct stat st{};
+    ASSERT_EQ(::stat(config.path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0660U);
+  }
+  // The first socket is closed but its file stays: stale, nobody accepts -> replaced.
+  auto again = open_listener(config, false);
+  EXPECT_TRUE(again.valid());
+  // While that one is listening, a second bind is refused as in use.
+  EXPECT_THROW((void)open_listener(config, false), ListenError);
+}
+
+TEST(ListenersTest, RefusesToReplaceSomethingThatIsNotASocket) {
+  TempPath t;
+  const std::string path = t.dir + "/file";
+  std::ofstream(path) << "data";
+  try {
+    (void)open_listener(unix_config(path), false);
+    FAIL() << "expected ListenError";
+  } catch (const ListenError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("not a socket"), std::string::npos);
+  }
+  EXPECT_TRUE(std::filesystem::exists(path));
+}
+
+TEST(ListenersTest, AddressInUseNamesTheAddress) {
+  auto first = open_listener(tcp4(0), false);
+  const std::string bound = forkd::daemon::describe_socket(first.get());
+  const auto port = static_cast<std::uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+  try {
+    (void)open_listener(tcp4(port), false);
+    FAIL() << "expected ListenError";
+  } catch (const ListenError& e) {
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(port)), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Address already in use"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ListenersTest, ReuseportSocketsShareAPort) {
+  auto a = open_listener(tcp4(0), true);
+  const std::string bound = forkd::daemon::describe_socket(a.get());
+  const auto port = static_cast<std::uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+  auto b = open_listener(tcp4(port), true);
+  EXPECT_TRUE(b.valid());
+}
+
+}  // namespace
