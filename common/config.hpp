@@ -8,6 +8,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace forkd::common {
@@ -35,9 +36,9 @@ enum class ReadyMode { automatic, message, notify, started };
 enum class OutputMode { log, inherit, null };
 
 struct WorkerConfig {
-  std::string app = "http-hello";     // built-in app; empty when command/shell is used
-  std::vector<std::string> command;   // exec'd without a shell
-  std::string shell;                  // through /bin/sh -c
+  std::string app = "http-hello";    // built-in app; empty when command/shell is used
+  std::vector<std::string> command;  // exec'd without a shell
+  std::string shell;                 // through /bin/sh -c
   std::string cwd;
   std::map<std::string, std::string> env;
   std::string user;
@@ -94,7 +95,7 @@ enum class LogFormat { text, json, journal };
 struct LogConfig {
   LogLevel level = LogLevel::info;
   LogFormat format = LogFormat::text;
-  bool format_set = false;  // false: journal is picked when JOURNAL_STREAM is set
+  bool format_set = false;  // false ("auto" in YAML): journal when JOURNAL_STREAM is set, else text
   std::string file;
   bool operator==(const LogConfig&) const = default;
 };
@@ -105,7 +106,7 @@ struct MetricsConfig {
 };
 
 struct Config {
-  std::string source;  // the file it came from, or "<embedded default>"
+  std::string source;    // the file it came from, or "<embedded default>"
   unsigned workers = 0;  // 0 = auto (resolved by the daemon: usable CPUs)
   std::vector<ListenConfig> listen;
   WorkerConfig worker;
@@ -139,14 +140,40 @@ class ConfigError : public std::runtime_error {
   std::vector<ConfigIssue> issues_;
 };
 
+// What the loader checks against that lives outside the file: the built-in apps this build
+// has (worker.app must name one of them).
+struct LoadOptions {
+  std::vector<std::string> builtin_apps{"http-hello"};
+};
+
 // Loads and validates a YAML file. Throws ConfigError naming file:line:col for each problem
 // (also for an unreadable file: the path and errno text).
-[[nodiscard]] Config load_config_file(const std::string& path);
+[[nodiscard]] Config load_config_file(const std::string& path, const LoadOptions& options = {});
 // Same for text already in memory; `source` names it in messages.
-[[nodiscard]] Config load_config_string(const std::string& yaml, const std::string& source);
+[[nodiscard]] Config load_config_string(const std::string& yaml, const std::string& source,
+                                        const LoadOptions& options = {});
 // The embedded default: listen 127.0.0.1:8080, workers auto, app http-hello.
 [[nodiscard]] Config default_config();
-// The effective configuration as YAML, every key present (SPEC --print-config).
+// The effective configuration as YAML, every key present (SPEC --print-config). Round-trips:
+// load_config_string(to_yaml(c), s) == c apart from `source`.
 [[nodiscard]] std::string to_yaml(const Config& config);
+
+// One listen address as written in `listen` or `metrics.listen`: "host:port" (IPv4 literal,
+// "*" = 0.0.0.0, "localhost" = 127.0.0.1), "[v6]:port" or "unix:PATH". Fills address, kind,
+// host (canonical literal), port and path; leaves name/backlog/reuseport/mode at defaults.
+// `error` receives the reason on failure.
+[[nodiscard]] std::optional<ListenConfig> try_parse_listen_address(std::string_view text,
+                                                                   std::string& error);
+// Same, throwing std::invalid_argument.
+[[nodiscard]] ListenConfig parse_listen_address(std::string_view text);
+
+// The spellings used in the YAML file (and in status output): "auto", "inherit", "warn", ...
+[[nodiscard]] std::string_view config_name(AddressKind kind) noexcept;
+[[nodiscard]] std::string_view config_name(ReadyMode mode) noexcept;
+[[nodiscard]] std::string_view config_name(OutputMode mode) noexcept;
+[[nodiscard]] std::string_view config_name(LogLevel level) noexcept;
+[[nodiscard]] std::string_view config_name(LogFormat format) noexcept;
+// For `--log-level LEVEL`: trace | debug | info | warn | error, nullopt otherwise.
+[[nodiscard]] std::optional<LogLevel> parse_log_level(std::string_view text) noexcept;
 
 }  // namespace forkd::common

@@ -12,27 +12,27 @@
 #include "daemon/cli.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/master.hpp"
+#include "worker/apps/registry.hpp"
 
 namespace {
 
 constexpr int kExitConfig = 78;
 constexpr int kExitFailure = 1;
 
-forkd::common::LogLevel parse_level(const std::string& text) {
-  using forkd::common::LogLevel;
-  if (text == "trace") return LogLevel::trace;
-  if (text == "debug") return LogLevel::debug;
-  if (text == "warn") return LogLevel::warn;
-  if (text == "error") return LogLevel::error;
-  return LogLevel::info;
+// The built-in app names the configuration may use.
+forkd::common::LoadOptions load_options() {
+  forkd::common::LoadOptions options;
+  options.builtin_apps.clear();
+  for (const auto& app : forkd::worker::builtin_apps()) options.builtin_apps.emplace_back(app.name);
+  return options;
 }
 
 // -c FILE, else /etc/forkd/forkd.yaml when it exists, else the embedded default.
 std::pair<forkd::common::Config, std::string> load(const forkd::daemon::CliOptions& options) {
-  if (options.config) return {forkd::common::load_config_file(*options.config), *options.config};
+  if (options.config) return {forkd::common::load_config_file(*options.config, load_options()), *options.config};
   struct stat st{};
   if (::stat(forkd::daemon::kDefaultConfigPath, &st) == 0) {
-    return {forkd::common::load_config_file(forkd::daemon::kDefaultConfigPath),
+    return {forkd::common::load_config_file(forkd::daemon::kDefaultConfigPath, load_options()),
             forkd::daemon::kDefaultConfigPath};
   }
   return {forkd::common::default_config(), ""};
@@ -55,7 +55,10 @@ int run(int argc, char** argv) {
     for (const auto& issue : e.issues()) std::cerr << issue.to_string() << '\n';
     return kExitConfig;
   }
-  if (options.log_level) config.log.level = parse_level(*options.log_level);
+  if (options.log_level) {
+    // The command line accepted only valid names.
+    config.log.level = forkd::common::parse_log_level(*options.log_level).value_or(config.log.level);
+  }
   if (options.check_config) {
     std::cout << "ok\n";
     return 0;

@@ -1,0 +1,1522 @@
+#include "common/config.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <limits>
+#include <map>
+#include <span>
+#include <string>
+#include <system_error>
+#include <tuple>
+#include <vector>
+
+#include "common/fd.hpp"
+#include "common/units.hpp"
+
+namespace forkd::common {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::string_view kEmbeddedSource = "<embedded default>";
+constexpr std::size_t kMaxFileSize = std::size_t{16} << 20;
+constexpr std::int64_t kMaxWorkers = 4096;
+// Far beyond any sensible timeout, yet small enough that deadline arithmetic in nanoseconds
+// (steady_clock) cannot overflow.
+constexpr Duration kMaxDuration = std::chrono::hours(24 * 365 * 100);
+constexpr std::size_t kMaxListenNameLength = 255;  // systemd's limit for FileDescriptorName
+constexpr std::int64_t kMaxRestartFailures = 1'000'000;
+
+// Every key of every mapping, in SPEC order (which is also the order to_yaml prints).
+constexpr std::array<std::string_view, 10> kTopKeys{"workers", "listen",  "worker", "restart",
+                                                    "reload",  "control", "ipc",    "log",
+                                                    "pidfile", "metrics"};
+constexpr std::array<std::string_view, 5> kListenKeys{"address", "name", "backlog", "reuseport",
+                                                      "mode"};
+constexpr std::array<std::string_view, 17> kWorkerKeys{"app",
+                                                       "command",
+                                                       "shell",
+                                                       "cwd",
+                                                       "env",
+                                                       "user",
+                                                       "group",
+                                                       "ready",
+                                                       "ready_timeout",
+                                                       "heartbeat_timeout",
+                                                       "shutdown_timeout",
+                                                       "max_memory",
+                                                       "max_lifetime",
+                                                       "cpu_affinity",
+                                                       "rlimit_nofile",
+                                                       "stdout",
+                                                       "stderr"};
+constexpr std::array<std::string_view, 5> kRestartKeys{"delay", "max_delay", "min_uptime",
+                                                       "max_failures", "exit_on_failed"};
+constexpr std::array<std::string_view, 1> kReloadKeys{"batch"};
+constexpr std::array<std::string_view, 3> kControlKeys{"socket", "mode", "group"};
+constexpr std::array<std::string_view, 1> kIpcKeys{"max_message"};
+constexpr std::array<std::string_view, 3> kLogKeys{"level", "format", "file"};
+constexpr std::array<std::string_view, 1> kMetricsKeys{"listen"};
+
+struct Section {
+  std::string_view name;
+  std::span<const std::string_view> keys;
+};
+// Lets an unknown key be pointed at the section where it exists ("app" -> "worker.app").
+constexpr std::array<Section, 7> kSections{{{"worker", kWorkerKeys},
+                                            {"restart", kRestartKeys},
+                                            {"reload", kReloadKeys},
+                                            {"control", kControlKeys},
+                                            {"ipc", kIpcKeys},
+                                            {"log", kLogKeys},
+                                            {"metrics", kMetricsKeys}}};
+
+template <typename E>
+struct EnumName {
+  std::string_view name;
+  E value;
+};
+constexpr std::array<EnumName<ReadyMode>, 4> kReadyModes{{{"auto", ReadyMode::automatic},
+                                                          {"message", ReadyMode::message},
+                                                          {"notify", ReadyMode::notify},
+                                                          {"started", ReadyMode::started}}};
+constexpr std::array<EnumName<OutputMode>, 3> kOutputModes{
+    {{"log", OutputMode::log}, {"inherit", OutputMode::inherit}, {"null", OutputMode::null}}};
+constexpr std::array<EnumName<LogLevel>, 5> kLogLevels{{{"trace", LogLevel::trace},
+                                                        {"debug", LogLevel::debug},
+                                                        {"info", LogLevel::info},
+                                                        {"warn", LogLevel::warn},
+                                                        {"error", LogLevel::error}}};
+constexpr std::array<EnumName<LogFormat>, 3> kLogFormats{
+    {{"text", LogFormat::text}, {"json", LogFormat::json}, {"journal", LogFormat::journal}}};
+// log.format "auto" is the unset state (format_set = false), so to_yaml can print it.
+constexpr std::string_view kAutoFormat = "auto";
+
+template <typename E, std::size_t N>
+std::string_view name_in(const std::array<EnumName<E>, N>& table, E value) noexcept {
+  for (const auto& entry : table) {
+    if (entry.value == value) return entry.name;
+  }
+  return "?";
+}
+
+std::string quote(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string errno_text(int error) {
+  return std::generic_category().message(error);
+}
+
+std::string join_path(std::string_view path, std::string_view key) {
+  if (path.empty()) return std::string(key);
+  return std::string(path) + "." + std::string(key);
+}
+
+std::string join_names(std::span<const std::string_view> names, std::string_view last_sep) {
+  std::string out;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) out += (i + 1 == names.size()) ? last_sep : std::string_view(", ");
+    out += names[i];
+  }
+  return out;
+}
+
+// Optimal string alignment distance: a swapped pair of letters ("wrokers") is one edit.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+std::string lowercase(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// The candidate a typo most likely meant: within a couple of edits (more for long words), or
+// a shortened/extended form ("heartbeat" for "heartbeat_timeout").
+std::optional<std::string_view> closest(std::string_view word,
+                                        std::span<const std::string_view> candidates) {
+  const std::string lower = lowercase(word);
+  std::optional<std::string_view> best;
+  std::size_t best_distance = std::numeric_limits<std::size_t>::max();
+  for (std::string_view candidate : candidates) {
+    const std::size_t distance = edit_distance(lower, candidate);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = candidate;
+    }
+  }
+  const std::size_t allowed = lower.size() <= 3 ? 1 : (lower.size() >= 10 ? 3 : 2);
+  if (best && best_distance <= allowed) return best;
+  if (lower.size() >= 4) {
+    for (std::string_view candidate : candidates) {
+      if (candidate.starts_with(lower) || std::string_view(lower).starts_with(candidate)) {
+        return candidate;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::int64_t> parse_integer(std::string_view text) {
+  std::size_t pos = 0;
+  const bool negative = !text.empty() && text[0] == '-';
+  if (negative) pos = 1;
+  if (pos == text.size()) return std::nullopt;
+  std::int64_t value = 0;
+  for (; pos < text.size(); ++pos) {
+    const char c = text[pos];
+    if (c < '0' || c > '9') return std::nullopt;
+    const int digit = c - '0';
+    if (value > (std::numeric_limits<std::int64_t>::max() - digit) / 10) return std::nullopt;
+    value = value * 10 + digit;
+  }
+  return negative ? -value : value;
+}
+
+std::optional<bool> parse_bool(std::string_view text) {
+  // YAML 1.1 spellings too, as yaml-cpp and most operators' muscle memory accept them.
+  static constexpr std::array<std::string_view, 3> kTrue{"true", "yes", "on"};
+  static constexpr std::array<std::string_view, 3> kFalse{"false", "no", "off"};
+  const std::string lower = lowercase(text);
+  std::string upper = lower;
+  for (char& c : upper) {
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  }
+  const std::string title =
+      upper.substr(0, 1) + lower.substr(std::min<std::size_t>(1, lower.size()));
+  if (text != lower && text != upper && text != title) return std::nullopt;
+  if (std::find(kTrue.begin(), kTrue.end(), lower) != kTrue.end()) return true;
+  if (std::find(kFalse.begin(), kFalse.end(), lower) != kFalse.end()) return false;
+  return std::nullopt;
+}
+
+// "0660", "660" or "0o660": the octal digits of a permission mode.
+std::optional<unsigned> parse_octal(std::string_view text) {
+  if (text.starts_with("0o") || text.starts_with("0O")) text.remove_prefix(2);
+  if (text.empty() || text.size() > 8) return std::nullopt;
+  unsigned value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '7') return std::nullopt;
+    value = value * 8 + static_cast<unsigned>(c - '0');
+  }
+  return value;
+}
+
+std::string format_mode(unsigned mode) {
+  std::array<char, 16> buffer{};
+  std::snprintf(buffer.data(), buffer.size(), "%04o", mode);
+  return buffer.data();
+}
+
+bool name_char_ok(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-';
+}
+
+constexpr std::size_t kSunPathMax = sizeof(sockaddr_un::sun_path) - 1;
+
+bool user_exists(const std::string& name) {
+  std::vector<char> buffer(16384);
+  for (;;) {
+    passwd entry{};
+    passwd* result = nullptr;
+    const int rc = getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &result);
+    if (rc == ERANGE && buffer.size() < (std::size_t{1} << 20)) {
+      buffer.resize(buffer.size() * 2);
+      continue;
+    }
+    return rc == 0 && result != nullptr;
+  }
+}
+
+bool group_exists(const std::string& name) {
+  std::vector<char> buffer(16384);
+  for (;;) {
+    group entry{};
+    group* result = nullptr;
+    const int rc = getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &result);
+    if (rc == ERANGE && buffer.size() < (std::size_t{1} << 20)) {
+      buffer.resize(buffer.size() * 2);
+      continue;
+    }
+    return rc == 0 && result != nullptr;
+  }
+}
+
+// "" when `path` names something execve() can run, else why not (errno text).
+std::string why_not_executable(const std::string& path) {
+  struct stat info {};
+  if (::stat(path.c_str(), &info) != 0) return errno_text(errno);
+  if (S_ISDIR(info.st_mode)) return errno_text(EISDIR);
+  if (!S_ISREG(info.st_mode)) return "not a regular file";
+  if (::access(path.c_str(), X_OK) != 0) return errno_text(errno);
+  return "";
+}
+
+// What execvp() would find for a name without a slash: the first executable in PATH.
+bool found_in_path(const std::string& program, std::string_view search_path) {
+  std::size_t start = 0;
+  while (start <= search_path.size()) {
+    std::size_t end = search_path.find(':', start);
+    if (end == std::string_view::npos) end = search_path.size();
+    std::string dir(search_path.substr(start, end - start));
+    if (dir.empty()) dir = ".";
+    if (why_not_executable(dir + "/" + program).empty()) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+// A value and where to point at it: the value's own position, or its key's when the value
+// is empty (yaml-cpp places an empty value at the next token, often on another line).
+struct Field {
+  YAML::Node value;
+  YAML::Mark mark;
+  YAML::Mark key_mark;
+};
+using Fields = std::map<std::string, Field, std::less<>>;
+
+bool has_position(const YAML::Mark& mark) {
+  return mark.line >= 0 && mark.column >= 0;
+}
+
+const Field* find(const Fields& fields, std::string_view key) {
+  const auto it = fields.find(key);
+  return it == fields.end() ? nullptr : &it->second;
+}
+
+class Loader {
+ public:
+  Loader(const std::string& text, std::string source, const LoadOptions& options)
+      : text_(text), source_(std::move(source)), options_(options) {}
+
+  Config load();
+
+ private:
+  void report(const YAML::Mark& mark, std::string_view path, const std::string& message);
+  std::string describe(const Field& field) const;
+  std::string null_spelling(const YAML::Node& node) const;
+
+  Fields read_map(const Field& field, std::string_view path,
+                  std::optional<std::span<const std::string_view>> known);
+  bool expect_map(const Field& field, std::string_view path);
+  bool expect_scalar(const Field& field, std::string_view path, std::string_view expected);
+
+  std::optional<std::string> read_string(const Field& field, std::string_view path);
+  std::optional<bool> read_bool(const Field& field, std::string_view path);
+  std::optional<std::int64_t> read_integer(const Field& field, std::string_view path,
+                                           std::int64_t low, std::int64_t high,
+                                           std::string_view range);
+  std::optional<Duration> read_duration(const Field& field, std::string_view path);
+  std::optional<std::uint64_t> read_size(const Field& field, std::string_view path);
+  std::optional<unsigned> read_mode(const Field& field, std::string_view path);
+  template <typename E, std::size_t N>
+  std::optional<E> read_enum(const Field& field, std::string_view path,
+                             const std::array<EnumName<E>, N>& table);
+
+  void load_workers(const Field& field, Config& config);
+  void load_listen(const Field& field, Config& config);
+  std::optional<ListenConfig> load_listen_entry(const Field& field, const std::string& path,
+                                                YAML::Mark& name_mark, bool& named);
+  void load_worker(const Field& field, WorkerConfig& worker);
+  void load_env(const Field& field, WorkerConfig& worker);
+  void check_command(const Field& field, const WorkerConfig& worker);
+  void load_restart(const Field& field, RestartConfig& restart);
+  void load_reload(const Field& field, ReloadConfig& reload);
+  void load_control(const Field& field, ControlConfig& control);
+  void load_ipc(const Field& field, IpcConfig& ipc);
+  void load_log(const Field& field, LogConfig& log);
+  void load_metrics(const Field& field, MetricsConfig& metrics);
+
+  const std::string& text_;
+  std::string source_;
+  const LoadOptions& options_;
+  std::vector<ConfigIssue> issues_;
+};
+
+void Loader::report(const YAML::Mark& mark, std::string_view path, const std::string& message) {
+  ConfigIssue issue;
+  issue.file = source_;
+  if (has_position(mark)) {
+    issue.line = mark.line + 1;
+    issue.column = mark.column + 1;
+  }
+  issue.message = path.empty() ? message : std::string(path) + ": " + message;
+  issues_.push_back(std::move(issue));
+}
+
+// yaml-cpp turns `null`, `~` and an empty value alike into a Null node; the source text
+// tells them apart, which matters for `stdout: null` and env values.
+std::string Loader::null_spelling(const YAML::Node& node) const {
+  const YAML::Mark mark = node.Mark();
+  if (mark.pos < 0 || static_cast<std::size_t>(mark.pos) >= text_.size()) return "";
+  const std::string_view rest = std::string_view(text_).substr(static_cast<std::size_t>(mark.pos));
+  if (rest.starts_with("~")) return "~";
+  for (std::string_view word : {"null", "Null", "NULL"}) {
+    if (rest.starts_with(word) &&
+        (rest.size() == word.size() || !name_char_ok(rest[word.size()]))) {
+      return std::string(word);
+    }
+  }
+  return "";
+}
+
+std::string Loader::describe(const Field& field) const {
+  switch (field.value.Type()) {
+    case YAML::NodeType::Scalar:
+      return quote(field.value.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Null: {
+      const std::string spelling = null_spelling(field.value);
+      return spelling.empty() ? "nothing" : spelling;
+    }
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+Fields Loader::read_map(const Field& field, std::string_view path,
+                        std::optional<std::span<const std::string_view>> known) {
+  Fields fields;
+  for (const auto& pair : field.value) {
+    const YAML::Node& key = pair.first;
+    const YAML::Node& value = pair.second;
+    if (!key.IsScalar()) {
+      report(key.Mark(), path, "keys must be plain strings, got " + describe({key, {}, {}}));
+      continue;
+    }
+    const std::string& name = key.Scalar();
+    Field entry{value, value.IsNull() || !has_position(value.Mark()) ? key.Mark() : value.Mark(),
+                key.Mark()};
+    if (const Field* first = find(fields, name)) {
+      std::string where;
+      if (has_position(first->key_mark)) {
+        where = " (first set at line " + std::to_string(first->key_mark.line + 1) + ")";
+      }
+      report(key.Mark(), path, "duplicate key " + quote(name) + where);
+      continue;
+    }
+    if (known && std::find(known->begin(), known->end(), name) == known->end()) {
+      std::string message = "unknown key " + quote(name);
+      if (auto suggestion = closest(name, *known)) {
+        message += " (did you mean " + quote(*suggestion) + "?)";
+      } else {
+        std::optional<std::string> elsewhere;
+        for (const Section& section : kSections) {
+          if (section.name == path) continue;
+          if (std::find(section.keys.begin(), section.keys.end(), name) != section.keys.end()) {
+            elsewhere = join_path(section.name, name);
+            break;
+          }
+        }
+        if (elsewhere) {
+          message += " (did you mean " + quote(*elsewhere) + "?)";
+        } else {
+          message += " (valid keys: " + join_names(*known, ", ") + ")";
+        }
+      }
+      report(key.Mark(), path, message);
+      continue;
+    }
+    fields.emplace(name, std::move(entry));
+  }
+  return fields;
+}
+
+bool Loader::expect_map(const Field& field, std::string_view path) {
+  if (field.value.IsMap()) return true;
+  report(field.mark, path, "expected a mapping of keys, got " + describe(field));
+  return false;
+}
+
+bool Loader::expect_scalar(const Field& field, std::string_view path, std::string_view expected) {
+  if (field.value.IsScalar()) return true;
+  report(field.mark, path, "expected " + std::string(expected) + ", got " + describe(field));
+  return false;
+}
+
+std::optional<std::string> Loader::read_string(const Field& field, std::string_view path) {
+  if (field.value.IsNull()) return std::string();
+  if (!expect_scalar(field, path, "a string")) return std::nullopt;
+  return field.value.Scalar();
+}
+
+std::optional<bool> Loader::read_bool(const Field& field, std::string_view path) {
+  if (!expect_scalar(field, path, "true or false")) return std::nullopt;
+  auto value = parse_bool(field.value.Scalar());
+  if (!value) report(field.mark, path, "expected true or false, got " + describe(field));
+  return value;
+}
+
+std::optional<std::int64_t> Loader::read_integer(const Field& field, std::string_view path,
+                                                 std::int64_t low, std::int64_t high,
+                                                 std::string_view range) {
+  const std::string expected = "an integer (" + std::string(range) + ")";
+  if (!expect_scalar(field, path, expected)) return std::nullopt;
+  const auto value = parse_integer(field.value.Scalar());
+  if (!value) {
+    report(field.mark, path, "expected " + expected + ", got " + describe(field));
+    return std::nullopt;
+  }
+  if (*value < low || *value > high) {
+    report(field.mark, path,
+           field.value.Scalar() + " is out of range (" + std::string(range) + ")");
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<Duration> Loader::read_duration(const Field& field, std::string_view path) {
+  if (!expect_scalar(field, path, "a duration like 250ms, 30s, 5m or 24h")) return std::nullopt;
+  std::string error;
+  auto value = try_parse_duration(field.value.Scalar(), error);
+  if (!value) {
+    report(field.mark, path, error);
+    return std::nullopt;
+  }
+  if (*value > kMaxDuration) {
+    report(field.mark, path,
+           field.value.Scalar() + " is too long (at most " + format_duration(kMaxDuration) + ")");
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<std::uint64_t> Loader::read_size(const Field& field, std::string_view path) {
+  if (!expect_scalar(field, path, "a size like 64KiB, 512MiB or 1GiB")) return std::nullopt;
+  std::string error;
+  auto value = try_parse_size(field.value.Scalar(), error);
+  if (!value) report(field.mark, path, error);
+  return value;
+}
+
+std::optional<unsigned> Loader::read_mode(const Field& field, std::string_view path) {
+  if (!expect_scalar(field, path, "an octal mode like \"0660\"")) return std::nullopt;
+  const auto value = parse_octal(field.value.Scalar());
+  if (!value) {
+    report(field.mark, path, "expected an octal mode like \"0660\", got " + describe(field));
+    return std::nullopt;
+  }
+  if (*value > 0777) {
+    report(field.mark, path, describe(field) + " is out of range (at most 0777)");
+    return std::nullopt;
+  }
+  return value;
+}
+
+template <typename E, std::size_t N>
+std::optional<E> Loader::read_enum(const Field& field, std::string_view path,
+                                   const std::array<EnumName<E>, N>& table) {
+  std::array<std::string_view, N> names{};
+  for (std::size_t i = 0; i < N; ++i) names[i] = table[i].name;
+  const std::string valid = join_names(names, " or ");
+  if (!expect_scalar(field, path, "one of " + valid)) return std::nullopt;
+  const std::string& text = field.value.Scalar();
+  for (const auto& entry : table) {
+    if (entry.name == text) return entry.value;
+  }
+  std::string message = describe(field) + " is not one of " + valid;
+  if (auto suggestion = closest(text, names)) {
+    message += " (did you mean " + quote(*suggestion) + "?)";
+  }
+  report(field.mark, path, message);
+  return std::nullopt;
+}
+
+Config Loader::load() {
+  Config config = default_config();
+  config.source = source_;
+
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(text_);
+  } catch (const YAML::Exception& error) {
+    report(error.mark, "", error.msg);
+    throw ConfigError(std::move(issues_));
+  }
+  if (documents.size() > 1) {
+    report(documents[1].Mark(), "", "only one YAML document is allowed, found a second one");
+  }
+  if (documents.empty() || documents[0].IsNull()) {
+    if (!issues_.empty()) throw ConfigError(std::move(issues_));
+    return config;
+  }
+  const Field root{documents[0], documents[0].Mark(), documents[0].Mark()};
+  if (!root.value.IsMap()) {
+    report(root.mark, "",
+           "the top level must be a mapping of keys like \"workers: auto\", got " + describe(root));
+    throw ConfigError(std::move(issues_));
+  }
+
+  const Fields fields = read_map(root, "", kTopKeys);
+  if (const Field* f = find(fields, "workers")) load_workers(*f, config);
+  if (const Field* f = find(fields, "listen")) load_listen(*f, config);
+  if (const Field* f = find(fields, "worker")) load_worker(*f, config.worker);
+  if (const Field* f = find(fields, "restart")) load_restart(*f, config.restart);
+  if (const Field* f = find(fields, "reload")) load_reload(*f, config.reload);
+  if (const Field* f = find(fields, "control")) load_control(*f, config.control);
+  if (const Field* f = find(fields, "ipc")) load_ipc(*f, config.ipc);
+  if (const Field* f = find(fields, "log")) load_log(*f, config.log);
+  if (const Field* f = find(fields, "pidfile")) {
+    if (auto value = read_string(*f, "pidfile")) config.pidfile = *value;
+  }
+  if (const Field* f = find(fields, "metrics")) load_metrics(*f, config.metrics);
+
+  if (!issues_.empty()) {
+    // Sections are checked in SPEC order; the operator reads the file top to bottom.
+    std::stable_sort(issues_.begin(), issues_.end(), [](const auto& a, const auto& b) {
+      return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+    });
+    throw ConfigError(std::move(issues_));
+  }
+  return config;
+}
+
+void Loader::load_workers(const Field& field, Config& config) {
+  constexpr std::string_view kPath = "workers";
+  const std::string expected = "an integer (1.." + std::to_string(kMaxWorkers) + ") or auto";
+  if (!expect_scalar(field, kPath, expected)) return;
+  const std::string& text = field.value.Scalar();
+  if (text == "auto") {
+    config.workers = 0;
+    return;
+  }
+  const auto value = parse_integer(text);
+  if (!value) {
+    report(field.mark, kPath, "expected " + expected + ", got " + describe(field));
+    return;
+  }
+  if (*value < 1 || *value > kMaxWorkers) {
+    report(field.mark, kPath,
+           text + " is out of range (1.." + std::to_string(kMaxWorkers) + " or auto)");
+    return;
+  }
+  config.workers = static_cast<unsigned>(*value);
+}
+
+void Loader::load_listen(const Field& field, Config& config) {
+  std::vector<Field> items;
+  std::vector<std::string> paths;
+  if (field.value.IsSequence()) {
+    std::size_t index = 0;
+    for (const auto& element : field.value) {
+      const YAML::Mark mark = has_position(element.Mark()) ? element.Mark() : field.mark;
+      items.push_back(Field{element, mark, mark});
+      paths.push_back("listen[" + std::to_string(index++) + "]");
+    }
+  } else if (field.value.IsScalar() || field.value.IsMap()) {
+    items.push_back(field);
+    paths.emplace_back("listen");
+  }
+  if (items.empty()) {
+    report(field.mark, "listen", "needs at least one address, like 127.0.0.1:8080");
+    return;
+  }
+
+  struct Entry {
+    ListenConfig listen;
+    YAML::Mark mark;
+    YAML::Mark name_mark;
+    bool named = false;
+    std::string path;
+  };
+  std::vector<Entry> entries;
+  bool complete = true;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    Entry entry;
+    entry.mark = items[i].mark;
+    entry.path = paths[i];
+    auto listen = load_listen_entry(items[i], paths[i], entry.name_mark, entry.named);
+    if (!listen) {
+      complete = false;
+      continue;
+    }
+    entry.listen = std::move(*listen);
+    // LISTEN_FDNAMES convention: unnamed sockets are named by their position.
+    if (!entry.named) entry.listen.name = "listen" + std::to_string(i);
+    entries.push_back(std::move(entry));
+  }
+
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Entry& entry = entries[i];
+    for (std::size_t j = 0; j < i; ++j) {
+      const Entry& earlier = entries[j];
+      if (earlier.listen.name == entry.listen.name) {
+        report(entry.named ? entry.name_mark : entry.mark, entry.path,
+               "name " + quote(entry.listen.name) + " is already used by " + earlier.path);
+        break;
+      }
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      const ListenConfig& a = entries[j].listen;
+      const ListenConfig& b = entry.listen;
+      if (a.kind == b.kind && a.host == b.host && a.port == b.port && a.path == b.path) {
+        report(entry.mark, entry.path,
+               "address " + quote(b.address) + " is already listed as " + entries[j].path);
+        break;
+      }
+    }
+  }
+  if (!complete) return;
+  config.listen.clear();
+  for (Entry& entry : entries) config.listen.push_back(std::move(entry.listen));
+}
+
+std::optional<ListenConfig> Loader::load_listen_entry(const Field& field, const std::string& path,
+                                                      YAML::Mark& name_mark, bool& named) {
+  std::string error;
+  if (field.value.IsScalar()) {
+    auto listen = try_parse_listen_address(field.value.Scalar(), error);
+    if (!listen) report(field.mark, path, error);
+    return listen;
+  }
+  if (!field.value.IsMap()) {
+    report(field.mark, path,
+           "expected an address like 127.0.0.1:8080 or a mapping with address:, got " +
+               describe(field));
+    return std::nullopt;
+  }
+  const std::size_t issues_before = issues_.size();
+  const Fields fields = read_map(field, path, kListenKeys);
+  const Field* address = find(fields, "address");
+  if (address == nullptr) {
+    // A misspelt "adress" was already reported with its suggestion; once is enough.
+    if (issues_.size() == issues_before) {
+      report(field.mark, path, "missing required key \"address\"");
+    }
+    return std::nullopt;
+  }
+  const std::string address_path = join_path(path, "address");
+  if (!expect_scalar(*address, address_path, "an address like 127.0.0.1:8080")) {
+    return std::nullopt;
+  }
+  auto listen = try_parse_listen_address(address->value.Scalar(), error);
+  if (!listen) {
+    report(address->mark, address_path, error);
+    return std::nullopt;
+  }
+  bool ok = true;
+  const bool is_unix = listen->kind == AddressKind::unix_path;
+  if (const Field* f = find(fields, "name")) {
+    const std::string name_path = join_path(path, "name");
+    name_mark = f->mark;
+    if (auto name = read_string(*f, name_path)) {
+      named = true;
+      listen->name = *name;
+      if (name->empty()) {
+        report(f->mark, name_path, "must not be empty");
+        ok = false;
+      } else if (!std::all_of(name->begin(), name->end(), name_char_ok)) {
+        // LISTEN_FDNAMES is colon-separated, so names are kept to a safe alphabet.
+        report(f->mark, name_path,
+               quote(*name) + " may only contain letters, digits, '_', '.' and '-'");
+        ok = false;
+      } else if (name->size() > kMaxListenNameLength) {
+        report(f->mark, name_path,
+               "is too long (at most " + std::to_string(kMaxListenNameLength) + " characters)");
+        ok = false;
+      }
+    } else {
+      ok = false;
+    }
+  }
+  if (const Field* f = find(fields, "backlog")) {
+    if (auto value = read_integer(*f, join_path(path, "backlog"), 1, 65535, "1..65535")) {
+      listen->backlog = static_cast<int>(*value);
+    } else {
+      ok = false;
+    }
+  }
+  if (const Field* f = find(fields, "reuseport")) {
+    const std::string reuse_path = join_path(path, "reuseport");
+    if (auto value = read_bool(*f, reuse_path)) {
+      listen->reuseport = *value;
+      if (*value && is_unix) {
+        report(f->mark, reuse_path, "applies to TCP listeners only, not unix sockets");
+        ok = false;
+      }
+    } else {
+      ok = false;
+    }
+  }
+  if (const Field* f = find(fields, "mode")) {
+    const std::string mode_path = join_path(path, "mode");
+    if (auto value = read_mode(*f, mode_path)) {
+      listen->mode = *value;
+      if (!is_unix) {
+        report(f->mark, mode_path, "applies to unix sockets only, not TCP listeners");
+        ok = false;
+      }
+    } else {
+      ok = false;
+    }
+  }
+  if (!ok) return std::nullopt;
+  return listen;
+}
+
+void Loader::load_worker(const Field& field, WorkerConfig& worker) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "worker")) return;
+  const Fields fields = read_map(field, "worker", kWorkerKeys);
+
+  // The program to run: exactly one of app, command, shell.
+  std::vector<std::pair<std::string_view, const Field*>> programs;
+  for (std::string_view key : {"app", "command", "shell"}) {
+    if (const Field* f = find(fields, key)) programs.emplace_back(key, f);
+  }
+  if (programs.size() > 1) {
+    const auto last = std::max_element(programs.begin(), programs.end(), [](auto& a, auto& b) {
+      return a.second->key_mark.pos < b.second->key_mark.pos;
+    });
+    std::vector<std::string_view> names;
+    for (const auto& program : programs) names.push_back(program.first);
+    report(last->second->key_mark, "worker",
+           "set only one of app, command and shell (found " + join_names(names, " and ") + ")");
+  }
+  if (const Field* f = find(fields, "app")) {
+    if (auto app = read_string(*f, "worker.app")) {
+      const auto& apps = options_.builtin_apps;
+      if (std::find(apps.begin(), apps.end(), *app) == apps.end()) {
+        std::vector<std::string_view> names(apps.begin(), apps.end());
+        std::string message = "unknown built-in app " + quote(*app);
+        if (auto suggestion = closest(*app, names)) {
+          message += " (did you mean " + quote(*suggestion) + "?)";
+        }
+        message += "; built-in apps: " + join_names(names, ", ");
+        report(f->mark, "worker.app", message);
+      } else {
+        worker.app = *app;
+      }
+    }
+  }
+  const Field* command = find(fields, "command");
+  if (command != nullptr) {
+    if (command->value.IsSequence() && command->value.size() > 0) {
+      std::vector<std::string> argv;
+      std::size_t index = 0;
+      for (const auto& element : command->value) {
+        const std::string element_path = "worker.command[" + std::to_string(index++) + "]";
+        const YAML::Mark mark = has_position(element.Mark()) ? element.Mark() : command->mark;
+        if (!element.IsScalar()) {
+          report(mark, element_path, "expected a string, got " + describe({element, {}, {}}));
+          continue;
+        }
+        argv.push_back(element.Scalar());
+      }
+      if (argv.size() == command->value.size()) {
+        worker.command = std::move(argv);
+        worker.app.clear();
+      }
+    } else {
+      std::string message =
+          "expected a non-empty list like [/usr/bin/node, server.js], got " + describe(*command);
+      if (command->value.IsScalar()) message += " (use worker.shell for a command line)";
+      report(command->mark, "worker.command", message);
+    }
+  }
+  if (const Field* f = find(fields, "shell")) {
+    if (auto shell = read_string(*f, "worker.shell")) {
+      if (shell->empty()) {
+        report(f->mark, "worker.shell", "must not be empty");
+      } else {
+        worker.shell = *shell;
+        worker.app.clear();
+      }
+    }
+  }
+
+  if (const Field* f = find(fields, "cwd")) {
+    if (auto cwd = read_string(*f, "worker.cwd")) {
+      worker.cwd = *cwd;
+      struct stat info {};
+      if (cwd->empty()) {
+        // "" = the master's working directory.
+      } else if (::stat(cwd->c_str(), &info) != 0) {
+        report(f->mark, "worker.cwd", quote(*cwd) + ": " + errno_text(errno));
+      } else if (!S_ISDIR(info.st_mode)) {
+        report(f->mark, "worker.cwd", quote(*cwd) + ": " + errno_text(ENOTDIR));
+      }
+    }
+  }
+  if (const Field* f = find(fields, "env")) load_env(*f, worker);
+  if (command != nullptr && !worker.command.empty()) check_command(*command, worker);
+
+  if (const Field* f = find(fields, "user")) {
+    if (auto user = read_string(*f, "worker.user")) {
+      worker.user = *user;
+      if (!user->empty() && !user_exists(*user)) {
+        report(f->mark, "worker.user", "no such user " + quote(*user));
+      }
+    }
+  }
+  if (const Field* f = find(fields, "group")) {
+    if (auto group_name = read_string(*f, "worker.group")) {
+      worker.group = *group_name;
+      if (!group_name->empty() && !group_exists(*group_name)) {
+        report(f->mark, "worker.group", "no such group " + quote(*group_name));
+      }
+    }
+  }
+  if (const Field* f = find(fields, "ready")) {
+    if (auto value = read_enum(*f, "worker.ready", kReadyModes)) worker.ready = *value;
+  }
+  if (const Field* f = find(fields, "ready_timeout")) {
+    if (auto value = read_duration(*f, "worker.ready_timeout")) {
+      if (*value <= Duration::zero()) {
+        report(f->mark, "worker.ready_timeout", "must be more than 0");
+      } else {
+        worker.ready_timeout = *value;
+      }
+    }
+  }
+  if (const Field* f = find(fields, "heartbeat_timeout")) {
+    if (auto value = read_duration(*f, "worker.heartbeat_timeout")) {
+      if (*value != Duration::zero() && *value < 100ms) {
+        report(f->mark, "worker.heartbeat_timeout",
+               f->value.Scalar() + " is too short (0 = off, or at least 100ms)");
+      } else {
+        worker.heartbeat_timeout = *value;
+      }
+    }
+  }
+  if (const Field* f = find(fields, "shutdown_timeout")) {
+    if (auto value = read_duration(*f, "worker.shutdown_timeout")) {
+      if (*value <= Duration::zero()) {
+        report(f->mark, "worker.shutdown_timeout", "must be more than 0");
+      } else {
+        worker.shutdown_timeout = *value;
+      }
+    }
+  }
+  if (const Field* f = find(fields, "max_memory")) {
+    if (auto value = read_size(*f, "worker.max_memory")) {
+      if (*value != 0 && *value < (std::uint64_t{1} << 20)) {
+        report(f->mark, "worker.max_memory",
+               f->value.Scalar() + " is too small (0 = no limit, or at least 1MiB)");
+      } else {
+        worker.max_memory = *value;
+      }
+    }
+  }
+  if (const Field* f = find(fields, "max_lifetime")) {
+    if (auto value = read_duration(*f, "worker.max_lifetime")) {
+      if (*value != Duration::zero() && *value < 1s) {
+        report(f->mark, "worker.max_lifetime",
+               f->value.Scalar() + " is too short (0 = no limit, or at least 1s)");
+      } else {
+        worker.max_lifetime = *value;
+      }
+    }
+  }
+  if (const Field* f = find(fields, "cpu_affinity")) {
+    if (auto value = read_bool(*f, "worker.cpu_affinity")) worker.cpu_affinity = *value;
+  }
+  if (const Field* f = find(fields, "rlimit_nofile")) {
+    constexpr std::string_view kRange = "0 = inherit, or 16..1048576";
+    if (auto value = read_integer(*f, "worker.rlimit_nofile", 0, 1'048'576, kRange)) {
+      if (*value != 0 && *value < 16) {
+        report(f->mark, "worker.rlimit_nofile",
+               f->value.Scalar() + " is out of range (" + std::string(kRange) + ")");
+      } else {
+        worker.rlimit_nofile = static_cast<std::uint64_t>(*value);
+      }
+    }
+  }
+  // `stdout: null` is the YAML null, not an empty value: read the spelling.
+  for (auto [key, target] :
+       {std::pair{"stdout", &worker.stdout_mode}, std::pair{"stderr", &worker.stderr_mode}}) {
+    const Field* f = find(fields, key);
+    if (f == nullptr) continue;
+    const std::string path = join_path("worker", key);
+    if (f->value.IsNull() && !null_spelling(f->value).empty()) {
+      *target = OutputMode::null;
+    } else if (auto value = read_enum(*f, path, kOutputModes)) {
+      *target = *value;
+    }
+  }
+}
+
+void Loader::load_env(const Field& field, WorkerConfig& worker) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "worker.env")) return;
+  const Fields fields = read_map(field, "worker.env", std::nullopt);
+  for (const auto& [name, entry] : fields) {
+    const std::string path = "worker.env." + name;
+    if (name.empty() || name.find('=') != std::string::npos) {
+      report(entry.key_mark, "worker.env",
+             "variable name " + quote(name) + " must be non-empty and contain no '='");
+      continue;
+    }
+    if (entry.value.IsNull()) {
+      // Any scalar is stored as written, so `X: null` is the text "null" and `X:` is "".
+      worker.env[name] = null_spelling(entry.value);
+    } else if (expect_scalar(entry, path, "a string")) {
+      worker.env[name] = entry.value.Scalar();
+    }
+  }
+}
+
+void Loader::check_command(const Field& field, const WorkerConfig& worker) {
+  const std::string& program = worker.command.front();
+  const YAML::Mark mark = has_position(field.value[0].Mark()) ? field.value[0].Mark() : field.mark;
+  if (program.empty()) {
+    report(mark, "worker.command", "the program name is empty");
+    return;
+  }
+  if (program.find('/') != std::string::npos) {
+    // Relative paths are resolved where the worker will run: in worker.cwd.
+    const bool relative_to_cwd = program[0] != '/' && !worker.cwd.empty();
+    const std::string path = relative_to_cwd ? worker.cwd + "/" + program : program;
+    const std::string why = why_not_executable(path);
+    if (!why.empty()) {
+      std::string message = quote(program) + ": " + why;
+      if (relative_to_cwd) message += " (relative to worker.cwd " + quote(worker.cwd) + ")";
+      report(mark, "worker.command", message);
+    }
+    return;
+  }
+  std::string search_path;
+  if (const auto it = worker.env.find("PATH"); it != worker.env.end()) {
+    search_path = it->second;
+  } else if (const char* inherited = std::getenv("PATH"); inherited != nullptr) {
+    search_path = inherited;
+  } else {
+    search_path = "/usr/local/bin:/usr/bin:/bin";
+  }
+  if (!found_in_path(program, search_path)) {
+    report(mark, "worker.command", quote(program) + ": not found in PATH (" + search_path + ")");
+  }
+}
+
+void Loader::load_restart(const Field& field, RestartConfig& restart) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "restart")) return;
+  const Fields fields = read_map(field, "restart", kRestartKeys);
+  const Field* delay = find(fields, "delay");
+  const Field* max_delay = find(fields, "max_delay");
+  bool delays_ok = true;
+  if (delay != nullptr) {
+    if (auto value = read_duration(*delay, "restart.delay")) {
+      restart.delay = *value;
+    } else {
+      delays_ok = false;
+    }
+  }
+  if (max_delay != nullptr) {
+    if (auto value = read_duration(*max_delay, "restart.max_delay")) {
+      restart.max_delay = *value;
+    } else {
+      delays_ok = false;
+    }
+  }
+  if (delays_ok && restart.max_delay < restart.delay) {
+    if (max_delay != nullptr) {
+      report(max_delay->mark, "restart.max_delay",
+             format_duration(restart.max_delay) + " is less than restart.delay (" +
+                 format_duration(restart.delay) + ")");
+    } else {
+      report(delay->mark, "restart.delay",
+             format_duration(restart.delay) + " is more than restart.max_delay (" +
+                 format_duration(restart.max_delay) + "); raise max_delay too");
+    }
+  }
+  if (const Field* f = find(fields, "min_uptime")) {
+    if (auto value = read_duration(*f, "restart.min_uptime")) restart.min_uptime = *value;
+  }
+  if (const Field* f = find(fields, "max_failures")) {
+    if (auto value = read_integer(*f, "restart.max_failures", 0, kMaxRestartFailures,
+                                  "0 = never give up, or up to 1000000")) {
+      restart.max_failures = static_cast<unsigned>(*value);
+    }
+  }
+  if (const Field* f = find(fields, "exit_on_failed")) {
+    if (auto value = read_bool(*f, "restart.exit_on_failed")) restart.exit_on_failed = *value;
+  }
+}
+
+void Loader::load_reload(const Field& field, ReloadConfig& reload) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "reload")) return;
+  const Fields fields = read_map(field, "reload", kReloadKeys);
+  const Field* batch = find(fields, "batch");
+  if (batch == nullptr) return;
+  constexpr std::string_view kPath = "reload.batch";
+  const std::string expected =
+      "a number of workers (1.." + std::to_string(kMaxWorkers) + ") or a percentage like 25%";
+  if (!expect_scalar(*batch, kPath, expected)) return;
+  std::string_view text = batch->value.Scalar();
+  const bool percent = text.ends_with('%');
+  if (percent) text.remove_suffix(1);
+  const auto value = parse_integer(text);
+  if (!value) {
+    report(batch->mark, kPath, "expected " + expected + ", got " + describe(*batch));
+    return;
+  }
+  const std::int64_t high = percent ? 100 : kMaxWorkers;
+  if (*value < 1 || *value > high) {
+    report(batch->mark, kPath,
+           batch->value.Scalar() + " is out of range (" +
+               (percent ? std::string("1%..100%") : "1.." + std::to_string(kMaxWorkers)) + ")");
+    return;
+  }
+  reload.batch = BatchSize{static_cast<unsigned>(*value), percent};
+}
+
+void Loader::load_control(const Field& field, ControlConfig& control) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "control")) return;
+  const Fields fields = read_map(field, "control", kControlKeys);
+  if (const Field* f = find(fields, "socket")) {
+    if (auto socket = read_string(*f, "control.socket")) {
+      if (socket->size() > kSunPathMax) {
+        report(f->mark, "control.socket",
+               "path is too long for a unix socket (" + std::to_string(socket->size()) +
+                   " bytes, at most " + std::to_string(kSunPathMax) + ")");
+      } else {
+        control.socket = *socket;
+      }
+    }
+  }
+  if (const Field* f = find(fields, "mode")) {
+    if (auto mode = read_mode(*f, "control.mode")) control.mode = *mode;
+  }
+  if (const Field* f = find(fields, "group")) {
+    if (auto group_name = read_string(*f, "control.group")) {
+      control.group = *group_name;
+      if (!group_name->empty() && !group_exists(*group_name)) {
+        report(f->mark, "control.group", "no such group " + quote(*group_name));
+      }
+    }
+  }
+}
+
+void Loader::load_ipc(const Field& field, IpcConfig& ipc) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "ipc")) return;
+  const Fields fields = read_map(field, "ipc", kIpcKeys);
+  if (const Field* f = find(fields, "max_message")) {
+    if (auto value = read_size(*f, "ipc.max_message")) {
+      if (*value < (std::uint64_t{1} << 10) || *value > (std::uint64_t{1} << 30)) {
+        report(f->mark, "ipc.max_message", f->value.Scalar() + " is out of range (1KiB..1GiB)");
+      } else {
+        ipc.max_message = *value;
+      }
+    }
+  }
+}
+
+void Loader::load_log(const Field& field, LogConfig& log) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "log")) return;
+  const Fields fields = read_map(field, "log", kLogKeys);
+  if (const Field* f = find(fields, "level")) {
+    if (auto value = read_enum(*f, "log.level", kLogLevels)) log.level = *value;
+  }
+  if (const Field* f = find(fields, "format")) {
+    if (f->value.IsScalar() && f->value.Scalar() == kAutoFormat) {
+      log.format = LogFormat::text;
+      log.format_set = false;
+    } else if (auto value = read_enum(*f, "log.format", kLogFormats)) {
+      log.format = *value;
+      log.format_set = true;
+    }
+  }
+  if (const Field* f = find(fields, "file")) {
+    if (auto file = read_string(*f, "log.file")) log.file = *file;
+  }
+}
+
+void Loader::load_metrics(const Field& field, MetricsConfig& metrics) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "metrics")) return;
+  const Fields fields = read_map(field, "metrics", kMetricsKeys);
+  if (const Field* f = find(fields, "listen")) {
+    auto listen = read_string(*f, "metrics.listen");
+    if (!listen) return;
+    if (!listen->empty()) {
+      std::string error;
+      auto parsed = try_parse_listen_address(*listen, error);
+      if (!parsed) {
+        report(f->mark, "metrics.listen", error);
+        return;
+      }
+      if (parsed->kind == AddressKind::unix_path) {
+        report(f->mark, "metrics.listen", "expected host:port (TCP only), got " + quote(*listen));
+        return;
+      }
+    }
+    metrics.listen = *listen;
+  }
+}
+
+// ---- to_yaml ----------------------------------------------------------------------------
+
+bool is_yaml_keyword(std::string_view text) {
+  static constexpr std::array<std::string_view, 9> kKeywords{"true", "false", "yes", "no",  "on",
+                                                             "off",  "y",     "n",   "null"};
+  const std::string lower = lowercase(text);
+  return std::find(kKeywords.begin(), kKeywords.end(), lower) != kKeywords.end();
+}
+
+// Plain when unmistakably a string to every YAML reader, double-quoted otherwise.
+std::string yaml_string(std::string_view text) {
+  bool plain = !text.empty() && !is_yaml_keyword(text) && text.back() != ':';
+  if (plain) {
+    const char first = text.front();
+    plain = (first >= 'A' && first <= 'Z') || (first >= 'a' && first <= 'z') || first == '/' ||
+            first == '_';
+  }
+  for (std::size_t i = 0; plain && i < text.size(); ++i) {
+    const char c = text[i];
+    plain = name_char_ok(c) || c == '/' || c == '@' || c == '+' || c == ':';
+  }
+  if (plain) return std::string(text);
+  std::string out = "\"";
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (byte < 0x20 || byte == 0x7f) {
+      std::array<char, 8> escape{};
+      std::snprintf(escape.data(), escape.size(), "\\x%02x", byte);
+      out += escape.data();
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+class YamlWriter {
+ public:
+  void section(std::string_view key) { out_ += std::string(key) + ":\n"; }
+  void line(int indent, std::string_view key, std::string_view value) {
+    out_ += std::string(static_cast<std::size_t>(indent), ' ') + std::string(key) + ": " +
+            std::string(value) + "\n";
+  }
+  void raw(std::string_view text) { out_ += text; }
+  [[nodiscard]] std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+std::string_view yaml_bool(bool value) {
+  return value ? "true" : "false";
+}
+
+}  // namespace
+
+std::string ConfigIssue::to_string() const {
+  std::string out = file;
+  if (line > 0) {
+    out += ":" + std::to_string(line);
+    if (column > 0) out += ":" + std::to_string(column);
+  }
+  return out + ": " + message;
+}
+
+namespace {
+std::string join_issues(const std::vector<ConfigIssue>& issues) {
+  std::string out;
+  for (const ConfigIssue& issue : issues) {
+    if (!out.empty()) out += '\n';
+    out += issue.to_string();
+  }
+  return out.empty() ? std::string("invalid configuration") : out;
+}
+}  // namespace
+
+ConfigError::ConfigError(std::vector<ConfigIssue> issues)
+    : std::runtime_error(join_issues(issues)), issues_(std::move(issues)) {}
+
+Config load_config_string(const std::string& yaml, const std::string& source,
+                          const LoadOptions& options) {
+  Loader loader(yaml, source, options);
+  return loader.load();
+}
+
+Config load_config_file(const std::string& path, const LoadOptions& options) {
+  const auto fail = [&](const std::string& message) {
+    return ConfigError({ConfigIssue{path, 0, 0, message}});
+  };
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw fail("cannot read config file: " + errno_text(errno));
+  std::string text;
+  std::array<char, 65536> buffer{};
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw fail("cannot read config file: " + errno_text(errno));
+    }
+    if (n == 0) break;
+    text.append(buffer.data(), static_cast<std::size_t>(n));
+    if (text.size() > kMaxFileSize) {
+      throw fail("config file is larger than " + format_size(kMaxFileSize));
+    }
+  }
+  return load_config_string(text, path, options);
+}
+
+Config default_config() {
+  Config config;
+  config.source = std::string(kEmbeddedSource);
+  ListenConfig listen;
+  listen.address = "127.0.0.1:8080";
+  listen.kind = AddressKind::tcp4;
+  listen.host = "127.0.0.1";
+  listen.port = 8080;
+  listen.name = "listen0";
+  config.listen.push_back(std::move(listen));
+  return config;
+}
+
+std::string to_yaml(const Config& config) {
+  YamlWriter out;
+  out.line(0, "workers", config.workers == 0 ? "auto" : std::to_string(config.workers));
+  out.section("listen");
+  for (const ListenConfig& listen : config.listen) {
+    out.line(2, "- address", yaml_string(listen.address));
+    out.line(4, "name", yaml_string(listen.name));
+    out.line(4, "backlog", std::to_string(listen.backlog));
+    out.line(4, "reuseport", yaml_bool(listen.reuseport));
+    if (listen.mode) out.line(4, "mode", "\"" + format_mode(*listen.mode) + "\"");
+  }
+
+  const WorkerConfig& worker = config.worker;
+  out.section("worker");
+  if (!worker.command.empty()) {
+    std::string argv = "[";
+    for (std::size_t i = 0; i < worker.command.size(); ++i) {
+      if (i > 0) argv += ", ";
+      argv += yaml_string(worker.command[i]);
+    }
+    out.line(2, "command", argv + "]");
+  } else if (!worker.shell.empty()) {
+    out.line(2, "shell", yaml_string(worker.shell));
+  } else {
+    out.line(2, "app", yaml_string(worker.app));
+  }
+  out.line(2, "cwd", yaml_string(worker.cwd));
+  if (worker.env.empty()) {
+    out.line(2, "env", "{}");
+  } else {
+    out.section("  env");
+    for (const auto& [name, value] : worker.env) out.line(4, yaml_string(name), yaml_string(value));
+  }
+  out.line(2, "user", yaml_string(worker.user));
+  out.line(2, "group", yaml_string(worker.group));
+  out.line(2, "ready", config_name(worker.ready));
+  out.line(2, "ready_timeout", format_duration(worker.ready_timeout));
+  out.line(2, "heartbeat_timeout", format_duration(worker.heartbeat_timeout));
+  out.line(2, "shutdown_timeout", format_duration(worker.shutdown_timeout));
+  out.line(2, "max_memory", format_size(worker.max_memory));
+  out.line(2, "max_lifetime", format_duration(worker.max_lifetime));
+  out.line(2, "cpu_affinity", yaml_bool(worker.cpu_affinity));
+  out.line(2, "rlimit_nofile", std::to_string(worker.rlimit_nofile));
+  out.line(2, "stdout", config_name(worker.stdout_mode));
+  out.line(2, "stderr", config_name(worker.stderr_mode));
+
+  out.section("restart");
+  out.line(2, "delay", format_duration(config.restart.delay));
+  out.line(2, "max_delay", format_duration(config.restart.max_delay));
+  out.line(2, "min_uptime", format_duration(config.restart.min_uptime));
+  out.line(2, "max_failures", std::to_string(config.restart.max_failures));
+  out.line(2, "exit_on_failed", yaml_bool(config.restart.exit_on_failed));
+
+  out.section("reload");
+  const BatchSize& batch = config.reload.batch;
+  out.line(
+      2, "batch",
+      batch.percent ? "\"" + std::to_string(batch.value) + "%\"" : std::to_string(batch.value));
+
+  out.section("control");
+  out.line(2, "socket", yaml_string(config.control.socket));
+  out.line(2, "mode", "\"" + format_mode(config.control.mode) + "\"");
+  out.line(2, "group", yaml_string(config.control.group));
+
+  out.section("ipc");
+  out.line(2, "max_message", format_size(config.ipc.max_message));
+
+  out.section("log");
+  out.line(2, "level", config_name(config.log.level));
+  out.line(2, "format", config.log.format_set ? config_name(config.log.format) : kAutoFormat);
+  out.line(2, "file", yaml_string(config.log.file));
+
+  out.line(0, "pidfile", yaml_string(config.pidfile));
+  out.section("metrics");
+  out.line(2, "listen", yaml_string(config.metrics.listen));
+  return out.take();
+}
+
+std::optional<ListenConfig> try_parse_listen_address(std::string_view text, std::string& error) {
+  ListenConfig listen;
+  listen.address = std::string(text);
+  const std::string got = quote(text);
+  if (text.starts_with("unix:")) {
+    const std::string_view path = text.substr(5);
+    if (path.empty()) {
+      error = "unix: needs a socket path, like unix:/run/app.sock";
+      return std::nullopt;
+    }
+    if (path.size() > kSunPathMax) {
+      error = "unix socket path " + quote(path) + " is too long (" + std::to_string(path.size()) +
+              " bytes, at most " + std::to_string(kSunPathMax) + ")";
+      return std::nullopt;
+    }
+    listen.kind = AddressKind::unix_path;
+    listen.path = std::string(path);
+    return listen;
+  }
+
+  std::string_view host;
+  std::string_view port;
+  if (text.starts_with('[')) {
+    const std::size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      error = "expected [IPv6]:port like [::1]:8080, got " + got;
+      return std::nullopt;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    in6_addr address{};
+    if (::inet_pton(AF_INET6, std::string(host).c_str(), &address) != 1) {
+      error = quote(host) + " is not an IPv6 address, in " + got;
+      return std::nullopt;
+    }
+    std::array<char, INET6_ADDRSTRLEN> canonical{};
+    ::inet_ntop(AF_INET6, &address, canonical.data(), canonical.size());
+    listen.kind = AddressKind::tcp6;
+    listen.host = canonical.data();
+  } else {
+    const std::size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      error = "expected host:port, [IPv6]:port or unix:/path, got " + got;
+      return std::nullopt;
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      error = "an IPv6 address needs brackets, like [::1]:8080, got " + got;
+      return std::nullopt;
+    }
+    if (host.empty()) {
+      error = "missing host in " + got + " (write *:" + std::string(port) +
+              " for every interface, or 127.0.0.1:" + std::string(port) + ")";
+      return std::nullopt;
+    }
+    std::string literal(host);
+    if (host == "*") literal = "0.0.0.0";
+    if (host == "localhost") literal = "127.0.0.1";
+    in_addr address{};
+    if (::inet_pton(AF_INET, literal.c_str(), &address) != 1) {
+      error =
+          "the host must be an IP address (or * or localhost), got " + quote(host) + " in " + got;
+      return std::nullopt;
+    }
+    std::array<char, INET_ADDRSTRLEN> canonical{};
+    ::inet_ntop(AF_INET, &address, canonical.data(), canonical.size());
+    listen.kind = AddressKind::tcp4;
+    listen.host = canonical.data();
+  }
+  const auto number = parse_integer(port);
+  if (port.empty() || !number || port[0] == '-') {
+    error = "expected a port number after the colon, got " + got;
+    return std::nullopt;
+  }
+  if (*number < 1 || *number > 65535) {
+    error = "port " + std::string(port) + " is out of range (1..65535) in " + got;
+    return std::nullopt;
+  }
+  listen.port = static_cast<std::uint16_t>(*number);
+  return listen;
+}
+
+ListenConfig parse_listen_address(std::string_view text) {
+  std::string error;
+  auto listen = try_parse_listen_address(text, error);
+  if (!listen) throw std::invalid_argument(error);
+  return *std::move(listen);
+}
+
+std::string_view config_name(AddressKind kind) noexcept {
+  switch (kind) {
+    case AddressKind::tcp4:
+      return "tcp4";
+    case AddressKind::tcp6:
+      return "tcp6";
+    case AddressKind::unix_path:
+      return "unix";
+  }
+  return "?";
+}
+
+std::string_view config_name(ReadyMode mode) noexcept {
+  return name_in(kReadyModes, mode);
+}
+std::string_view config_name(OutputMode mode) noexcept {
+  return name_in(kOutputModes, mode);
+}
+std::string_view config_name(LogLevel level) noexcept {
+  return name_in(kLogLevels, level);
+}
+std::string_view config_name(LogFormat format) noexcept {
+  return name_in(kLogFormats, format);
+}
+
+std::optional<LogLevel> parse_log_level(std::string_view text) noexcept {
+  for (const auto& entry : kLogLevels) {
+    if (entry.name == text) return entry.value;
+  }
+  return std::nullopt;
+}
+
+}  // namespace forkd::common
