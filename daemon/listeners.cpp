@@ -7,6 +7,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -291,6 +294,61 @@ std::string ListenerSet::fdnames() const {
     names += l.config.name;
   }
   return names;
+}
+
+namespace {
+
+UniqueFd duplicate(const UniqueFd& fd, const ListenConfig& config) {
+  UniqueFd copy(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3));
+  if (!copy) fail(config, "cannot duplicate socket of", errno);
+  return copy;
+}
+
+bool same_socket_config(const ListenConfig& a, const ListenConfig& b) {
+  return a.kind == b.kind && a.host == b.host && a.port == b.port && a.path == b.path &&
+         a.reuseport == b.reuseport;
+}
+
+}  // namespace
+
+ListenerSet ListenerSet::rebuild(const std::vector<ListenConfig>& configs, const ListenerSet& current) {
+  ListenerSet next;
+  for (const auto& config : configs) {
+    Listener l;
+    l.config = config;
+    const auto old = std::find_if(current.listeners_.begin(), current.listeners_.end(),
+                                  [&](const Listener& c) { return same_socket_config(c.config, config); });
+    if (old != current.listeners_.end()) {
+      l.adopted = old->adopted;
+      l.created_file = old->created_file;
+      if (old->shared) l.shared = duplicate(old->shared, config);
+      for (const auto& fd : old->per_worker) l.per_worker.push_back(duplicate(fd, config));
+      // A kept socket takes the new backlog and mode in place.
+      const int any = l.shared ? l.shared.get() : (l.per_worker.empty() ? -1 : l.per_worker.front().get());
+      if (any >= 0 && config.backlog != old->config.backlog) {
+        for (const auto& fd : l.per_worker) ::listen(fd.get(), config.backlog);
+        if (l.shared) ::listen(l.shared.get(), config.backlog);
+      }
+      if (config.kind == AddressKind::unix_path && config.mode != old->config.mode) {
+        const mode_t mode = config.mode ? static_cast<mode_t>(*config.mode) : 0666;
+        if (::chmod(config.path.c_str(), mode) != 0) fail(config, "cannot chmod", errno);
+      }
+    } else if (!config.reuseport) {
+      l.shared = open_listener(config, false);
+      l.created_file = config.kind == AddressKind::unix_path;
+    }
+    next.listeners_.push_back(std::move(l));
+  }
+  return next;
+}
+
+void ListenerSet::remove_socket_files_not_in(const ListenerSet& successor) const {
+  for (const auto& l : listeners_) {
+    if (!l.created_file) continue;
+    const bool kept = std::any_of(successor.listeners_.begin(), successor.listeners_.end(),
+                                  [&](const Listener& n) { return same_socket_config(n.config, l.config); });
+    if (!kept) ::unlink(l.config.path.c_str());
+  }
 }
 
 void ListenerSet::remove_socket_files() const {

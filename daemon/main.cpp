@@ -10,29 +10,21 @@
 #include "common/config.hpp"
 #include "common/log.hpp"
 #include "daemon/cli.hpp"
+#include "daemon/config_loading.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/master.hpp"
-#include "worker/apps/registry.hpp"
 
 namespace {
 
 constexpr int kExitConfig = 78;
 constexpr int kExitFailure = 1;
 
-// The built-in app names the configuration may use.
-forkd::common::LoadOptions load_options() {
-  forkd::common::LoadOptions options;
-  options.builtin_apps.clear();
-  for (const auto& app : forkd::worker::builtin_apps()) options.builtin_apps.emplace_back(app.name);
-  return options;
-}
-
 // -c FILE, else /etc/forkd/forkd.yaml when it exists, else the embedded default.
 std::pair<forkd::common::Config, std::string> load(const forkd::daemon::CliOptions& options) {
-  if (options.config) return {forkd::common::load_config_file(*options.config, load_options()), *options.config};
+  if (options.config) return {forkd::daemon::load_daemon_config(*options.config), *options.config};
   struct stat st{};
   if (::stat(forkd::daemon::kDefaultConfigPath, &st) == 0) {
-    return {forkd::common::load_config_file(forkd::daemon::kDefaultConfigPath, load_options()),
+    return {forkd::daemon::load_daemon_config(forkd::daemon::kDefaultConfigPath),
             forkd::daemon::kDefaultConfigPath};
   }
   return {forkd::common::default_config(), ""};

@@ -76,7 +76,8 @@ Master::Master(common::Config config, std::string config_path)
       config_path_(std::move(config_path)),
       started_at_(Clock::now()),
       wakeup_(io_),
-      log_(common::log::get("master")) {
+      log_(common::log::get("master")),
+      audit_(common::log::get("audit")) {
   target_ = config_.workers == 0 ? usable_cpus() : config_.workers;
   // SIGPIPE is ignored (a worker or client going away is an error code, not a death).
   struct sigaction ign{};
@@ -97,6 +98,7 @@ Master::Master(common::Config config, std::string config_path)
                l.adopted ? ", passed by the service manager" : "",
                l.config.reuseport ? ", reuseport" : "");
   }
+  open_control_socket();
 }
 
 Master::~Master() = default;
@@ -122,9 +124,7 @@ void Master::handle(MasterEvent event) {
   switch (event) {
     case MasterEvent::graceful_stop: begin_stop(stopping_); break;
     case MasterEvent::fast_stop: begin_stop(true); break;
-    case MasterEvent::reload:
-      log_->warn("reload is not supported yet; configuration unchanged");
-      break;
+    case MasterEvent::reload: request_reload({}, false); break;
     case MasterEvent::upgrade:
       log_->warn("hot upgrade is not supported yet; nothing changed");
       break;
@@ -140,7 +140,12 @@ void Master::tick() {
   const TimePoint now = Clock::now();
   reap_children();
   enforce_deadlines(now);
+  expire_reply_waiters(now);
   maintain_worker_count(now);
+  recycle_overgrown(now);
+  promote_replacements(now);
+  advance_rollout(now);
+  start_queued_reload();
   announce_readiness();
   if (stopping_ && processes_.empty()) {
     finish();
@@ -184,18 +189,41 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
   }
   Slot& slot = *slot_it;
   slot.last_exit = ExitRecord{status, std::chrono::system_clock::now()};
+  nlohmann::json event = {{"event", "worker_exited"}, {"worker", slot.id}, {"pid", pid},
+                          {"generation", process.generation},
+                          {"uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(uptime).count()}};
+  if (status.code) event["code"] = *status.code;
+  if (status.signal) event["signal"] = *status.signal;
+  publish(std::move(event));
   const bool was_current = slot.current == pid;
   if (was_current) slot.current.reset();
-
-  const bool expected = process.stop_reason == StopReason::shutdown ||
+  const bool was_incoming = slot.incoming == pid;
+  if (was_incoming) slot.incoming.reset();
+  const bool expected = stopping_ || process.stop_reason == StopReason::shutdown ||
                         process.stop_reason == StopReason::scale_down ||
                         process.stop_reason == StopReason::restart;
-  if (expected || stopping_) {
+  if (expected) {
     log_->info("worker {} (pid {}) stopped: {} after {}", slot.id, pid, status.describe(), format_duration(uptime));
     return;
   }
-  if (!was_current) return;
+  if (was_incoming) {
+    // A replacement that never became ready: its predecessor keeps serving.
+    const std::string why = "replacement for worker " + std::to_string(slot.id) + " (pid " +
+                            std::to_string(pid) + ") " +
+                            (process.spawn_error.empty() ? status.describe() : process.spawn_error) +
+                            " before it was ready";
+    log_->error("{}", why);
+    if (rollout_) fail_rollout(why);
+    if (slot.current) return;
+  } else if (!was_current) {
+    return;
+  }
 
+  const std::string reason = process.stop_reason == StopReason::heartbeat ||
+                                     process.stop_reason == StopReason::ready_timeout
+                                 ? "timeout"
+                                 : (status.signal ? "signal" : "exit");
+  ++slot.restarts_by_reason[reason];
   const bool failed_start = !process.spawn_error.empty() ||
                             process.stop_reason == StopReason::ready_timeout;
   RestartDecision decision = failed_start ? slot.backoff.on_failed_start()
@@ -212,6 +240,7 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
     slot.failed = true;
     log_->error("worker {} failed {} times in a row (restart.max_failures); slot marked failed",
                 slot.id, decision.failures);
+    publish({{"event", "worker_failed"}, {"worker", slot.id}, {"failures", decision.failures}});
     const bool all_failed = std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.failed; });
     if (all_failed && config_.restart.exit_on_failed) {
       log_->error("every worker slot has failed; exiting (restart.exit_on_failed)");
@@ -258,9 +287,12 @@ void Master::maintain_worker_count(TimePoint now) {
   while (slots_.size() < target_) slots_.emplace_back(static_cast<unsigned>(slots_.size()), config_.restart);
   // Slots past the target drain away; a slot is dropped once its last process is gone.
   for (auto& slot : slots_) {
-    if (slot.id < target_ || !slot.current) continue;
-    if (auto* p = find_process(*slot.current); p != nullptr && p->state != SlotState::stopping) {
-      stop_process(*p, StopReason::scale_down, config_.worker.shutdown_timeout);
+    if (slot.id < target_) continue;
+    for (const auto& pid : {slot.current, slot.incoming}) {
+      if (!pid) continue;
+      if (auto* p = find_process(*pid); p != nullptr && p->state != SlotState::stopping) {
+        stop_process(*p, StopReason::scale_down, config_.worker.shutdown_timeout);
+      }
     }
   }
   while (slots_.size() > target_) {
@@ -272,7 +304,7 @@ void Master::maintain_worker_count(TimePoint now) {
   }
   listeners_.trim_worker_sockets(static_cast<unsigned>(slots_.size()));
   for (auto& slot : slots_) {
-    if (slot.id >= target_ || slot.current || slot.failed) continue;
+    if (slot.id >= target_ || slot.current || slot.incoming || slot.failed) continue;
     if (slot.respawn_at && now < *slot.respawn_at) continue;
     spawn_worker(slot, now);
   }
@@ -309,9 +341,16 @@ std::map<std::string, std::string> Master::worker_environment(const Slot& slot) 
   return env;
 }
 
-void Master::spawn_worker(Slot& slot, TimePoint now) {
-  slot.respawn_at.reset();
-  listeners_.ensure_worker_sockets(static_cast<unsigned>(slots_.size()));
+void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
+  if (!as_replacement) slot.respawn_at.reset();
+  try {
+    listeners_.ensure_worker_sockets(static_cast<unsigned>(slots_.size()));
+  } catch (const ListenError& e) {
+    log_->error("worker {}: {}", slot.id, e.what());
+    if (as_replacement && rollout_) fail_rollout(e.what());
+    if (!as_replacement) slot.respawn_at = now + slot.backoff.on_failed_start().delay;
+    return;
+  }
   const auto& wc = config_.worker;
   SpawnSpec spec;
   if (exec_mode()) {
@@ -384,6 +423,10 @@ void Master::spawn_worker(Slot& slot, TimePoint now) {
     }
   } catch (const std::system_error& e) {
     log_->error("worker {}: cannot create its channels: {}", slot.id, e.what());
+    if (as_replacement) {
+      if (rollout_) fail_rollout(std::string("cannot start a replacement worker: ") + e.what());
+      return;
+    }
     slot.respawn_at = now + slot.backoff.on_failed_start().delay;
     return;
   }
@@ -401,6 +444,11 @@ void Master::spawn_worker(Slot& slot, TimePoint now) {
 
   const SpawnResult result = spawn_process(spec);
   if (result.pid < 0) {
+    if (as_replacement) {
+      log_->error("worker {}: cannot start a replacement: {}", slot.id, result.describe(spec));
+      if (rollout_) fail_rollout("cannot start a replacement worker: " + result.describe(spec));
+      return;
+    }
     const RestartDecision d = slot.backoff.on_failed_start();
     log_->error("worker {}: cannot start: {}; retrying in {}", slot.id, result.describe(spec),
                 format_duration(d.delay));
@@ -409,12 +457,20 @@ void Master::spawn_worker(Slot& slot, TimePoint now) {
   }
   WorkerProcess process;
   process.pid = result.pid;
+  process.serial = next_serial_++;
   process.slot = slot.id;
   process.generation = generation_;
   process.started_at = now;
   process.started_wall = std::chrono::system_clock::now();
   process.ready_deadline = now + wc.ready_timeout;
   process.last_heartbeat = now;
+  if (wc.max_lifetime.count() > 0) {
+    // Up to 10% jitter so workers started together are not all recycled together.
+    const auto lifetime = wc.max_lifetime.count();
+    const auto jitter = static_cast<long>(static_cast<unsigned long>(result.pid) * 2654435761UL %
+                                          static_cast<unsigned long>(lifetime / 10 + 1));
+    process.recycle_at = now + common::Duration(lifetime - jitter);
+  }
   if (result.failure) process.spawn_error = result.describe(spec);
   const pid_t pid = result.pid;
   process.channel = WorkerChannel::open(
@@ -432,36 +488,90 @@ void Master::spawn_worker(Slot& slot, TimePoint now) {
         io_, std::move(output_pipes[i].first),
         fmt::format("worker {} (pid {}) {}", slot.id, pid, stream_names[i]), i == 1));
   }
-  slot.current = pid;
+  if (as_replacement) {
+    slot.incoming = pid;
+  } else {
+    slot.current = pid;
+  }
   auto [it, inserted] = processes_.emplace(pid, std::move(process));
   if (!it->second.spawn_error.empty()) return;  // it exits 127 at once; the reaper reports it
-  log_->info("worker {} started (pid {}, generation {})", slot.id, pid, generation_);
-  const bool started_is_ready =
-      wc.ready == common::ReadyMode::started || (wc.ready == common::ReadyMode::automatic && exec_mode());
-  if (started_is_ready) mark_ready(it->second);
+  log_->info("worker {} started (pid {}, generation {}){}", slot.id, pid, generation_,
+             as_replacement ? " to replace the running one" : "");
+  publish({{"event", "worker_started"}, {"worker", slot.id}, {"pid", pid}, {"generation", generation_}});
+  if (readiness_is_started()) mark_ready(it->second);
 }
 
 void Master::on_worker_message(pid_t pid, nlohmann::json message) {
   WorkerProcess* process = find_process(pid);
   if (process == nullptr) return;
-  if (message.is_string() && message.get_ref<const std::string&>() == "ready") {
+  ++ipc_from_worker_;
+  const bool plain_ready = message.is_string() && message.get_ref<const std::string&>() == "ready";
+  const bool envelope = message.is_object() && message.contains("forkd") && message["forkd"].is_string();
+  if (plain_ready || (envelope && message["forkd"] == "ready")) {
     mark_ready(*process);
     tick();
     return;
   }
-  if (message.is_object() && message.contains("forkd") && message["forkd"].is_string()) {
-    const auto& kind = message["forkd"].get_ref<const std::string&>();
-    if (kind == "ready") {
-      mark_ready(*process);
-      tick();
-    } else if (kind == "heartbeat") {
-      process->last_heartbeat = Clock::now();
-    } else {
-      log_->debug("worker {} (pid {}) sent forkd message \"{}\"", process->slot, pid, kind);
+  if (!envelope) {
+    // An application message: first to an operator waiting on this worker, then to `events`.
+    auto waiter = std::find_if(reply_waiters_.begin(), reply_waiters_.end(),
+                               [&](const ReplyWaiter& w) { return w.pid == pid; });
+    if (waiter != reply_waiters_.end()) {
+      Respond respond = std::move(waiter->respond);
+      reply_waiters_.erase(waiter);
+      respond({{"ok", true}, {"worker", process->slot}, {"pid", pid}, {"reply", message}});
     }
+    publish({{"event", "message"}, {"worker", process->slot}, {"pid", pid}, {"data", std::move(message)}});
     return;
   }
-  log_->debug("worker {} (pid {}) message: {}", process->slot, pid, message.dump());
+  const auto& kind = message["forkd"].get_ref<const std::string&>();
+  if (kind == "heartbeat") {
+    process->last_heartbeat = Clock::now();
+  } else if (kind == "send") {
+    const auto& to = message.contains("to") ? message["to"] : nlohmann::json();
+    Slot* target = to.is_number_unsigned() ? find_slot(to.get<unsigned>()) : nullptr;
+    WorkerProcess* peer = target != nullptr && target->current ? find_process(*target->current) : nullptr;
+    if (peer == nullptr) {
+      log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running", process->slot, pid,
+                 to.dump());
+      return;
+    }
+    (void)deliver(*peer, message.contains("data") ? message["data"] : nlohmann::json());
+  } else if (kind == "broadcast") {
+    const nlohmann::json data = message.contains("data") ? message["data"] : nlohmann::json();
+    const unsigned from = process->slot;
+    for (auto& slot : slots_) {
+      if (slot.id == from || !slot.current) continue;
+      if (auto* peer = find_process(*slot.current)) (void)deliver(*peer, data);
+    }
+  } else {
+    log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", process->slot, pid, kind);
+  }
+}
+
+bool Master::deliver(WorkerProcess& process, const nlohmann::json& data) {
+  if (!process.channel) return false;
+  if (process.channel->send(data)) {
+    ++ipc_to_worker_;
+    return true;
+  }
+  // It does not read its IPC socket: the queue is full. Replace it rather than buffer more.
+  log_->error("worker {} (pid {}) does not read its IPC channel ({} bytes queued); message dropped",
+              process.slot, process.pid, process.channel->queued_bytes());
+  if (Slot* slot = find_slot(process.slot); slot != nullptr && slot->current == process.pid) {
+    (void)replace_slot(*slot, StopReason::stuck_ipc, Clock::now());
+  }
+  return false;
+}
+
+Slot* Master::find_slot(unsigned id) {
+  auto it = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.id == id; });
+  return it == slots_.end() ? nullptr : &*it;
+}
+
+const Slot* Master::find_slot(unsigned id) const {
+  auto it = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.id == id; });
+  return it == slots_.end() ? nullptr : &*it;
 }
 
 void Master::mark_ready(WorkerProcess& process) {
@@ -470,6 +580,40 @@ void Master::mark_ready(WorkerProcess& process) {
   process.last_heartbeat = Clock::now();
   log_->info("worker {} ready (pid {}) in {}", process.slot, process.pid,
              format_duration(Clock::now() - process.started_at));
+  publish({{"event", "worker_ready"}, {"worker", process.slot}, {"pid", process.pid},
+           {"generation", process.generation}});
+}
+
+bool Master::replacement_proven(const WorkerProcess& process, TimePoint now) const {
+  if (process.state != SlotState::ready) return false;
+  // "started" readiness says only that exec worked: a replacement must also outlive
+  // min_uptime before the worker it replaces is stopped.
+  return !readiness_is_started() || now - process.started_at >= config_.restart.min_uptime;
+}
+
+bool Master::readiness_is_started() const noexcept {
+  const auto mode = config_.worker.ready;
+  return mode == common::ReadyMode::started || (mode == common::ReadyMode::automatic && exec_mode());
+}
+
+void Master::promote_replacements(TimePoint now) {
+  for (auto& slot : slots_) {
+    if (!slot.incoming) continue;
+    WorkerProcess* incoming = find_process(*slot.incoming);
+    if (incoming == nullptr || !replacement_proven(*incoming, now)) continue;
+    // The replacement serves now: only then is its predecessor told to drain.
+    const auto previous = slot.current;
+    slot.current = slot.incoming;
+    slot.incoming.reset();
+    if (slot.replacing_for == StopReason::memory || slot.replacing_for == StopReason::lifetime) {
+      ++slot.restarts_by_reason[slot.replacing_for == StopReason::memory ? "memory" : "lifetime"];
+    }
+    ++slot.restarts;
+    if (!previous) continue;
+    if (auto* old = find_process(*previous); old != nullptr) {
+      stop_process(*old, StopReason::restart, config_.worker.shutdown_timeout);
+    }
+  }
 }
 
 void Master::announce_readiness() {
@@ -506,6 +650,7 @@ void Master::begin_stop(bool fast) {
   const common::Duration grace = fast ? kFastStopGrace : config_.worker.shutdown_timeout;
   log_->info("{} stop{}: {} workers to stop", fast ? "fast" : "graceful", already ? " (escalated)" : "",
              processes_.size());
+  publish({{"event", "stopping"}, {"fast", fast}});
   for (auto& [pid, process] : processes_) {
     if (process.stop_reason == StopReason::none) process.stop_reason = StopReason::shutdown;
     if (process.state == SlotState::stopping) {
@@ -519,6 +664,7 @@ void Master::begin_stop(bool fast) {
 void Master::scale_to(unsigned count) {
   if (stopping_ || count == target_) return;
   log_->info("scaling from {} to {} workers", target_, count);
+  publish({{"event", "scale"}, {"from", target_}, {"to", count}});
   target_ = count;
   all_ready_announced_ = false;
   for (auto& slot : slots_) {
@@ -542,8 +688,16 @@ void Master::schedule_wakeup() {
   for (const auto& slot : slots_) {
     if (slot.respawn_at && !slot.current && !slot.failed) consider(*slot.respawn_at);
   }
+  for (const auto& w : reply_waiters_) consider(w.deadline);
+  if (next_memory_check_) consider(*next_memory_check_);
   for (const auto& [pid, p] : processes_) {
     if (p.killed) continue;
+    if (p.recycle_at && p.state == SlotState::ready) consider(*p.recycle_at);
+    if (p.state == SlotState::ready && readiness_is_started()) {
+      if (const Slot* slot = find_slot(p.slot); slot != nullptr && slot->incoming == pid) {
+        consider(p.started_at + config_.restart.min_uptime);
+      }
+    }
     if (p.state == SlotState::starting) consider(p.ready_deadline);
     if (p.state == SlotState::stopping && p.stop_deadline) consider(*p.stop_deadline);
     if (p.state == SlotState::ready && config_.worker.heartbeat_timeout.count() > 0) {
@@ -562,7 +716,16 @@ void Master::finish() {
   if (finished_) return;
   finished_ = true;
   wakeup_.cancel();
+  for (auto& w : reply_waiters_) w.respond({{"ok", false}, {"error", "forkd is stopping"}});
+  reply_waiters_.clear();
+  if (rollout_) fail_rollout("forkd is stopping");
+  for (auto& respond : queued_reload_replies_) respond({{"ok", false}, {"error", "forkd is stopping"}});
+  queued_reload_replies_.clear();
   listeners_.remove_socket_files();
+  if (control_) {
+    control_->remove_socket_file();
+    control_->close();
+  }
   log_->info("stopped (exit code {})", exit_code_);
   io_.stop();
 }

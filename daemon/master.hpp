@@ -8,6 +8,7 @@
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "common/fd.hpp"
 #include "common/signal_source.hpp"
 #include "daemon/backoff.hpp"
+#include "daemon/control_server.hpp"
 #include "daemon/exit_status.hpp"
 #include "daemon/listeners.hpp"
 
@@ -51,10 +53,11 @@ enum class SlotState { starting, ready, stopping, backoff, failed };
 [[nodiscard]] const char* to_string(SlotState state) noexcept;
 
 // Why a worker was (or is being) replaced; also the metrics' restart reasons.
-enum class StopReason { none, shutdown, scale_down, restart, ready_timeout, heartbeat };
+enum class StopReason { none, shutdown, scale_down, restart, ready_timeout, heartbeat, memory, lifetime, stuck_ipc };
 
 struct WorkerProcess {
   pid_t pid = -1;
+  std::uint64_t serial = 0;  // start order, across all slots
   unsigned slot = 0;
   unsigned generation = 1;
   SlotState state = SlotState::starting;  // starting, ready or stopping
@@ -63,6 +66,7 @@ struct WorkerProcess {
   TimePoint ready_deadline;
   TimePoint last_heartbeat;
   std::optional<TimePoint> stop_deadline;
+  std::optional<TimePoint> recycle_at;  // max_lifetime (with jitter)
   bool killed = false;  // SIGKILL sent
   StopReason stop_reason = StopReason::none;
   std::string spawn_error;  // set when the child could not exec/enter its app
@@ -80,11 +84,47 @@ struct Slot {
       : id(slot_id), backoff(restart) {}
   unsigned id;
   Backoff backoff;
-  std::optional<pid_t> current;  // the process serving this slot
+  std::optional<pid_t> current;   // the process serving this slot
+  std::optional<pid_t> incoming;  // its replacement, until that one is ready
+  StopReason replacing_for = StopReason::none;
   unsigned restarts = 0;
+  std::map<std::string, std::uint64_t> restarts_by_reason;  // metrics: signal, exit, timeout, ...
   std::optional<ExitRecord> last_exit;
   std::optional<TimePoint> respawn_at;  // in backoff until then
   bool failed = false;
+};
+
+// A rolling replacement of slots, `batch` at a time, each new worker ready before its
+// predecessor is told to stop (restart all, reload). `done` learns the outcome once.
+struct Rollout {
+  std::vector<unsigned> pending;
+  std::vector<unsigned> active;
+  unsigned batch = 1;
+  std::uint64_t serial_floor = 0;  // workers started from this serial on are replacements
+  std::function<void(bool ok, const std::string& error)> done;
+};
+
+// An operator waiting (`send --wait`) for the next message a worker sends.
+struct ReplyWaiter {
+  pid_t pid;
+  TimePoint deadline;
+  Respond respond;
+};
+
+// What a reload in progress replaced, to restore if its workers never get ready.
+struct ReloadInProgress {
+  common::Config config;
+  ListenerSet listeners;
+  unsigned generation;
+  unsigned target;
+  std::vector<Respond> replies;
+  std::vector<std::string> changes;
+};
+
+struct ReloadRecord {
+  bool ok = false;
+  std::string error;
+  std::chrono::system_clock::time_point at;
 };
 
 class Master {
@@ -107,10 +147,14 @@ class Master {
   void enforce_deadlines(TimePoint now);
   void maintain_worker_count(TimePoint now);
   void announce_readiness();
+  void promote_replacements(TimePoint now);
+  [[nodiscard]] bool replacement_proven(const WorkerProcess& process, TimePoint now) const;
+  [[nodiscard]] bool readiness_is_started() const noexcept;
   void schedule_wakeup();
   void finish();
 
-  void spawn_worker(Slot& slot, TimePoint now);
+  // Starts a worker for `slot`: as its current process, or as the replacement of it.
+  void spawn_worker(Slot& slot, TimePoint now, bool as_replacement = false);
   void mark_ready(WorkerProcess& process);
   void stop_process(WorkerProcess& process, StopReason reason, common::Duration grace);
   void kill_process(WorkerProcess& process, const char* why);
@@ -118,6 +162,41 @@ class Master {
   void begin_stop(bool fast);
   void scale_to(unsigned count);
   void reopen_logs();
+
+  // Replacement and rollouts (master_rollout.cpp).
+  bool replace_slot(Slot& slot, StopReason reason, TimePoint now);
+  void start_rollout(std::vector<unsigned> slots, std::function<void(bool, const std::string&)> done);
+  void advance_rollout(TimePoint now);
+  void fail_rollout(const std::string& why);
+  void recycle_overgrown(TimePoint now);
+
+  // The operator's side (master_control.cpp).
+  void open_control_socket();
+  void on_control_request(const nlohmann::json& request, const PeerCredentials& peer, Respond respond);
+  void cmd_status(const nlohmann::json& request, Respond& respond);
+  void cmd_restart(const nlohmann::json& request, Respond& respond);
+  void cmd_scale(const nlohmann::json& request, Respond& respond);
+  void cmd_stop(const nlohmann::json& request, Respond& respond);
+  void cmd_send(const nlohmann::json& request, Respond& respond);
+  void cmd_broadcast(const nlohmann::json& request, Respond& respond);
+  void cmd_reload(const nlohmann::json& request, Respond& respond);
+  // Reload (master_reload.cpp). `respond` may be empty (SIGHUP).
+  void request_reload(Respond respond, bool dry_run);
+  void dry_run_reload(const Respond& respond);
+  void start_reload();
+  void start_queued_reload();
+  void commit_reload();
+  void roll_back_reload(const std::string& why);
+  void finish_reload(bool ok, const std::string& error, std::vector<Respond>& replies,
+                     const std::vector<std::string>& changes);
+  void cmd_reopen_logs(const nlohmann::json& request, Respond& respond);
+  void cmd_version(const nlohmann::json& request, Respond& respond);
+  void publish(nlohmann::json event);
+  [[nodiscard]] bool deliver(WorkerProcess& process, const nlohmann::json& data);
+  void expire_reply_waiters(TimePoint now);
+  [[nodiscard]] nlohmann::json status_json() const;
+  [[nodiscard]] Slot* find_slot(unsigned id);
+  [[nodiscard]] const Slot* find_slot(unsigned id) const;
 
   [[nodiscard]] WorkerProcess* find_process(pid_t pid);
   [[nodiscard]] std::map<std::string, std::string> worker_environment(const Slot& slot) const;
@@ -127,6 +206,7 @@ class Master {
   std::string config_path_;
   unsigned target_ = 1;
   unsigned generation_ = 1;
+  std::uint64_t next_serial_ = 0;
   TimePoint started_at_;
   asio::io_context io_;
   asio::steady_timer wakeup_;
@@ -136,6 +216,19 @@ class Master {
   std::vector<Slot> slots_;
   std::map<pid_t, WorkerProcess> processes_;
   std::shared_ptr<spdlog::logger> log_;
+  std::shared_ptr<spdlog::logger> audit_;
+  std::unique_ptr<ControlServer> control_;
+  std::optional<Rollout> rollout_;
+  std::vector<ReplyWaiter> reply_waiters_;
+  std::optional<ReloadRecord> last_reload_;
+  std::optional<ReloadInProgress> reload_;
+  std::vector<Respond> queued_reload_replies_;
+  bool reload_queued_ = false;
+  std::uint64_t reloads_ok_ = 0;
+  std::uint64_t reloads_failed_ = 0;
+  std::uint64_t ipc_to_worker_ = 0;
+  std::uint64_t ipc_from_worker_ = 0;
+  std::optional<TimePoint> next_memory_check_;
   bool stopping_ = false;
   bool fast_stop_ = false;
   bool all_ready_announced_ = false;

@@ -1,0 +1,289 @@
+// The operator's side of the master: control socket commands, status, events.
+// Each command is one entry of kCommands (name -> handler, and whether it changes anything,
+// which is what puts it in the audit log); every handler answers through `respond` once.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "common/control_paths.hpp"
+#include "common/log.hpp"
+#include "daemon/master.hpp"
+#include "daemon/proc_stats.hpp"
+
+namespace forkd::daemon {
+
+namespace {
+
+using nlohmann::json;
+
+struct CommandSpec {
+  std::string_view name;
+  bool changes_something;
+  void (Master::*run)(const json&, Respond&);
+};
+
+json error_reply(const std::string& why) { return {{"ok", false}, {"error", why}}; }
+
+std::string iso_time(std::chrono::system_clock::time_point tp) {
+  const auto since = tp.time_since_epoch();
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since);
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since - secs).count();
+  const std::time_t t = secs.count();
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  std::array<char, 32> buf{};
+  const std::size_t n = std::strftime(buf.data(), buf.size(), "%Y-%m-%dT%H:%M:%S", &tm);
+  return std::string(buf.data(), n) + "." + std::to_string(1000 + millis).substr(1) + "Z";
+}
+
+double seconds_since(TimePoint start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+json exit_json(const std::optional<ExitRecord>& record) {
+  if (!record) return nullptr;
+  json j = {{"at", iso_time(record->at)}};
+  if (record->status.code) j["code"] = *record->status.code;
+  if (record->status.signal) j["signal"] = *record->status.signal;
+  return j;
+}
+
+}  // namespace
+
+void Master::open_control_socket() {
+  ControlServerOptions options;
+  options.path = config_.control.socket.empty() ? common::default_control_socket() : config_.control.socket;
+  options.mode = config_.control.mode;
+  options.group = config_.control.group;
+  options.max_message = config_.ipc.max_message;
+  common::prepare_control_socket_dir(options.path);
+  const std::string path = options.path;
+  control_ = std::make_unique<ControlServer>(
+      io_, std::move(options),
+      [this](const json& request, const PeerCredentials& peer, Respond respond) {
+        on_control_request(request, peer, std::move(respond));
+      });
+  log_->info("control socket {}", path);
+}
+
+void Master::on_control_request(const json& request, const PeerCredentials& peer, Respond respond) {
+  static constexpr std::array<CommandSpec, 9> kCommands = {{
+      {"status", false, &Master::cmd_status},
+      {"version", false, &Master::cmd_version},
+      {"reload", true, &Master::cmd_reload},
+      {"restart", true, &Master::cmd_restart},
+      {"scale", true, &Master::cmd_scale},
+      {"stop", true, &Master::cmd_stop},
+      {"send", true, &Master::cmd_send},
+      {"broadcast", true, &Master::cmd_broadcast},
+      {"reopen-logs", true, &Master::cmd_reopen_logs},
+  }};
+  const std::string name = request.value("cmd", "");
+  const auto* spec = std::find_if(kCommands.begin(), kCommands.end(),
+                                  [&](const CommandSpec& c) { return c.name == name; });
+  if (spec == kCommands.end()) {
+    respond(error_reply("unknown command \"" + name + "\""));
+    return;
+  }
+  if (spec->changes_something) {
+    const bool dry = request.value("dry_run", false);
+    audit_->info("{}{} requested by {}", name, dry ? " (dry run)" : "", describe_peer(peer));
+  }
+  try {
+    (this->*(spec->run))(request, respond);
+  } catch (const std::exception& e) {
+    // Malformed fields (wrong JSON types) end here: an error reply, never a master crash.
+    respond(error_reply(name + ": " + e.what()));
+  }
+  tick();
+}
+
+void Master::cmd_status(const json&, Respond& respond) {
+  json reply = status_json();
+  reply["ok"] = true;
+  respond(std::move(reply));
+}
+
+void Master::cmd_version(const json&, Respond& respond) {
+  respond({{"ok", true}, {"version", FORKD_VERSION}});
+}
+
+void Master::cmd_reopen_logs(const json&, Respond& respond) {
+  reopen_logs();
+  respond({{"ok", true}, {"message", "log files reopened"}});
+}
+
+void Master::cmd_stop(const json& request, Respond& respond) {
+  const bool fast = request.value("fast", false);
+  respond({{"ok", true}, {"message", fast ? "fast stop started" : "graceful stop started"}});
+  begin_stop(fast || stopping_);
+}
+
+void Master::cmd_scale(const json& request, Respond& respond) {
+  const json& value = request.contains("value") ? request["value"] : json();
+  std::string text = value.is_string() ? value.get<std::string>() : value.is_number_integer() ? value.dump() : "";
+  if (text.empty()) {
+    respond(error_reply("scale needs a value: N, +N or -N"));
+    return;
+  }
+  const bool relative = text.front() == '+' || text.front() == '-';
+  long long n = 0;
+  const char* begin = text.data() + (text.front() == '+' ? 1 : 0);
+  const auto [ptr, ec] = std::from_chars(begin, text.data() + text.size(), n);
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    respond(error_reply("scale: \"" + text + "\" is not N, +N or -N"));
+    return;
+  }
+  const long long wanted = relative ? static_cast<long long>(target_) + n : n;
+  if (wanted < 1 || wanted > 4096) {
+    respond(error_reply("scale: " + std::to_string(wanted) + " workers is out of range (1..4096)"));
+    return;
+  }
+  if (stopping_) {
+    respond(error_reply("forkd is stopping"));
+    return;
+  }
+  const unsigned from = target_;
+  scale_to(static_cast<unsigned>(wanted));
+  respond({{"ok", true},
+           {"workers", target_},
+           {"message", "scaling from " + std::to_string(from) + " to " + std::to_string(target_) + " workers"}});
+}
+
+void Master::cmd_restart(const json& request, Respond& respond) {
+  const json& which = request.contains("worker") ? request["worker"] : json();
+  std::vector<unsigned> ids;
+  if (which.is_string() && which.get<std::string>() == "all") {
+    for (const auto& slot : slots_) {
+      if (slot.id < target_) ids.push_back(slot.id);
+    }
+  } else if (which.is_number_unsigned() && which.get<unsigned>() < target_) {
+    ids.push_back(which.get<unsigned>());
+  } else {
+    respond(error_reply("restart: no worker " + which.dump() + " (0.." + std::to_string(target_ - 1) + " or \"all\")"));
+    return;
+  }
+  if (stopping_) {
+    respond(error_reply("forkd is stopping"));
+    return;
+  }
+  if (rollout_) {
+    respond(error_reply("a rolling restart is already in progress"));
+    return;
+  }
+  const std::string what = ids.size() == 1 && !which.is_string() ? "worker " + std::to_string(ids.front())
+                                                                  : "all workers";
+  start_rollout(std::move(ids), [this, what, respond = std::move(respond)](bool ok, const std::string& error) {
+    respond(ok ? json{{"ok", true}, {"message", what + " restarted"}}
+               : error_reply("restart of " + what + " failed: " + error));
+  });
+}
+
+void Master::cmd_send(const json& request, Respond& respond) {
+  const json& id = request.contains("worker") ? request["worker"] : json();
+  Slot* slot = id.is_number_unsigned() ? find_slot(id.get<unsigned>()) : nullptr;
+  WorkerProcess* process = slot != nullptr && slot->current ? find_process(*slot->current) : nullptr;
+  if (process == nullptr) {
+    respond(error_reply("send: no running worker " + id.dump()));
+    return;
+  }
+  if (!request.contains("data")) {
+    respond(error_reply("send: no \"data\" to deliver"));
+    return;
+  }
+  if (!deliver(*process, request["data"])) {
+    respond(error_reply("send: worker " + id.dump() + " is not reading its IPC channel"));
+    return;
+  }
+  const long wait_ms = request.value("wait_ms", 0L);
+  if (wait_ms <= 0) {
+    respond({{"ok", true}, {"worker", process->slot}, {"pid", process->pid}});
+    return;
+  }
+  reply_waiters_.push_back({process->pid, Clock::now() + std::chrono::milliseconds(wait_ms), std::move(respond)});
+}
+
+void Master::cmd_broadcast(const json& request, Respond& respond) {
+  if (!request.contains("data")) {
+    respond(error_reply("broadcast: no \"data\" to deliver"));
+    return;
+  }
+  unsigned delivered = 0;
+  for (auto& slot : slots_) {
+    if (!slot.current) continue;
+    if (auto* p = find_process(*slot.current); p != nullptr && deliver(*p, request["data"])) ++delivered;
+  }
+  respond({{"ok", true}, {"delivered", delivered}});
+}
+
+void Master::expire_reply_waiters(TimePoint now) {
+  std::vector<ReplyWaiter> expired;
+  std::erase_if(reply_waiters_, [&](ReplyWaiter& w) {
+    const bool gone = processes_.find(w.pid) == processes_.end();
+    if (now < w.deadline && !gone) return false;
+    expired.push_back(std::move(w));
+    return true;
+  });
+  for (auto& w : expired) {
+    const bool gone = processes_.find(w.pid) == processes_.end();
+    w.respond(error_reply(gone ? "worker (pid " + std::to_string(w.pid) + ") exited before it replied"
+                               : "no reply from worker (pid " + std::to_string(w.pid) + ") in time"));
+  }
+}
+
+void Master::publish(json event) {
+  if (!control_) return;
+  event["at"] = iso_time(std::chrono::system_clock::now());
+  control_->publish_event(event);
+}
+
+json Master::status_json() const {
+  json workers = json::array();
+  const auto entry = [&](const Slot& slot, const WorkerProcess* p, SlotState state) {
+    json w = {{"id", slot.id},
+              {"pid", p != nullptr ? json(p->pid) : json(nullptr)},
+              {"state", to_string(state)},
+              {"generation", p != nullptr ? p->generation : generation_},
+              {"uptime_s", p != nullptr ? seconds_since(p->started_at) : 0.0},
+              {"restarts", slot.restarts},
+              {"last_exit", exit_json(slot.last_exit)},
+              {"rss_bytes", nullptr}};
+    if (p != nullptr) {
+      if (const auto rss = read_rss_bytes(p->pid)) w["rss_bytes"] = *rss;
+    }
+    workers.push_back(std::move(w));
+  };
+  for (const auto& slot : slots_) {
+    bool listed = false;
+    for (const auto& [pid, p] : processes_) {
+      if (p.slot != slot.id) continue;
+      entry(slot, &p, p.state);
+      listed = true;
+    }
+    if (!listed && slot.id < target_) entry(slot, nullptr, slot.failed ? SlotState::failed : SlotState::backoff);
+  }
+  json last_reload = nullptr;
+  if (last_reload_) {
+    last_reload = {{"ok", last_reload_->ok},
+                   {"error", last_reload_->ok ? json(nullptr) : json(last_reload_->error)},
+                   {"at", iso_time(last_reload_->at)}};
+  }
+  return {{"master",
+           {{"pid", ::getpid()},
+            {"version", FORKD_VERSION},
+            {"uptime_s", seconds_since(started_at_)},
+            {"config", config_path_.empty() ? config_.source : config_path_},
+            {"generation", generation_},
+            {"workers_target", target_},
+            {"stopping", stopping_},
+            {"last_reload", last_reload}}},
+          {"workers", workers}};
+}
+
+}  // namespace forkd::daemon

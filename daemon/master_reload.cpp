@@ -1,0 +1,179 @@
+// Reload (SIGHUP, forkctl reload): re-read and validate the file; an invalid one changes
+// nothing. A valid one is applied as a new generation — kept listeners keep their socket, new
+// ones are bound first — and every worker is replaced by a rolling restart. If the new
+// generation cannot get ready, the old configuration and listeners come back and the old
+// workers serve on. Reloads that arrive meanwhile are coalesced into one that follows.
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "common/log.hpp"
+#include "daemon/config_loading.hpp"
+#include "daemon/cpu_count.hpp"
+#include "daemon/master.hpp"
+#include "daemon/reload_plan.hpp"
+
+namespace forkd::daemon {
+
+namespace {
+
+std::string join(const std::vector<common::ConfigIssue>& issues) {
+  std::string text;
+  for (const auto& issue : issues) {
+    if (!text.empty()) text += "; ";
+    text += issue.to_string();
+  }
+  return text;
+}
+
+}  // namespace
+
+void Master::cmd_reload(const nlohmann::json& request, Respond& respond) {
+  request_reload(std::move(respond), request.value("dry_run", false));
+}
+
+void Master::request_reload(Respond respond, bool dry_run) {
+  if (dry_run) {
+    dry_run_reload(respond);
+    return;
+  }
+  if (stopping_) {
+    if (respond) respond({{"ok", false}, {"error", "forkd is stopping"}});
+    return;
+  }
+  if (respond) queued_reload_replies_.push_back(std::move(respond));
+  if (reload_ || rollout_) {
+    // One reload runs at a time; everything asked meanwhile becomes one more reload after it.
+    if (!reload_queued_) log_->info("reload queued behind the rollout in progress");
+    reload_queued_ = true;
+    return;
+  }
+  reload_queued_ = false;
+  start_reload();
+}
+
+void Master::dry_run_reload(const Respond& respond) {
+  if (config_path_.empty()) {
+    respond({{"ok", false}, {"error", "no configuration file to reload: forkd runs on its embedded default"}});
+    return;
+  }
+  try {
+    const common::Config next = load_daemon_config(config_path_);
+    const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
+    const auto plan = plan_reload(config_, next, target_, next_target);
+    respond({{"ok", true}, {"dry_run", true}, {"changes", plan.describe()},
+             {"message", "configuration " + config_path_ + " is valid"}});
+  } catch (const common::ConfigError& e) {
+    respond({{"ok", false}, {"error", join(e.issues())}});
+  }
+}
+
+void Master::start_reload() {
+  std::vector<Respond> replies = std::move(queued_reload_replies_);
+  queued_reload_replies_.clear();
+  if (config_path_.empty()) {
+    finish_reload(false, "no configuration file to reload: forkd runs on its embedded default", replies, {});
+    return;
+  }
+  log_->info("reloading {}", config_path_);
+  common::Config next;
+  try {
+    next = load_daemon_config(config_path_);
+  } catch (const common::ConfigError& e) {
+    for (const auto& issue : e.issues()) log_->error("reload: {}", issue.to_string());
+    finish_reload(false, "invalid configuration, nothing changed: " + join(e.issues()), replies, {});
+    return;
+  }
+  const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
+  const auto plan = plan_reload(config_, next, target_, next_target);
+  const auto changes = plan.describe();
+  for (const auto& line : changes) log_->info("reload: {}", line);
+  ListenerSet next_listeners;
+  try {
+    next_listeners = ListenerSet::rebuild(next.listen, listeners_);
+    next_listeners.ensure_worker_sockets(next_target);
+  } catch (const std::exception& e) {
+    next_listeners.remove_socket_files_not_in(listeners_);
+    log_->error("reload: {}", e.what());
+    finish_reload(false, std::string(e.what()) + "; nothing changed", replies, {});
+    return;
+  }
+  reload_ = ReloadInProgress{std::move(config_), std::move(listeners_), generation_, target_, std::move(replies), changes};
+  config_ = std::move(next);
+  listeners_ = std::move(next_listeners);
+  ++generation_;
+  target_ = next_target;
+  all_ready_announced_ = false;
+  for (auto& slot : slots_) slot.backoff.reconfigure(config_.restart);
+  std::vector<unsigned> ids;
+  for (unsigned id = 0; id < target_; ++id) ids.push_back(id);
+  start_rollout(std::move(ids), [this](bool ok, const std::string& error) {
+    if (ok) {
+      commit_reload();
+    } else {
+      roll_back_reload(error);
+    }
+  });
+}
+
+void Master::commit_reload() {
+  ReloadInProgress done = std::move(*reload_);
+  reload_.reset();
+  done.listeners.remove_socket_files_not_in(listeners_);
+  common::log::configure(config_.log);
+  log_->info("reload complete: generation {}, {} workers", generation_, target_);
+  finish_reload(true, "", done.replies, done.changes);
+}
+
+void Master::roll_back_reload(const std::string& why) {
+  ReloadInProgress failed = std::move(*reload_);
+  reload_.reset();
+  const unsigned failed_generation = generation_;
+  listeners_.remove_socket_files_not_in(failed.listeners);
+  config_ = std::move(failed.config);
+  listeners_ = std::move(failed.listeners);
+  generation_ = failed.generation;
+  target_ = failed.target;
+  all_ready_announced_ = false;
+  for (auto& slot : slots_) slot.backoff.reconfigure(config_.restart);
+  log_->error("reload failed, generation {} keeps serving: {}", generation_, why);
+  // Slots the failed generation already took over go back to the configuration that works.
+  std::vector<unsigned> back;
+  for (const auto& slot : slots_) {
+    if (!slot.current || slot.id >= target_) continue;
+    if (const auto* p = find_process(*slot.current); p != nullptr && p->generation == failed_generation) {
+      back.push_back(slot.id);
+    }
+  }
+  finish_reload(false, "new workers did not get ready (" + why + "); the previous generation keeps serving",
+                failed.replies, failed.changes);
+  if (!back.empty() && !stopping_) {
+    start_rollout(std::move(back), [this](bool ok, const std::string& error) {
+      if (!ok) log_->error("returning workers to the previous configuration failed: {}", error);
+    });
+  }
+}
+
+void Master::finish_reload(bool ok, const std::string& error, std::vector<Respond>& replies,
+                           const std::vector<std::string>& changes) {
+  last_reload_ = ReloadRecord{ok, error, std::chrono::system_clock::now()};
+  ++(ok ? reloads_ok_ : reloads_failed_);
+  nlohmann::json event = {{"event", "reload"}, {"ok", ok}, {"generation", generation_}};
+  if (!ok) event["error"] = error;
+  publish(std::move(event));
+  nlohmann::json reply = ok ? nlohmann::json{{"ok", true},
+                                             {"generation", generation_},
+                                             {"changes", changes},
+                                             {"message", "reloaded: generation " + std::to_string(generation_) +
+                                                             ", " + std::to_string(target_) + " workers"}}
+                            : nlohmann::json{{"ok", false}, {"error", error}};
+  for (auto& respond : replies) respond(reply);
+  replies.clear();
+}
+
+void Master::start_queued_reload() {
+  if (!reload_queued_ || reload_ || rollout_ || stopping_) return;
+  reload_queued_ = false;
+  start_reload();
+}
+
+}  // namespace forkd::daemon

@@ -1,0 +1,89 @@
+#include "daemon/reload_plan.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <map>
+
+namespace forkd::daemon {
+
+namespace {
+
+// "a.b.c" -> scalar text, from the printed config, so every key is compared the same way.
+void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) {
+      const std::string key = kv.first.as<std::string>();
+      flatten(kv.second, prefix.empty() ? key : prefix + "." + key, out);
+    }
+  } else if (node.IsSequence()) {
+    YAML::Emitter e;
+    e << YAML::Flow << node;
+    out[prefix] = e.c_str();
+  } else if (node.IsScalar()) {
+    out[prefix] = node.Scalar();
+  } else {
+    out[prefix] = "";
+  }
+}
+
+std::map<std::string, std::string> flat_config(const common::Config& config) {
+  std::map<std::string, std::string> out;
+  flatten(YAML::Load(common::to_yaml(config)), "", out);
+  std::erase_if(out, [](const auto& kv) { return kv.first == "listen" || kv.first.starts_with("listen."); });
+  return out;
+}
+
+}  // namespace
+
+bool same_socket(const common::ListenConfig& a, const common::ListenConfig& b) {
+  return a.kind == b.kind && a.host == b.host && a.port == b.port && a.path == b.path &&
+         a.reuseport == b.reuseport;
+}
+
+ReloadPlan plan_reload(const common::Config& current, const common::Config& next,
+                       unsigned current_workers, unsigned next_workers) {
+  ReloadPlan plan;
+  plan.workers_from = current_workers;
+  plan.workers_to = next_workers;
+  for (const auto& n : next.listen) {
+    const bool kept = std::any_of(current.listen.begin(), current.listen.end(),
+                                  [&](const auto& c) { return same_socket(c, n); });
+    (kept ? plan.listeners_kept : plan.listeners_added).push_back(n.address);
+  }
+  for (const auto& c : current.listen) {
+    const bool kept = std::any_of(next.listen.begin(), next.listen.end(),
+                                  [&](const auto& n) { return same_socket(c, n); });
+    if (!kept) plan.listeners_removed.push_back(c.address);
+  }
+  const auto before = flat_config(current);
+  const auto after = flat_config(next);
+  for (const auto& [key, value] : after) {
+    auto it = before.find(key);
+    if (it == before.end()) {
+      plan.changed_keys.push_back(key + ": (unset) -> " + value);
+    } else if (it->second != value) {
+      plan.changed_keys.push_back(key + ": " + it->second + " -> " + value);
+    }
+  }
+  for (const auto& [key, value] : before) {
+    if (after.find(key) == after.end()) plan.changed_keys.push_back(key + ": " + value + " -> (unset)");
+  }
+  return plan;
+}
+
+std::vector<std::string> ReloadPlan::describe() const {
+  std::vector<std::string> lines;
+  for (const auto& a : listeners_added) lines.push_back("listener added: " + a);
+  for (const auto& r : listeners_removed) lines.push_back("listener removed: " + r);
+  if (workers_from != workers_to) {
+    lines.push_back("workers: " + std::to_string(workers_from) + " -> " + std::to_string(workers_to));
+  }
+  for (const auto& k : changed_keys) {
+    if (!k.starts_with("workers:")) lines.push_back(k);
+  }
+  if (lines.empty()) lines.push_back("no configuration change (workers are still replaced)");
+  return lines;
+}
+
+}  // namespace forkd::daemon
