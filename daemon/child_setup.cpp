@@ -113,8 +113,10 @@ void run_child(const ChildPlan& const_plan) noexcept {
   ChildPlan& plan = const_cast<ChildPlan&>(const_plan);  // our own copy-on-write page now
   reset_signals(plan);
   // The master may die between fork() and prctl(): then our parent is already someone else.
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die(plan, ChildStep::pdeathsig, errno);
-  if (::getppid() != plan.master_pid) ::_exit(1);
+  if (plan.die_with_master) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die(plan, ChildStep::pdeathsig, errno);
+    if (::getppid() != plan.master_pid) ::_exit(1);
+  }
   arrange_fds(plan);
   if (plan.rlimit_nofile != 0) {
     const rlimit lim{plan.rlimit_nofile, plan.rlimit_nofile};

@@ -32,6 +32,7 @@ struct ChildPlan {
   std::vector<int> fd_sources;        // fd_sources[i] becomes fd i; -1 = leave fd i as it is
   int error_pipe = -1;
   pid_t master_pid = 0;
+  bool die_with_master = true;  // PR_SET_PDEATHSIG; off for a hot upgrade's new master
   bool ignore_sigpipe = false;
   std::uint64_t rlimit_nofile = 0;
   bool pin_cpu = false;

@@ -123,26 +123,25 @@ bool same_address(int fd, const ListenConfig& config) {
   return false;
 }
 
-struct PassedSocket {
-  UniqueFd fd;
-  std::string name;
-};
+}  // namespace
 
-// sd_listen_fds(): the sockets systemd (or a test) passed to this very process.
 std::vector<PassedSocket> take_passed_sockets() {
   std::vector<PassedSocket> out;
-  const char* pid_text = std::getenv("LISTEN_PID");
-  const char* fds_text = std::getenv("LISTEN_FDS");
-  const char* names_text = std::getenv("LISTEN_FDNAMES");
-  const std::string names = names_text != nullptr ? names_text : "";
-  ::unsetenv("LISTEN_PID");
-  ::unsetenv("LISTEN_FDS");
-  ::unsetenv("LISTEN_FDNAMES");
-  if (pid_text == nullptr || fds_text == nullptr) return out;
+  const auto take = [](const char* name) -> std::optional<std::string> {
+    const char* value = std::getenv(name);
+    std::optional<std::string> copy;
+    if (value != nullptr) copy = value;
+    ::unsetenv(name);
+    return copy;
+  };
+  const auto pid_env = take("LISTEN_PID");
+  const auto fds_env = take("LISTEN_FDS");
+  const std::string names = take("LISTEN_FDNAMES").value_or("");
+  if (!pid_env || !fds_env) return out;
   long pid = 0;
   int count = 0;
-  const std::string pid_s = pid_text;
-  const std::string fds_s = fds_text;
+  const std::string& pid_s = *pid_env;
+  const std::string& fds_s = *fds_env;
   std::from_chars(pid_s.data(), pid_s.data() + pid_s.size(), pid);
   std::from_chars(fds_s.data(), fds_s.data() + fds_s.size(), count);
   if (pid != ::getpid() || count <= 0) return out;
@@ -160,8 +159,6 @@ std::vector<PassedSocket> take_passed_sockets() {
   }
   return out;
 }
-
-}  // namespace
 
 std::string describe_socket(int fd) {
   SockAddr bound;
@@ -217,8 +214,8 @@ UniqueFd open_listener(const ListenConfig& config, bool reuseport) {
   return fd;
 }
 
-void ListenerSet::open_all(const std::vector<ListenConfig>& configs) {
-  std::vector<PassedSocket> passed = take_passed_sockets();
+void ListenerSet::open_all(const std::vector<ListenConfig>& configs, std::vector<PassedSocket> passed,
+                           bool own_files) {
   std::vector<Listener> opened;
   opened.reserve(configs.size());
   for (const auto& config : configs) {
@@ -241,8 +238,12 @@ void ListenerSet::open_all(const std::vector<ListenConfig>& configs) {
         throw ListenError("passed socket " + describe_socket(match->fd.get()) + " for " + config.address + " is not a stream socket");
       }
       l.adopted = true;
+      l.created_file = own_files && config.kind == AddressKind::unix_path;
       if (config.reuseport) {
-        l.per_worker.push_back(std::move(match->fd));
+        // Every passed socket of this address: the previous master's per-slot sockets.
+        for (auto& p : passed) {
+          if (p.fd && same_address(p.fd.get(), config)) l.per_worker.push_back(std::move(p.fd));
+        }
       } else {
         l.shared = std::move(match->fd);
       }
@@ -285,6 +286,15 @@ std::vector<int> ListenerSet::fds_for(unsigned slot) const {
     }
   }
   return fds;
+}
+
+std::vector<std::pair<int, std::string>> ListenerSet::all_sockets() const {
+  std::vector<std::pair<int, std::string>> out;
+  for (const auto& l : listeners_) {
+    if (l.shared) out.emplace_back(l.shared.get(), l.config.name);
+    for (const auto& fd : l.per_worker) out.emplace_back(fd.get(), l.config.name);
+  }
+  return out;
 }
 
 std::string ListenerSet::fdnames() const {

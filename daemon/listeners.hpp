@@ -31,12 +31,25 @@ struct Listener {
 // refused. Throws ListenError.
 [[nodiscard]] common::UniqueFd open_listener(const common::ListenConfig& config, bool reuseport);
 
+// A socket handed to this process with LISTEN_FDS (systemd, or the previous master in a hot
+// upgrade), with its LISTEN_FDNAMES entry.
+struct PassedSocket {
+  common::UniqueFd fd;
+  std::string name;
+};
+
+// sd_listen_fds(): takes the sockets passed to this very process (LISTEN_PID) and clears
+// LISTEN_* from the environment so they never leak to children.
+[[nodiscard]] std::vector<PassedSocket> take_passed_sockets();
+
 class ListenerSet {
  public:
-  // Binds every entry, adopting matching sockets passed with LISTEN_FDS/LISTEN_PID (by name,
-  // then by address); a passed socket that matches no entry is an error naming it.
-  // Clears LISTEN_* from our environment so they never leak to children.
-  void open_all(const std::vector<common::ListenConfig>& configs);
+  // Binds every entry, adopting matching `passed` sockets (by name, then by address; a
+  // reuseport entry adopts every passed socket of its address, one per slot); a passed socket
+  // that matches no entry is an error naming it. `own_files`: adopted unix socket files are
+  // ours to remove at exit (they come from the master we replace).
+  void open_all(const std::vector<common::ListenConfig>& configs, std::vector<PassedSocket> passed,
+                bool own_files = false);
   // Makes sure slots 0..count-1 have their own socket on every reuseport listener.
   void ensure_worker_sockets(unsigned count);
   // Drops reuseport sockets of slots >= count (their workers are gone).
@@ -44,6 +57,8 @@ class ListenerSet {
   // The fds worker `slot` inherits at 3, 4, ... in config order, and their names.
   [[nodiscard]] std::vector<int> fds_for(unsigned slot) const;
   [[nodiscard]] std::string fdnames() const;
+  // Every socket, shared and per-slot, with its name: what a hot upgrade hands over.
+  [[nodiscard]] std::vector<std::pair<int, std::string>> all_sockets() const;
   [[nodiscard]] const std::vector<Listener>& listeners() const noexcept { return listeners_; }
   // Shutdown step: unlink the unix socket files this master created.
   void remove_socket_files() const;

@@ -3,7 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 
@@ -13,6 +16,7 @@
 #include "daemon/config_loading.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/master.hpp"
+#include "daemon/spawner.hpp"
 
 namespace {
 
@@ -28,6 +32,22 @@ std::pair<forkd::common::Config, std::string> load(const forkd::daemon::CliOptio
             forkd::daemon::kDefaultConfigPath};
   }
   return {forkd::common::default_config(), ""};
+}
+
+// The binary a hot upgrade runs again: this path as resolved now, not /proc/self/exe, so a
+// file replaced on disk is what runs next.
+forkd::daemon::LaunchInfo launch_info(int argc, char** argv) {
+  forkd::daemon::LaunchInfo info;
+  info.argv.assign(argv, argv + argc);
+  const std::string self = argc > 0 ? argv[0] : "forkd";
+  if (self.find('/') != std::string::npos) {
+    std::array<char, PATH_MAX> resolved{};
+    if (::realpath(self.c_str(), resolved.data()) != nullptr) info.executable = resolved.data();
+  } else {
+    int error = 0;
+    info.executable = forkd::daemon::find_program(self, error).value_or("");
+  }
+  return info;
 }
 
 int run(int argc, char** argv) {
@@ -61,7 +81,7 @@ int run(int argc, char** argv) {
   }
   forkd::common::log::configure(config.log);
   try {
-    forkd::daemon::Master master(std::move(config), path);
+    forkd::daemon::Master master(std::move(config), path, launch_info(argc, argv));
     return master.run();
   } catch (const forkd::daemon::ListenError& e) {
     std::cerr << "forkd: " << e.what() << '\n';

@@ -71,13 +71,14 @@ const char* to_string(SlotState state) noexcept {
   return "unknown";
 }
 
-Master::Master(common::Config config, std::string config_path)
+Master::Master(common::Config config, std::string config_path, LaunchInfo launch)
     : config_(std::move(config)),
       config_path_(std::move(config_path)),
       started_at_(Clock::now()),
       wakeup_(io_),
       log_(common::log::get("master")),
-      audit_(common::log::get("audit")) {
+      audit_(common::log::get("audit")),
+      launch_(std::move(launch)) {
   target_ = config_.workers == 0 ? usable_cpus() : config_.workers;
   // SIGPIPE is ignored (a worker or client going away is an error code, not a death).
   struct sigaction ign{};
@@ -90,15 +91,30 @@ Master::Master(common::Config config, std::string config_path)
       [this](int signo) { on_signal(signo); });
   devnull_ = common::UniqueFd(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devnull_) throw common::system_error_from_errno("open /dev/null");
-  listeners_.open_all(config_.listen);
+  std::vector<PassedSocket> passed = take_passed_sockets();
+  common::UniqueFd control_fd;
+  std::erase_if(passed, [&](PassedSocket& p) {
+    if (p.name != kControlSocketName) return false;
+    control_fd = std::move(p.fd);
+    return true;
+  });
+  // A hot upgrade's new master learns its predecessor and the pipe to tell it "ready".
+  if (const char* fd_text = std::getenv("FORKD_UPGRADE_FD")) {
+    predecessor_ = common::UniqueFd(std::atoi(fd_text));
+    (void)common::set_cloexec(predecessor_.get(), true);
+    ::unsetenv("FORKD_UPGRADE_FD");
+    predecessor_pid_ = ::getppid();
+  }
+  listeners_.open_all(config_.listen, std::move(passed), predecessor_.valid());
   listeners_.ensure_worker_sockets(target_);
   for (const auto& l : listeners_.listeners()) {
     const int fd = l.config.reuseport ? l.per_worker.front().get() : l.shared.get();
     log_->info("listening on {} ({}{}{})", describe_socket(fd), l.config.name,
-               l.adopted ? ", passed by the service manager" : "",
+               l.adopted ? ", passed in with LISTEN_FDS" : "",
                l.config.reuseport ? ", reuseport" : "");
   }
-  open_control_socket();
+  open_control_socket(std::move(control_fd));
+  if (predecessor_) log_->info("hot upgrade: taking over from the master with pid {}", predecessor_pid_);
 }
 
 Master::~Master() = default;
@@ -125,9 +141,7 @@ void Master::handle(MasterEvent event) {
     case MasterEvent::graceful_stop: begin_stop(stopping_); break;
     case MasterEvent::fast_stop: begin_stop(true); break;
     case MasterEvent::reload: request_reload({}, false); break;
-    case MasterEvent::upgrade:
-      log_->warn("hot upgrade is not supported yet; nothing changed");
-      break;
+    case MasterEvent::upgrade: start_upgrade(); break;
     case MasterEvent::reopen_logs: reopen_logs(); break;
     case MasterEvent::scale_up: scale_to(std::min(target_ + 1, kMaxWorkers)); break;
     case MasterEvent::scale_down: scale_to(target_ > 1 ? target_ - 1 : 1); break;
@@ -147,7 +161,8 @@ void Master::tick() {
   advance_rollout(now);
   start_queued_reload();
   announce_readiness();
-  if (stopping_ && processes_.empty()) {
+  const bool upgrade_pending = upgrade_ && !upgrade_->handed_over;
+  if (stopping_ && processes_.empty() && !upgrade_pending) {
     finish();
     return;
   }
@@ -169,6 +184,10 @@ WorkerProcess* Master::find_process(pid_t pid) {
 }
 
 void Master::on_child_exit(pid_t pid, int wait_status) {
+  if (upgrade_ && upgrade_->pid == pid) {
+    on_upgrade_exit(wait_status);
+    return;
+  }
   auto it = processes_.find(pid);
   if (it == processes_.end()) {
     log_->debug("reaped process {} that is not a worker", pid);
@@ -260,6 +279,18 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
 }
 
 void Master::enforce_deadlines(TimePoint now) {
+  if (upgrade_ && !upgrade_->handed_over && now >= upgrade_->deadline) {
+    if (!upgrade_->stop_sent) {
+      log_->error("hot upgrade: new master (pid {}) not ready in time; stopping it, this master keeps serving",
+                  upgrade_->pid);
+      ::kill(upgrade_->pid, SIGQUIT);
+      upgrade_->stop_sent = true;
+      upgrade_->deadline = now + std::chrono::seconds(5);
+    } else {
+      ::kill(upgrade_->pid, SIGKILL);
+      upgrade_->deadline = now + std::chrono::hours(1);
+    }
+  }
   for (auto& [pid, process] : processes_) {
     if (process.killed) continue;
     if (process.state == SlotState::starting && now >= process.ready_deadline) {
@@ -626,6 +657,7 @@ void Master::announce_readiness() {
   if (ready < target_) return;
   all_ready_announced_ = true;
   log_->info("all {} workers ready", target_);
+  tell_predecessor_ready();
 }
 
 void Master::stop_process(WorkerProcess& process, StopReason reason, common::Duration grace) {
@@ -689,6 +721,7 @@ void Master::schedule_wakeup() {
     if (slot.respawn_at && !slot.current && !slot.failed) consider(*slot.respawn_at);
   }
   for (const auto& w : reply_waiters_) consider(w.deadline);
+  if (upgrade_ && !upgrade_->handed_over) consider(upgrade_->deadline);
   if (next_memory_check_) consider(*next_memory_check_);
   for (const auto& [pid, p] : processes_) {
     if (p.killed) continue;
@@ -721,9 +754,11 @@ void Master::finish() {
   if (rollout_) fail_rollout("forkd is stopping");
   for (auto& respond : queued_reload_replies_) respond({{"ok", false}, {"error", "forkd is stopping"}});
   queued_reload_replies_.clear();
-  listeners_.remove_socket_files();
+  // After a hand-over the sockets and their files belong to the new master.
+  const bool handed_over = upgrade_ && upgrade_->handed_over;
+  if (!handed_over) listeners_.remove_socket_files();
   if (control_) {
-    control_->remove_socket_file();
+    if (!handed_over) control_->remove_socket_file();
     control_->close();
   }
   log_->info("stopped (exit code {})", exit_code_);

@@ -6,6 +6,8 @@
 #include <sys/types.h>
 
 #include <asio/io_context.hpp>
+#include <array>
+#include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
@@ -127,10 +129,26 @@ struct ReloadRecord {
   std::chrono::system_clock::time_point at;
 };
 
+// How this master was started: what a hot upgrade runs again.
+struct LaunchInfo {
+  std::string executable;  // resolved when forkd started, so a replaced file is what runs next
+  std::vector<std::string> argv;
+};
+
+// A hot upgrade in progress: the new master is our child until it says it is ready.
+struct Upgrade {
+  pid_t pid = -1;
+  TimePoint deadline;
+  bool stop_sent = false;
+  bool handed_over = false;
+};
+
+inline constexpr const char* kControlSocketName = "forkd-control";
+
 class Master {
  public:
   // Binds the listeners (or adopts passed ones). Throws ListenError and std::system_error.
-  Master(common::Config config, std::string config_path);
+  Master(common::Config config, std::string config_path, LaunchInfo launch = {});
   Master(const Master&) = delete;
   Master& operator=(const Master&) = delete;
   ~Master();
@@ -171,7 +189,13 @@ class Master {
   void recycle_overgrown(TimePoint now);
 
   // The operator's side (master_control.cpp).
-  void open_control_socket();
+  void open_control_socket(common::UniqueFd adopted);
+  // Hot upgrade (master_upgrade.cpp).
+  void start_upgrade();
+  void read_upgrade_pipe();
+  void hand_over();
+  void on_upgrade_exit(int wait_status);
+  void tell_predecessor_ready();
   void on_control_request(const nlohmann::json& request, const PeerCredentials& peer, Respond respond);
   void cmd_status(const nlohmann::json& request, Respond& respond);
   void cmd_restart(const nlohmann::json& request, Respond& respond);
@@ -218,6 +242,12 @@ class Master {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<spdlog::logger> audit_;
   std::unique_ptr<ControlServer> control_;
+  LaunchInfo launch_;
+  std::optional<Upgrade> upgrade_;
+  std::unique_ptr<asio::posix::stream_descriptor> upgrade_pipe_;
+  std::array<char, 64> upgrade_buffer_{};
+  common::UniqueFd predecessor_;  // a hot upgrade's old master waits on this for "ready"
+  pid_t predecessor_pid_ = 0;
   std::optional<Rollout> rollout_;
   std::vector<ReplyWaiter> reply_waiters_;
   std::optional<ReloadRecord> last_reload_;

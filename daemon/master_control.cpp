@@ -56,20 +56,21 @@ json exit_json(const std::optional<ExitRecord>& record) {
 
 }  // namespace
 
-void Master::open_control_socket() {
+void Master::open_control_socket(common::UniqueFd adopted) {
   ControlServerOptions options;
   options.path = config_.control.socket.empty() ? common::default_control_socket() : config_.control.socket;
   options.mode = config_.control.mode;
   options.group = config_.control.group;
   options.max_message = config_.ipc.max_message;
+  auto handler = [this](const json& request, const PeerCredentials& peer, Respond respond) {
+    on_control_request(request, peer, std::move(respond));
+  };
+  if (adopted) {
+    control_ = std::make_unique<ControlServer>(io_, std::move(options), std::move(handler), std::move(adopted));
+    return;
+  }
   common::prepare_control_socket_dir(options.path);
-  const std::string path = options.path;
-  control_ = std::make_unique<ControlServer>(
-      io_, std::move(options),
-      [this](const json& request, const PeerCredentials& peer, Respond respond) {
-        on_control_request(request, peer, std::move(respond));
-      });
-  log_->info("control socket {}", path);
+  control_ = std::make_unique<ControlServer>(io_, std::move(options), std::move(handler));
 }
 
 void Master::on_control_request(const json& request, const PeerCredentials& peer, Respond respond) {

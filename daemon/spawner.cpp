@@ -90,6 +90,7 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   plan.path = spec.program.c_str();
   plan.fd_sources = spec.fds;
   plan.master_pid = ::getpid();
+  plan.die_with_master = spec.die_with_master;
   plan.ignore_sigpipe = spec.app != nullptr;
   plan.rlimit_nofile = spec.rlimit_nofile;
   if (spec.cpu) {

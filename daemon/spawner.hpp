@@ -28,6 +28,7 @@ struct SpawnSpec {
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   std::vector<gid_t> groups;
+  bool die_with_master = true;
 };
 
 struct SpawnResult {

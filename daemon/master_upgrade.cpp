@@ -1,0 +1,132 @@
+// Hot upgrade (SIGUSR2), as nginx does it: the master starts the forkd binary anew as its own
+// child, handing it every listening socket and the control socket the systemd way
+// (LISTEN_FDS/LISTEN_FDNAMES) plus a pipe. The new master starts its workers on those sockets
+// and writes "ready" on the pipe once all are ready; only then does this master stop
+// accepting and drain. If the new master exits first or is not ready in time, this master
+// serves on as if nothing happened.
+#include <signal.h>
+#include <unistd.h>
+
+#include <asio/buffer.hpp>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <spdlog/logger.h>
+
+#include "daemon/master.hpp"
+#include "daemon/spawner.hpp"
+
+extern char** environ;
+
+namespace forkd::daemon {
+
+namespace {
+
+constexpr std::string_view kReadyWord = "ready\n";
+constexpr auto kUpgradeGrace = std::chrono::seconds(10);
+
+}  // namespace
+
+void Master::start_upgrade() {
+  if (stopping_) return;
+  if (upgrade_) {
+    log_->warn("hot upgrade: already in progress (new master pid {}); ignored", upgrade_->pid);
+    return;
+  }
+  if (launch_.executable.empty()) {
+    log_->error("hot upgrade: the path of the forkd binary is unknown; nothing changed");
+    return;
+  }
+  common::FdPair pipe;
+  try {
+    pipe = common::make_pipe();
+  } catch (const std::system_error& e) {
+    log_->error("hot upgrade: {}; nothing changed", e.what());
+    return;
+  }
+  SpawnSpec spec;
+  spec.program = launch_.executable;
+  spec.argv = launch_.argv;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos || entry.starts_with("LISTEN_") || entry.starts_with("FORKD_UPGRADE_")) continue;
+    spec.env.emplace(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
+  }
+  spec.fds = {-1, -1, -1};
+  std::string names;
+  for (const auto& [fd, name] : listeners_.all_sockets()) {
+    spec.fds.push_back(fd);
+    names += (names.empty() ? "" : ":") + name;
+  }
+  if (control_ && control_->native_handle() >= 0) {
+    spec.fds.push_back(control_->native_handle());
+    names += (names.empty() ? "" : ":") + std::string(kControlSocketName);
+  }
+  spec.env["LISTEN_FDS"] = std::to_string(spec.fds.size() - 3);
+  spec.env["LISTEN_FDNAMES"] = names;
+  spec.env["FORKD_UPGRADE_FD"] = std::to_string(spec.fds.size());
+  spec.fds.push_back(pipe.second.get());
+  spec.listen_pid = true;
+  spec.die_with_master = false;  // it is to outlive us
+
+  const SpawnResult result = spawn_process(spec);
+  if (result.pid < 0 || result.failure) {
+    log_->error("hot upgrade: cannot start {}: {}; this master keeps serving", spec.program, result.describe(spec));
+    return;  // a child that failed to exec is reaped as an unknown pid
+  }
+  upgrade_ = Upgrade{result.pid, Clock::now() + config_.worker.ready_timeout + kUpgradeGrace, false, false};
+  upgrade_pipe_ = std::make_unique<asio::posix::stream_descriptor>(io_, pipe.first.release());
+  log_->info("hot upgrade: started {} as new master (pid {})", spec.program, result.pid);
+  publish({{"event", "upgrade"}, {"pid", result.pid}, {"state", "started"}});
+  read_upgrade_pipe();
+}
+
+void Master::read_upgrade_pipe() {
+  upgrade_pipe_->async_read_some(asio::buffer(upgrade_buffer_), [this](std::error_code ec, std::size_t n) {
+    if (ec == asio::error::operation_aborted || !upgrade_) return;
+    if (!ec && std::string_view(upgrade_buffer_.data(), n).starts_with(kReadyWord.substr(0, 5))) {
+      hand_over();
+      tick();
+      return;
+    }
+    if (ec) return;  // EOF without "ready": the new master died; its exit is reported when reaped
+    read_upgrade_pipe();
+  });
+}
+
+void Master::hand_over() {
+  upgrade_->handed_over = true;
+  upgrade_pipe_.reset();
+  log_->info("hot upgrade: new master (pid {}) is ready; this master stops accepting and drains", upgrade_->pid);
+  publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "handed_over"}});
+  // Hook for the service manager (MAINPID=) belongs here once sd_notify is wired in.
+  if (control_) control_->close();
+  begin_stop(false);
+}
+
+void Master::on_upgrade_exit(int wait_status) {
+  const ExitStatus status = ExitStatus::from_wait_status(wait_status);
+  if (upgrade_->handed_over) {
+    log_->warn("hot upgrade: new master (pid {}) {}", upgrade_->pid, status.describe());
+  } else {
+    log_->error("hot upgrade failed: new master (pid {}) {} before it was ready; this master keeps serving",
+                upgrade_->pid, status.describe());
+    publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "failed"}});
+    upgrade_pipe_.reset();
+    upgrade_.reset();
+  }
+}
+
+void Master::tell_predecessor_ready() {
+  if (!predecessor_) return;
+  const ssize_t n = ::write(predecessor_.get(), kReadyWord.data(), kReadyWord.size());
+  if (n != static_cast<ssize_t>(kReadyWord.size())) {
+    log_->warn("hot upgrade: cannot tell the previous master (pid {}) we are ready: {}", predecessor_pid_,
+               std::strerror(errno));
+  } else {
+    log_->info("hot upgrade: told the previous master (pid {}) to drain", predecessor_pid_);
+  }
+  predecessor_.reset();
+}
+
+}  // namespace forkd::daemon
