@@ -1,0 +1,94 @@
+#include "common/control_paths.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string_view>
+#include <system_error>
+
+#include "common/fd.hpp"
+
+namespace forkd::common {
+namespace {
+
+constexpr mode_t kPrivateDirMode = 0700;
+constexpr mode_t kSharedDirMode = 0755;
+
+std::string private_tmp_dir(uid_t uid) {
+  return "/tmp/forkd-" + std::to_string(uid);
+}
+
+std::string parent_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// mkdir then chmod: mkdir's mode is narrowed by the umask, and the result must be exact.
+// Returns false when the directory already existed.
+bool make_dir(const std::string& dir, mode_t mode) {
+  if (::mkdir(dir.c_str(), mode) != 0) {
+    if (errno == EEXIST) return false;
+    throw system_error_from_errno("cannot create control socket directory " + dir);
+  }
+  if (::chmod(dir.c_str(), mode) != 0) {
+    throw system_error_from_errno("cannot set the mode of control socket directory " + dir);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string default_control_socket_for(uid_t uid, const char* xdg_runtime_dir) {
+  if (uid == 0) return "/run/forkd/forkd.sock";
+  if (xdg_runtime_dir != nullptr && *xdg_runtime_dir != '\0') {
+    std::string dir(xdg_runtime_dir);
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return dir + "/forkd.sock";
+  }
+  return private_tmp_dir(uid) + "/forkd.sock";
+}
+
+std::string default_control_socket() {
+  // getenv is read-only here; nothing in forkd calls setenv after start-up.
+  return default_control_socket_for(::geteuid(), std::getenv("XDG_RUNTIME_DIR"));  // NOLINT
+}
+
+void ensure_private_dir(const std::string& dir) {
+  if (make_dir(dir, kPrivateDirMode)) return;
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    throw system_error_from_errno("cannot inspect control socket directory " + dir);
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    throw std::runtime_error("control socket directory " + dir +
+                             " exists but is not a directory (refusing to use it)");
+  }
+  if (st.st_uid != ::geteuid()) {
+    throw std::runtime_error("control socket directory " + dir + " is owned by uid " +
+                             std::to_string(st.st_uid) + ", not by uid " +
+                             std::to_string(::geteuid()) + " (refusing to use it)");
+  }
+  if ((st.st_mode & 07777) != kPrivateDirMode) {
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw std::runtime_error("control socket directory " + dir + " has mode " + octal +
+                             ", expected 0700 (refusing to use it)");
+  }
+}
+
+void prepare_control_socket_dir(const std::string& socket_path) {
+  const std::string dir = parent_of(socket_path);
+  if (dir == private_tmp_dir(::geteuid())) {
+    ensure_private_dir(dir);
+    return;
+  }
+  make_dir(dir, kSharedDirMode);
+}
+
+}  // namespace forkd::common
