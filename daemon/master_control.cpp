@@ -62,6 +62,7 @@ void Master::open_control_socket(common::UniqueFd adopted) {
   options.mode = config_.control.mode;
   options.group = config_.control.group;
   options.max_message = config_.ipc.max_message;
+  (void)common::log::get("control");  // the server logs through this component's logger
   auto handler = [this](const json& request, const PeerCredentials& peer, Respond respond) {
     on_control_request(request, peer, std::move(respond));
   };
@@ -71,6 +72,46 @@ void Master::open_control_socket(common::UniqueFd adopted) {
   }
   common::prepare_control_socket_dir(options.path);
   control_ = std::make_unique<ControlServer>(io_, std::move(options), std::move(handler));
+}
+
+void Master::open_metrics(common::UniqueFd adopted) {
+  if (config_.metrics.listen.empty() && !adopted) return;
+  auto snapshot = [this] { return metrics_snapshot(); };
+  auto healthy = [this] { return any_worker_ready(); };
+  if (adopted) {
+    metrics_ = std::make_unique<MetricsServer>(io_, std::move(adopted), snapshot, healthy);
+  } else {
+    metrics_ = std::make_unique<MetricsServer>(io_, common::parse_listen_address(config_.metrics.listen),
+                                               snapshot, healthy);
+  }
+  log_->info("metrics on http://{}/metrics", metrics_->bound_address());
+}
+
+bool Master::any_worker_ready() const {
+  return std::any_of(processes_.begin(), processes_.end(),
+                     [](const auto& entry) { return entry.second.state == SlotState::ready; });
+}
+
+MetricsSnapshot Master::metrics_snapshot() const {
+  MetricsSnapshot m;
+  for (const auto& [pid, p] : processes_) {
+    ++m.workers_by_state[to_string(p.state)];
+    m.memory.push_back({p.slot, pid, read_pss_bytes(pid), read_rss_bytes(pid)});
+  }
+  for (const auto& slot : slots_) {
+    if (!slot.current && !slot.incoming && slot.id < target_) {
+      ++m.workers_by_state[to_string(slot.failed ? SlotState::failed : SlotState::backoff)];
+    }
+    for (const auto& [reason, count] : slot.restarts_by_reason) m.restarts.push_back({slot.id, reason, count});
+  }
+  m.reloads_ok = reloads_ok_;
+  m.reloads_failed = reloads_failed_;
+  m.ipc_to_worker = ipc_to_worker_;
+  m.ipc_from_worker = ipc_from_worker_;
+  m.master_uptime_seconds = seconds_since(started_at_);
+  m.generation = generation_;
+  m.target_workers = target_;
+  return m;
 }
 
 void Master::on_control_request(const json& request, const PeerCredentials& peer, Respond respond) {

@@ -24,8 +24,10 @@ struct Cluster {
   // `body` is YAML appended after the listen/control keys (workers, worker, restart...).
   void start(const std::string& body, const std::vector<std::string>& extra_args = {}) {
     ForkdOptions options;
-    options.config_yaml = "listen:\n  - " + listener.address() + "\ncontrol:\n  socket: " +
-                          dir.file("forkd.sock") + "\n" + body;
+    // A body with its own control: section names the socket itself (at dir/forkd.sock).
+    const bool own_control = body.rfind("control:", 0) == 0 || body.find("\ncontrol:") != std::string::npos;
+    options.config_yaml = "listen:\n  - " + listener.address() + "\n" +
+                          (own_control ? "" : "control:\n  socket: " + dir.file("forkd.sock") + "\n") + body;
     options.listen_fds = {listener.fd()};
     options.extra_args = extra_args;
     forkd.start(dir, options);
@@ -41,6 +43,39 @@ struct Cluster {
 
   std::optional<HttpResponse> get(const std::string& path, std::chrono::milliseconds timeout = 10s) {
     return http_get(listener, path, timeout);
+  }
+};
+
+// tests/fixtures/<name>, found from this source file's place in the repository.
+inline std::string fixture(const std::string& name) {
+  const std::string here = __FILE__;
+  return here.substr(0, here.rfind("/integration/")) + "/fixtures/" + name;
+}
+
+// forkctl against a cluster's control socket.
+inline RunResult forkctl(Cluster& c, std::vector<std::string> args, std::chrono::milliseconds timeout = 30s) {
+  std::vector<std::string> argv = {forkctl_bin(), "-s", c.dir.file("forkd.sock")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv, timeout);
+}
+
+// One request line on a fresh control connection; the reply line, or "" on timeout/close.
+std::string control_request(const std::string& socket_path, const std::string& line,
+                            std::chrono::milliseconds timeout = 10s);
+
+// `forkctl events` running in the background, its stdout one JSON event per line.
+struct EventStream {
+  ForkdProcess process;
+  void start(Cluster& c) {
+    ForkdOptions options;
+    options.binary = forkctl_bin();
+    options.use_config_flag = false;
+    options.extra_args = {"-s", c.dir.file("forkd.sock"), "events"};
+    process.start(c.dir, options);
+  }
+  std::optional<LogMatch> wait_for(const std::string& regex, std::size_t from = 0,
+                                   std::chrono::milliseconds timeout = 20s) {
+    return process.wait_for_stdout(regex, timeout, from);
   }
 };
 

@@ -1,0 +1,288 @@
+// The operator's control plane end to end: forkctl against a real forkd, worker messages
+// relayed by the master, the control socket's defences, health checks that kill and replace.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "tests/integration/test_support.hpp"
+
+namespace {
+
+using namespace forkd::test;
+using nlohmann::json;
+
+std::string relay_worker_config(unsigned workers, const std::string& extra_flags = "") {
+  return "workers: " + std::to_string(workers) + "\nworker:\n  command: [python3, " +
+         fixture("ipc_worker.py") + (extra_flags.empty() ? "" : ", " + extra_flags) +
+         "]\n  ready: message\n";
+}
+
+json status(Cluster& c) {
+  auto r = forkctl(c, {"--json", "status"});
+  EXPECT_EQ(r.exit_code(), 0) << r.err;
+  return json::parse(r.out);
+}
+
+TEST(ControlTest, StatusListsEveryWorkerWithItsPidAndState) {
+  Cluster c;
+  c.start("workers: 3\n");
+  c.wait_all_ready(3);
+  const json s = status(c);
+  ASSERT_EQ(s["workers"].size(), 3U) << s.dump();
+  std::set<pid_t> pids;
+  for (const auto& w : s["workers"]) {
+    EXPECT_EQ(w["state"], "ready");
+    EXPECT_EQ(w["generation"], 1);
+    EXPECT_TRUE(w["last_exit"].is_null());
+    EXPECT_GT(w["rss_bytes"].get<long>(), 0);
+    pids.insert(w["pid"].get<pid_t>());
+  }
+  const auto children = c.forkd.children();
+  EXPECT_EQ(pids, std::set<pid_t>(children.begin(), children.end()));
+  EXPECT_EQ(s["master"]["pid"], c.forkd.pid());
+  EXPECT_TRUE(s["master"]["last_reload"].is_null());
+  EXPECT_EQ(s["master"]["config"], c.forkd.config_path());
+  // The table a person reads names every pid and state.
+  auto table = forkctl(c, {"status"});
+  ASSERT_EQ(table.exit_code(), 0);
+  EXPECT_NE(table.out.find("STATE"), std::string::npos) << table.out;
+  for (pid_t p : pids) EXPECT_NE(table.out.find(std::to_string(p)), std::string::npos) << table.out;
+}
+
+TEST(ControlTest, SendReachesOnlyTheIntendedWorkerAndWaitPrintsItsReply) {
+  Cluster c;
+  c.start("workers: 3\n");
+  c.wait_all_ready(3);
+  EventStream events;
+  events.start(c);
+  ASSERT_TRUE(wait_until([&] { return status(c)["workers"].size() == 3; }, 10s));
+  auto r = forkctl(c, {"send", "1", R"({"n":1})", "--wait", "5s"});
+  ASSERT_EQ(r.exit_code(), 0) << r.err;
+  const json reply = json::parse(r.out);
+  EXPECT_EQ(reply["echo"], json({{"n", 1}}));
+  EXPECT_EQ(reply["worker"], 1);
+  auto m = events.wait_for(R"("event":"message")");
+  ASSERT_TRUE(m) << events.process.stdout_text();
+  EXPECT_NE(m->line.find(R"("worker":1)"), std::string::npos) << m->line;
+  // Without --wait it only delivers; the echo still shows in events.
+  auto plain = forkctl(c, {"send", "2", R"("ping")"});
+  EXPECT_EQ(plain.exit_code(), 0) << plain.err;
+  auto second = events.wait_for(R"("echo":"ping")", m->end_offset);
+  ASSERT_TRUE(second);
+  EXPECT_NE(second->line.find(R"("worker":2)"), std::string::npos) << second->line;
+  EXPECT_EQ(events.process.stdout_text().find(R"("echo":"ping","pid":)" ), events.process.stdout_text().rfind(R"("echo":"ping","pid":)"));
+  // A worker that does not exist is refused.
+  auto missing = forkctl(c, {"send", "7", "1"});
+  EXPECT_EQ(missing.exit_code(), 1);
+}
+
+TEST(ControlTest, OperatorBroadcastReachesEveryWorker) {
+  Cluster c;
+  c.start("workers: 3\n");
+  c.wait_all_ready(3);
+  EventStream events;
+  events.start(c);
+  ASSERT_TRUE(wait_until([&] { return status(c)["workers"].size() == 3; }, 10s));
+  auto r = forkctl(c, {"broadcast", R"({"b":2})"});
+  ASSERT_EQ(r.exit_code(), 0) << r.err;
+  std::set<int> answered;
+  std::size_t from = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto m = events.wait_for(R"("echo":\{"b":2\})", from);
+    ASSERT_TRUE(m) << events.process.stdout_text();
+    answered.insert(json::parse(m->line)["worker"].get<int>());
+    from = m->end_offset;
+  }
+  EXPECT_EQ(answered, (std::set<int>{0, 1, 2}));
+}
+
+TEST(ControlTest, WorkerBroadcastReachesItsSiblingsAndSendReachesOne) {
+  Cluster c;
+  c.start(relay_worker_config(3));
+  c.wait_all_ready(3);
+  EventStream events;
+  events.start(c);
+  ASSERT_TRUE(wait_until([&] { return status(c)["workers"].size() == 3; }, 10s));
+  ASSERT_EQ(forkctl(c, {"send", "0", R"({"broadcast":{"x":1}})"}).exit_code(), 0);
+  std::set<int> got;
+  std::size_t from = 0;
+  for (int i = 0; i < 2; ++i) {
+    auto m = events.wait_for(R"("got":\{"x":1\})", from);
+    ASSERT_TRUE(m) << events.process.stdout_text();
+    got.insert(json::parse(m->line)["data"]["worker"].get<int>());
+    from = m->end_offset;
+  }
+  EXPECT_EQ(got, (std::set<int>{1, 2}));
+  // Worker 0 asks the master to deliver to worker 2 only.
+  ASSERT_EQ(forkctl(c, {"send", "0", R"({"send_to":2,"data":"for two"})"}).exit_code(), 0);
+  auto m = events.wait_for(R"("got":"for two")", from);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(json::parse(m->line)["data"]["worker"], 2);
+}
+
+TEST(ControlTest, MalformedAndOversizedIpcMessagesAreDroppedAndTheMasterServesOn) {
+  Cluster c;
+  c.start(relay_worker_config(1, "--garbage") + "ipc:\n  max_message: 1KiB\n");
+  c.wait_all_ready(1);
+  ASSERT_TRUE(c.forkd.wait_for_log("IPC: malformed JSON line dropped", 10s));
+  ASSERT_TRUE(c.forkd.wait_for_log("IPC: message over ipc.max_message dropped", 10s));
+  auto r = forkctl(c, {"send", "0", R"("still here")", "--wait", "5s"});
+  ASSERT_EQ(r.exit_code(), 0) << r.err;
+  EXPECT_NE(r.out.find("still here"), std::string::npos);
+  EXPECT_TRUE(c.forkd.running());
+}
+
+TEST(ControlTest, MalformedAndOversizedControlRequestsGetErrors) {
+  Cluster c;
+  c.start("workers: 1\nipc:\n  max_message: 1KiB\n");
+  c.wait_all_ready(1);
+  const std::string sock = c.dir.file("forkd.sock");
+  const json bad = json::parse(control_request(sock, "{nope\n"));
+  EXPECT_EQ(bad["ok"], false);
+  const json unknown = json::parse(control_request(sock, R"({"cmd":"fly"})" "\n"));
+  EXPECT_EQ(unknown["ok"], false);
+  EXPECT_NE(unknown["error"].get<std::string>().find("fly"), std::string::npos);
+  const json wrong_type = json::parse(control_request(sock, R"({"cmd":"send","worker":"zero","data":1})" "\n"));
+  EXPECT_EQ(wrong_type["ok"], false);
+  const std::string huge = R"({"cmd":"status","pad":")" + std::string(4096, 'x') + "\"}\n";
+  const std::string reply = control_request(sock, huge);
+  ASSERT_FALSE(reply.empty());
+  EXPECT_EQ(json::parse(reply)["ok"], false);
+  EXPECT_EQ(status(c)["workers"].size(), 1U);
+}
+
+TEST(ControlTest, UnauthorisedUidIsRefusedAndLogged) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run forkctl as nobody";
+  Cluster c;
+  ::chmod(c.dir.path().c_str(), 0755);
+  c.start("workers: 1\ncontrol:\n  socket: " + c.dir.file("forkd.sock") + "\n  mode: \"0666\"\n");
+  c.wait_all_ready(1);
+  auto r = run_command({forkctl_bin(), "-s", c.dir.file("forkd.sock"), "status"}, 20s, {},
+                       Credentials{65534, 65534});
+  EXPECT_EQ(r.exit_code(), 1) << r.out << r.err;
+  EXPECT_NE((r.out + r.err).find("permission denied"), std::string::npos) << r.out << r.err;
+  EXPECT_TRUE(c.forkd.wait_for_log("uid 65534", 10s));
+}
+
+TEST(ControlTest, ForkctlSaysWhenTheDaemonIsNotRunning) {
+  TempDir dir;
+  auto r = run_command({forkctl_bin(), "-s", dir.file("none.sock"), "status"}, 10s);
+  EXPECT_EQ(r.exit_code(), 2);
+  EXPECT_NE(r.err.find(dir.file("none.sock")), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("No such file or directory"), std::string::npos) << r.err;
+}
+
+TEST(ControlTest, ScaleUpAndDown) {
+  Cluster c;
+  c.start("workers: 1\n");
+  auto from = c.wait_all_ready(1);
+  auto up = forkctl(c, {"scale", "+2"});
+  ASSERT_EQ(up.exit_code(), 0) << up.err;
+  from = c.wait_all_ready(3, from);
+  EXPECT_EQ(status(c)["workers"].size(), 3U);
+  ASSERT_EQ(forkctl(c, {"scale", "-1"}).exit_code(), 0);
+  EXPECT_TRUE(wait_until([&] { return c.forkd.children().size() == 2; }, 20s));
+  ASSERT_EQ(forkctl(c, {"scale", "1"}).exit_code(), 0);
+  EXPECT_TRUE(wait_until([&] { return c.forkd.children().size() == 1; }, 20s));
+  EXPECT_EQ(forkctl(c, {"scale", "0"}).exit_code(), 1);
+  EXPECT_EQ(forkctl(c, {"scale", "-5"}).exit_code(), 1);
+}
+
+TEST(ControlTest, RestartAllUnderLoadLosesNoRequest) {
+  Cluster c;
+  c.start("workers: 2\n");
+  c.wait_all_ready(2);
+  const auto before = c.forkd.children();
+  LoadOptions options;
+  options.address = c.listener.address();
+  LoadGenerator load(options);
+  load.start();
+  ASSERT_TRUE(load.wait_for_ok(50, 20s));
+  auto r = forkctl(c, {"restart", "all"}, 60s);
+  EXPECT_EQ(r.exit_code(), 0) << r.out << r.err;
+  const auto ok_at_restart = load.ok();
+  ASSERT_TRUE(load.wait_for_ok(ok_at_restart + 50, 20s));
+  load.stop();
+  EXPECT_EQ(load.failed(), 0U) << ::testing::PrintToString(load.failures());
+  const auto after = c.forkd.children();
+  ASSERT_EQ(after.size(), 2U);
+  for (pid_t p : after) EXPECT_EQ(std::count(before.begin(), before.end(), p), 0);
+}
+
+TEST(ControlTest, HungWorkerIsKilledAfterHeartbeatTimeoutAndReplaced) {
+  Cluster c;
+  c.start("workers: 1\nworker:\n  heartbeat_timeout: 1s\n");
+  auto from = c.wait_all_ready(1);
+  const pid_t hung = c.forkd.children().at(0);
+  // An endless computation: the worker's loop cannot send heartbeats any more.
+  std::thread([port = c.listener.port()] {
+    (void)http_get("127.0.0.1", port, "/compute?n=1000000000000000", 30s);
+  }).detach();
+  auto killed = c.forkd.wait_for_log("worker 0 \\(pid " + std::to_string(hung) +
+                                         "\\): no heartbeat within heartbeat_timeout; sending SIGKILL",
+                                     20s, from);
+  ASSERT_TRUE(killed);
+  ASSERT_TRUE(c.forkd.wait_for_log("worker 0 ready \\(pid", 20s, killed->end_offset));
+  EXPECT_FALSE(process_alive(hung));
+  auto r = c.get("/");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(ControlTest, MemoryHogIsRecycledWithItsReplacementReadyFirst) {
+  Cluster c;
+  c.start(relay_worker_config(1) + "  max_memory: 64MiB\n");
+  auto from = c.wait_all_ready(1);
+  EventStream events;
+  events.start(c);
+  ASSERT_TRUE(wait_until([&] { return status(c)["workers"].size() == 1; }, 10s));
+  const pid_t hog = c.forkd.children().at(0);
+  ASSERT_EQ(forkctl(c, {"send", "0", R"({"alloc_mib":100})", "--wait", "10s"}).exit_code(), 0);
+  ASSERT_TRUE(c.forkd.wait_for_log("over max_memory", 20s, from));
+  auto ready = events.wait_for(R"("event":"worker_ready")");
+  ASSERT_TRUE(ready);
+  EXPECT_NE(json::parse(ready->line)["pid"], hog);
+  auto exited = events.wait_for(R"("event":"worker_exited".*"pid":)" + std::to_string(hog), ready->end_offset);
+  EXPECT_TRUE(exited) << "the hog must be stopped after its replacement is ready:\n" << events.process.stdout_text();
+}
+
+TEST(ControlTest, MaxLifetimeRecyclesGracefully) {
+  Cluster c;
+  c.start("workers: 1\nworker:\n  max_lifetime: 1s\n");
+  auto from = c.wait_all_ready(1);
+  auto m = c.forkd.wait_for_log("reached worker.max_lifetime; starting its replacement", 20s, from);
+  ASSERT_TRUE(m);
+  ASSERT_TRUE(c.forkd.wait_for_log("worker 0 \\(pid \\d+\\) stopped: exited with code 0", 20s, m->end_offset));
+}
+
+TEST(ControlTest, MetricsParseAsPrometheusTextAndHealthzFollowsReadiness) {
+  std::uint16_t port = 0;
+  {
+    Listener probe = Listener::tcp_v4();
+    port = probe.port();
+  }
+  Cluster c;
+  c.start("workers: 2\nmetrics:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n");
+  c.wait_all_ready(2);
+  auto health = http_get("127.0.0.1", port, "/healthz", 10s);
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto metrics = http_get("127.0.0.1", port, "/metrics", 10s);
+  ASSERT_TRUE(metrics);
+  ASSERT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("forkd_workers{state=\"ready\"} 2"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("forkd_master_uptime_seconds"), std::string::npos);
+  const auto path = c.dir.write_file("metrics.txt", metrics->body);
+  auto parsed = run_command(
+      {"/usr/bin/python3", "-c",
+       "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\n"
+       "names = {f.name for f in p(open(sys.argv[1]).read())}\nprint(sorted(names))\n"
+       "assert 'forkd_workers' in names and 'forkd_worker_restarts' in names, names\n",
+       path},
+      30s);
+  EXPECT_EQ(parsed.exit_code(), 0) << parsed.out << parsed.err;
+}
+
+}  // namespace
