@@ -16,7 +16,7 @@
 #include "daemon/config_loading.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/master.hpp"
-#include "daemon/spawner.hpp"
+#include "common/spawner.hpp"
 
 namespace {
 
@@ -45,7 +45,7 @@ forkd::daemon::LaunchInfo launch_info(int argc, char** argv) {
     if (::realpath(self.c_str(), resolved.data()) != nullptr) info.executable = resolved.data();
   } else {
     int error = 0;
-    info.executable = forkd::daemon::find_program(self, error).value_or("");
+    info.executable = forkd::common::find_program(self, error).value_or("");
   }
   return info;
 }

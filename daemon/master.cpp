@@ -17,13 +17,18 @@
 #include "common/log.hpp"
 #include "daemon/cpu_count.hpp"
 #include "daemon/output_capture.hpp"
-#include "daemon/spawner.hpp"
+#include "common/spawner.hpp"
 #include "daemon/worker_channel.hpp"
 #include "worker/apps/registry.hpp"
 
 extern char** environ;
 
 namespace forkd::daemon {
+
+using common::find_program;
+using common::spawn_process;
+using common::SpawnResult;
+using common::SpawnSpec;
 
 namespace {
 
@@ -51,6 +56,11 @@ std::string format_duration(Clock::duration d) {
 
 // Variables the master must not pass on: they describe the master's own relation to systemd
 // or its own parent, and each worker gets its own values.
+// The in-process entry of a built-in app worker, after the child's set-up.
+void enter_builtin_app(const void* app) noexcept {
+  worker::run_builtin_app(*static_cast<const worker::AppEntry*>(app));
+}
+
 bool inherited_variable_allowed(std::string_view name) {
   constexpr std::array<std::string_view, 7> kOwnPrefixes = {
       "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_", "FORKD_", "NODE_CHANNEL_", "JOURNAL_STREAM", "INVOCATION_ID"};
@@ -93,9 +103,15 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   if (!devnull_) throw common::system_error_from_errno("open /dev/null");
   std::vector<PassedSocket> passed = take_passed_sockets();
   common::UniqueFd control_fd;
+  common::UniqueFd metrics_fd;
   std::erase_if(passed, [&](PassedSocket& p) {
-    if (p.name != kControlSocketName) return false;
-    control_fd = std::move(p.fd);
+    if (p.name == kControlSocketName) {
+      control_fd = std::move(p.fd);
+    } else if (p.name == kMetricsSocketName) {
+      metrics_fd = std::move(p.fd);
+    } else {
+      return false;
+    }
     return true;
   });
   // A hot upgrade's new master learns its predecessor and the pipe to tell it "ready".
@@ -114,6 +130,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
                l.config.reuseport ? ", reuseport" : "");
   }
   open_control_socket(std::move(control_fd));
+  open_metrics(std::move(metrics_fd));
   if (predecessor_) log_->info("hot upgrade: taking over from the master with pid {}", predecessor_pid_);
 }
 
@@ -399,8 +416,10 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
       spec.argv = wc.command;
     }
   } else {
-    spec.app = worker::find_builtin_app(wc.app);
-    if (spec.app == nullptr) {
+    const worker::AppEntry* app = worker::find_builtin_app(wc.app);
+    spec.entry = &enter_builtin_app;
+    spec.entry_arg = app;
+    if (app == nullptr) {
       log_->error("worker {}: unknown built-in app \"{}\"", slot.id, wc.app);
       slot.failed = true;
       return;
@@ -761,6 +780,7 @@ void Master::finish() {
     if (!handed_over) control_->remove_socket_file();
     control_->close();
   }
+  if (metrics_) metrics_->close();
   log_->info("stopped (exit code {})", exit_code_);
   io_.stop();
 }

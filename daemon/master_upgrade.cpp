@@ -13,11 +13,16 @@
 #include <spdlog/logger.h>
 
 #include "daemon/master.hpp"
-#include "daemon/spawner.hpp"
+#include "common/spawner.hpp"
 
 extern char** environ;
 
 namespace forkd::daemon {
+
+using common::find_program;
+using common::spawn_process;
+using common::SpawnResult;
+using common::SpawnSpec;
 
 namespace {
 
@@ -62,6 +67,10 @@ void Master::start_upgrade() {
     spec.fds.push_back(control_->native_handle());
     names += (names.empty() ? "" : ":") + std::string(kControlSocketName);
   }
+  if (metrics_ && metrics_->native_handle() >= 0) {
+    spec.fds.push_back(metrics_->native_handle());
+    names += (names.empty() ? "" : ":") + std::string(kMetricsSocketName);
+  }
   spec.env["LISTEN_FDS"] = std::to_string(spec.fds.size() - 3);
   spec.env["LISTEN_FDNAMES"] = names;
   spec.env["FORKD_UPGRADE_FD"] = std::to_string(spec.fds.size());
@@ -101,6 +110,7 @@ void Master::hand_over() {
   publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "handed_over"}});
   // Hook for the service manager (MAINPID=) belongs here once sd_notify is wired in.
   if (control_) control_->close();
+  if (metrics_) metrics_->close();
   begin_stop(false);
 }
 

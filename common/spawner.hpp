@@ -11,12 +11,13 @@
 #include <system_error>
 #include <vector>
 
-#include "daemon/child_setup.hpp"
+#include "common/child_setup.hpp"
 
-namespace forkd::daemon {
+namespace forkd::common {
 
 struct SpawnSpec {
-  const worker::AppEntry* app = nullptr;  // built-in app, or else:
+  ChildEntry entry = nullptr;  // an in-process entry (built-in app), or else:
+  const void* entry_arg = nullptr;
   std::string program;                    // absolute or PATH-resolved program to exec
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;  // the complete environment of the child
@@ -45,4 +46,4 @@ struct SpawnResult {
 // execvp's search, done in the parent: the path to run, or ENOENT/EACCES.
 [[nodiscard]] std::optional<std::string> find_program(const std::string& name, int& error);
 
-}  // namespace forkd::daemon
+}  // namespace forkd::common

@@ -1,6 +1,6 @@
 // Post-fork, pre-exec code. Everything here must be async-signal-safe (signal-safety(7)):
 // no malloc, no stdio, no logging, no exceptions, no locks. The plan was built by the parent.
-#include "daemon/child_setup.hpp"
+#include "common/child_setup.hpp"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -13,11 +13,10 @@
 
 #include <cerrno>
 
-#include "worker/apps/registry.hpp"
 
 extern char** environ;
 
-namespace forkd::daemon {
+namespace forkd::common {
 
 const char* to_string(ChildStep step) noexcept {
   switch (step) {
@@ -136,13 +135,13 @@ void run_child(const ChildPlan& const_plan) noexcept {
     }
   }
   if (plan.listen_pid_digits != nullptr) write_decimal(plan.listen_pid_digits, ::getpid());
-  if (plan.app != nullptr) {
+  if (plan.entry != nullptr) {
     environ = const_cast<char**>(plan.envp);
     ::close(plan.error_pipe);  // EOF tells the parent the set-up succeeded
-    worker::run_builtin_app(*plan.app);
+    plan.entry(plan.entry_arg);
   }
   ::execve(plan.path, plan.argv, plan.envp);
   die(plan, ChildStep::exec, errno);
 }
 
-}  // namespace forkd::daemon
+}  // namespace forkd::common

@@ -1,4 +1,4 @@
-#include "daemon/spawner.hpp"
+#include "common/spawner.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 
 #include "common/fd.hpp"
 
-namespace forkd::daemon {
+namespace forkd::common {
 
 namespace {
 
@@ -86,12 +86,13 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   plan.argv = argv.finish();
   plan.envp = envp.finish();
   if (spec.listen_pid) plan.listen_pid_digits = envp.back().data() + std::strlen("LISTEN_PID=");
-  plan.app = spec.app;
+  plan.entry = spec.entry;
+  plan.entry_arg = spec.entry_arg;
   plan.path = spec.program.c_str();
   plan.fd_sources = spec.fds;
   plan.master_pid = ::getpid();
   plan.die_with_master = spec.die_with_master;
-  plan.ignore_sigpipe = spec.app != nullptr;
+  plan.ignore_sigpipe = spec.entry != nullptr;
   plan.rlimit_nofile = spec.rlimit_nofile;
   if (spec.cpu) {
     plan.pin_cpu = true;
@@ -106,9 +107,9 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
     plan.groups = spec.groups.empty() ? std::vector<gid_t>{plan.gid} : spec.groups;
   }
 
-  common::FdPair error_pipe;
+  FdPair error_pipe;
   try {
-    error_pipe = common::make_pipe();
+    error_pipe = make_pipe();
   } catch (const std::system_error& e) {
     result.fork_error = e.code();
     return result;
@@ -117,7 +118,7 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
 
   const pid_t pid = ::fork();
   if (pid < 0) {
-    result.fork_error = common::last_error();
+    result.fork_error = last_error();
     return result;
   }
   if (pid == 0) run_child(plan);
@@ -138,4 +139,4 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   return result;
 }
 
-}  // namespace forkd::daemon
+}  // namespace forkd::common

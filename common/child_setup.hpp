@@ -8,11 +8,10 @@
 #include <cstdint>
 #include <vector>
 
-namespace forkd::worker {
-struct AppEntry;
-}
+namespace forkd::common {
 
-namespace forkd::daemon {
+// Runs a program's in-process entry (a built-in app) in the child instead of exec; never returns.
+using ChildEntry = void (*)(const void* arg) noexcept;
 
 // Which step failed, reported to the parent with errno through the error pipe.
 enum class ChildStep : int { pdeathsig, fds, rlimit, affinity, chdir, groups, setgid, setuid, exec };
@@ -24,7 +23,8 @@ struct ChildFailure {
 };
 
 struct ChildPlan {
-  const worker::AppEntry* app = nullptr;  // built-in app; else exec `path`
+  ChildEntry entry = nullptr;  // enter this in-process; else exec `path`
+  const void* entry_arg = nullptr;
   const char* path = nullptr;
   char* const* argv = nullptr;
   char* const* envp = nullptr;
@@ -48,4 +48,4 @@ struct ChildPlan {
 // no exceptions — the parent's heap and locks are in an unknown state after fork().
 [[noreturn]] void run_child(const ChildPlan& plan) noexcept;
 
-}  // namespace forkd::daemon
+}  // namespace forkd::common
