@@ -1,0 +1,110 @@
+#include "daemon/proc_stats.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <limits>
+
+#include "common/fd.hpp"
+
+namespace forkd::daemon {
+namespace {
+
+// smaps_rollup is about 1 KiB (one header line and ~20 counters); statm is one short line.
+constexpr std::size_t kProcFileMax = 4096;
+constexpr std::uint64_t kBytesPerKiB = 1024;
+
+bool is_blank(char c) noexcept {
+  return c == ' ' || c == '\t';
+}
+
+std::string_view skip_blanks(std::string_view text) noexcept {
+  std::size_t i = 0;
+  while (i < text.size() && is_blank(text[i])) ++i;
+  return text.substr(i);
+}
+
+// A decimal number at the start of `text`; `rest` receives what follows it.
+std::optional<std::uint64_t> parse_number(std::string_view text, std::string_view& rest) noexcept {
+  std::uint64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc{}) return std::nullopt;
+  rest = text.substr(static_cast<std::size_t>(end - text.data()));
+  return value;
+}
+
+// Reads /proc/PID/NAME whole into `buffer`; the view is empty on any failure. The kernel
+// generates these files at read time, so a short read is not the end: read until EOF.
+std::string_view read_proc_file(pid_t pid, const char* name,
+                                std::array<char, kProcFileMax>& buffer) noexcept {
+  if (pid <= 0) return {};
+  std::array<char, 64> path{};
+  const int length =
+      std::snprintf(path.data(), path.size(), "/proc/%d/%s", static_cast<int>(pid), name);
+  if (length < 0 || static_cast<std::size_t>(length) >= path.size()) return {};
+  const common::UniqueFd fd(::open(path.data(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  std::size_t used = 0;
+  while (used < buffer.size()) {
+    const ssize_t got = ::read(fd.get(), buffer.data() + used, buffer.size() - used);
+    if (got == 0) break;
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return {};
+    }
+    used += static_cast<std::size_t>(got);
+  }
+  return {buffer.data(), used};
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> parse_smaps_rollup_pss(std::string_view text) noexcept {
+  constexpr std::string_view kKey = "Pss:";
+  while (!text.empty()) {
+    const std::size_t newline = text.find('\n');
+    const std::string_view line = text.substr(0, newline);
+    text = newline == std::string_view::npos ? std::string_view{} : text.substr(newline + 1);
+    // "Pss:" exactly: Pss_Anon:, Pss_File:, Pss_Dirty: and Pss_Shmem: are parts of it.
+    if (!line.starts_with(kKey)) continue;
+    std::string_view rest;
+    const auto kib = parse_number(skip_blanks(line.substr(kKey.size())), rest);
+    if (!kib) return std::nullopt;
+    rest = skip_blanks(rest);
+    if (!rest.starts_with("kB")) return std::nullopt;
+    if (*kib > std::numeric_limits<std::uint64_t>::max() / kBytesPerKiB) return std::nullopt;
+    return *kib * kBytesPerKiB;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> parse_statm_rss_pages(std::string_view text) noexcept {
+  std::string_view rest;
+  if (!parse_number(skip_blanks(text), rest)) return std::nullopt;  // size
+  if (rest.empty() || !is_blank(rest.front())) return std::nullopt;
+  const auto resident = parse_number(skip_blanks(rest), rest);
+  if (!resident || !(rest.empty() || is_blank(rest.front()) || rest.front() == '\n')) {
+    return std::nullopt;
+  }
+  return resident;
+}
+
+std::optional<std::uint64_t> read_pss_bytes(pid_t pid) noexcept {
+  std::array<char, kProcFileMax> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
+  return parse_smaps_rollup_pss(read_proc_file(pid, "smaps_rollup", buffer));
+}
+
+std::optional<std::uint64_t> read_rss_bytes(pid_t pid) noexcept {
+  std::array<char, kProcFileMax> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
+  const auto pages = parse_statm_rss_pages(read_proc_file(pid, "statm", buffer));
+  if (!pages) return std::nullopt;
+  const long page_size = ::sysconf(_SC_PAGESIZE);
+  if (page_size <= 0) return std::nullopt;
+  return *pages * static_cast<std::uint64_t>(page_size);
+}
+
+}  // namespace forkd::daemon

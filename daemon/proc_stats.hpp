@@ -1,0 +1,28 @@
+// Per-process memory readings from /proc: PSS (smaps_rollup) for max_memory and metrics, RSS
+// (statm) for status. The master samples every worker with these, so they are cheap: one
+// open/read into a stack buffer, no iostreams, no allocation. They never throw and never log;
+// a process that is gone or unreadable is nullopt.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace forkd::daemon {
+
+// The "Pss:" line of /proc/PID/smaps_rollup text, in bytes (the kernel writes kB = KiB).
+// nullopt when the line is missing or malformed.
+[[nodiscard]] std::optional<std::uint64_t> parse_smaps_rollup_pss(std::string_view text) noexcept;
+// The second field of /proc/PID/statm text: resident pages. nullopt when malformed.
+[[nodiscard]] std::optional<std::uint64_t> parse_statm_rss_pages(std::string_view text) noexcept;
+
+// Proportional set size of `pid`: pages shared after fork count 1/N to each sharer, so the sum
+// over workers is the memory they really use. Needs Linux >= 4.14 and ptrace-read access
+// (the parent, or root); nullopt otherwise, or when the process is gone or a zombie.
+[[nodiscard]] std::optional<std::uint64_t> read_pss_bytes(pid_t pid) noexcept;
+// Resident set size of `pid` in bytes; nullopt when the process is gone.
+[[nodiscard]] std::optional<std::uint64_t> read_rss_bytes(pid_t pid) noexcept;
+
+}  // namespace forkd::daemon
