@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 
 #include "common/log.hpp"
 #include "daemon/cpu_count.hpp"
+#include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
 #include "common/spawner.hpp"
 #include "daemon/worker_channel.hpp"
@@ -90,6 +92,9 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       audit_(common::log::get("audit")),
       launch_(std::move(launch)) {
   target_ = config_.workers == 0 ? usable_cpus() : config_.workers;
+  // Orphans of our workers (their own children) are reparented to us and reaped, never left
+  // as zombies: the job of tini/dumb-init when forkd is a container's PID 1.
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) log_->warn("cannot become a child subreaper: {}", std::strerror(errno));
   // SIGPIPE is ignored (a worker or client going away is an error code, not a death).
   struct sigaction ign{};
   ign.sa_handler = SIG_IGN;
@@ -207,12 +212,13 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
   }
   auto it = processes_.find(pid);
   if (it == processes_.end()) {
-    log_->debug("reaped process {} that is not a worker", pid);
+    log_->debug("reaped process {} ({}), not a worker", pid, ExitStatus::from_wait_status(wait_status).describe());
     return;
   }
   WorkerProcess process = std::move(it->second);
   processes_.erase(it);
   if (process.channel) process.channel->close();
+  if (process.notify) process.notify->close();
   for (auto& output : process.outputs) output->close();
 
   const auto now = Clock::now();
@@ -491,9 +497,23 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   }
   for (int fd : listeners_.fds_for(slot.id)) spec.fds.push_back(fd);
   spec.fds.push_back(ipc.second.get());
+  // A NOTIFY_SOCKET of its own: READY=1, WATCHDOG=1, STATUS=, STOPPING=1 (sd_notify).
+  std::shared_ptr<NotifyReceiver> notify;
+  try {
+    notify = NotifyReceiver::open(
+        io_, "forkd-" + std::to_string(::getpid()) + "-" + std::to_string(next_serial_),
+        [this](pid_t worker, const NotifyReceiver::Fields& fields) { on_worker_notify(worker, fields); },
+        [this, id = slot.id](pid_t sender) {
+          log_->warn("worker {}: notify message from pid {} ignored: not this worker", id, sender);
+        });
+    spec.env["NOTIFY_SOCKET"] = notify->address();
+  } catch (const std::system_error& e) {
+    log_->warn("worker {}: no NOTIFY_SOCKET: {}", slot.id, e.what());
+  }
 
   const SpawnResult result = spawn_process(spec);
   if (result.pid < 0) {
+    if (notify) notify->close();
     if (as_replacement) {
       log_->error("worker {}: cannot start a replacement: {}", slot.id, result.describe(spec));
       if (rollout_) fail_rollout("cannot start a replacement worker: " + result.describe(spec));
@@ -522,6 +542,10 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
     process.recycle_at = now + common::Duration(lifetime - jitter);
   }
   if (result.failure) process.spawn_error = result.describe(spec);
+  if (notify) {
+    notify->set_worker_pid(result.pid);
+    process.notify = std::move(notify);
+  }
   const pid_t pid = result.pid;
   process.channel = WorkerChannel::open(
       io_, std::move(ipc.first), config_.ipc.max_message, 4 * config_.ipc.max_message,
@@ -597,6 +621,28 @@ void Master::on_worker_message(pid_t pid, nlohmann::json message) {
   } else {
     log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", process->slot, pid, kind);
   }
+}
+
+void Master::on_worker_notify(pid_t pid, const std::vector<std::pair<std::string, std::string>>& fields) {
+  WorkerProcess* process = find_process(pid);
+  if (process == nullptr) return;
+  bool became_ready = false;
+  for (const auto& [key, value] : fields) {
+    if (key == "READY" && value == "1") {
+      if (config_.worker.ready == common::ReadyMode::notify) {
+        mark_ready(*process);
+        became_ready = true;
+      }
+    } else if (key == "WATCHDOG" && value == "1") {
+      process->last_heartbeat = Clock::now();
+    } else if (key == "STATUS") {
+      process->status_text = value;
+      log_->debug("worker {} (pid {}) status: {}", process->slot, pid, value);
+    } else if (key == "STOPPING" && value == "1") {
+      log_->info("worker {} (pid {}) says it is stopping", process->slot, pid);
+    }
+  }
+  if (became_ready) tick();
 }
 
 bool Master::deliver(WorkerProcess& process, const nlohmann::json& data) {

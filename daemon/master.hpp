@@ -25,6 +25,8 @@
 #include "daemon/control_server.hpp"
 #include "daemon/exit_status.hpp"
 #include "daemon/listeners.hpp"
+#include "daemon/metrics.hpp"
+#include "daemon/metrics_server.hpp"
 
 namespace spdlog {
 class logger;
@@ -34,6 +36,7 @@ namespace forkd::daemon {
 
 class WorkerChannel;
 class OutputCapture;
+class NotifyReceiver;
 
 using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
@@ -74,6 +77,8 @@ struct WorkerProcess {
   std::string spawn_error;  // set when the child could not exec/enter its app
   std::shared_ptr<WorkerChannel> channel;
   std::vector<std::shared_ptr<OutputCapture>> outputs;
+  std::shared_ptr<NotifyReceiver> notify;  // its NOTIFY_SOCKET
+  std::string status_text;                 // the last STATUS= it sent
 };
 
 struct ExitRecord {
@@ -144,6 +149,7 @@ struct Upgrade {
 };
 
 inline constexpr const char* kControlSocketName = "forkd-control";
+inline constexpr const char* kMetricsSocketName = "forkd-metrics";
 
 class Master {
  public:
@@ -177,6 +183,7 @@ class Master {
   void stop_process(WorkerProcess& process, StopReason reason, common::Duration grace);
   void kill_process(WorkerProcess& process, const char* why);
   void on_worker_message(pid_t pid, nlohmann::json message);
+  void on_worker_notify(pid_t pid, const std::vector<std::pair<std::string, std::string>>& fields);
   void begin_stop(bool fast);
   void scale_to(unsigned count);
   void reopen_logs();
@@ -190,6 +197,9 @@ class Master {
 
   // The operator's side (master_control.cpp).
   void open_control_socket(common::UniqueFd adopted);
+  void open_metrics(common::UniqueFd adopted);
+  [[nodiscard]] MetricsSnapshot metrics_snapshot() const;
+  [[nodiscard]] bool any_worker_ready() const;
   // Hot upgrade (master_upgrade.cpp).
   void start_upgrade();
   void read_upgrade_pipe();
@@ -242,6 +252,7 @@ class Master {
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<spdlog::logger> audit_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<MetricsServer> metrics_;
   LaunchInfo launch_;
   std::optional<Upgrade> upgrade_;
   std::unique_ptr<asio::posix::stream_descriptor> upgrade_pipe_;

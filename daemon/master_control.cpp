@@ -298,6 +298,7 @@ json Master::status_json() const {
               {"rss_bytes", nullptr}};
     if (p != nullptr) {
       if (const auto rss = read_rss_bytes(p->pid)) w["rss_bytes"] = *rss;
+      if (!p->status_text.empty()) w["status"] = p->status_text;
     }
     workers.push_back(std::move(w));
   };

@@ -120,6 +120,15 @@ void Master::commit_reload() {
   reload_.reset();
   done.listeners.remove_socket_files_not_in(listeners_);
   common::log::configure(config_.log);
+  if (config_.metrics.listen != done.config.metrics.listen) {
+    if (metrics_) metrics_->close();
+    metrics_.reset();
+    try {
+      open_metrics({});
+    } catch (const std::exception& e) {
+      log_->error("reload: metrics: {}", e.what());
+    }
+  }
   log_->info("reload complete: generation {}, {} workers", generation_, target_);
   finish_reload(true, "", done.replies, done.changes);
 }

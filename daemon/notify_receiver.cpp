@@ -1,0 +1,115 @@
+#include "daemon/notify_receiver.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "common/fd.hpp"
+
+namespace forkd::daemon {
+
+namespace {
+
+constexpr int kMaxAncestry = 16;
+
+common::UniqueFd bind_abstract(const std::string& name) {
+  common::UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) throw common::system_error_from_errno("notify socket");
+  const int one = 1;
+  if (::setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) != 0) {
+    throw common::system_error_from_errno("SO_PASSCRED on notify socket");
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (name.size() + 1 >= sizeof(addr.sun_path)) throw std::system_error(ENAMETOOLONG, std::system_category(), name);
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), length) != 0) {
+    throw common::system_error_from_errno("bind notify socket @" + name);
+  }
+  return fd;
+}
+
+pid_t parent_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  if (close == std::string::npos || close + 4 > text.size()) return 0;
+  // "pid (comm) S ppid ..."
+  return static_cast<pid_t>(std::atoi(text.c_str() + close + 4));
+}
+
+}  // namespace
+
+bool is_same_or_descendant(pid_t pid, pid_t ancestor) {
+  for (int i = 0; i < kMaxAncestry && pid > 1; ++i) {
+    if (pid == ancestor) return true;
+    pid = parent_of(pid);
+  }
+  return false;
+}
+
+std::shared_ptr<NotifyReceiver> NotifyReceiver::open(asio::io_context& io, const std::string& name,
+                                                     Handler handler, Rejected rejected) {
+  auto receiver = std::make_shared<NotifyReceiver>(io, name, std::move(handler), std::move(rejected));
+  receiver->read_next();
+  return receiver;
+}
+
+NotifyReceiver::NotifyReceiver(asio::io_context& io, const std::string& name, Handler handler,
+                               Rejected rejected)
+    : socket_(io), address_("@" + name), handler_(std::move(handler)), rejected_(std::move(rejected)) {
+  socket_.assign(bind_abstract(name).release());
+}
+
+void NotifyReceiver::close() {
+  if (closed_) return;
+  closed_ = true;
+  std::error_code ignored;
+  socket_.close(ignored);
+}
+
+bool NotifyReceiver::from_worker(pid_t sender) const {
+  return worker_pid_ > 0 && is_same_or_descendant(sender, worker_pid_);
+}
+
+void NotifyReceiver::read_next() {
+  socket_.async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](std::error_code ec) {
+    if (ec || self->closed_) return;
+    // Drain what is queued, a bounded number per wake-up so a flood cannot starve the loop.
+    for (int i = 0; i < 64; ++i) {
+      iovec iov{self->buffer_.data(), self->buffer_.size()};
+      alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(ucred))> control{};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control.data();
+      msg.msg_controllen = control.size();
+      const ssize_t n = ::recvmsg(self->socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      if (n < 0) break;
+      pid_t sender = 0;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+          ucred cred{};
+          std::memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+          sender = cred.pid;
+        }
+      }
+      if (!self->from_worker(sender)) {
+        if (self->rejected_) self->rejected_(sender);
+        continue;
+      }
+      self->handler_(self->worker_pid_, common::parse_notify_message(
+          std::string_view(self->buffer_.data(), static_cast<std::size_t>(n))));
+      if (self->closed_) return;
+    }
+    self->read_next();
+  });
+}
+
+}  // namespace forkd::daemon

@@ -1,0 +1,54 @@
+// One worker's NOTIFY_SOCKET: a datagram socket at an abstract address only this master hands
+// out, read with SO_PASSCRED so that a datagram counts only when it comes from that worker or a
+// process it started (systemd-notify run from a worker's shell). Others are dropped and said.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/sd_notify.hpp"
+
+namespace forkd::daemon {
+
+class NotifyReceiver : public std::enable_shared_from_this<NotifyReceiver> {
+ public:
+  using Fields = std::vector<std::pair<std::string, std::string>>;
+  using Handler = std::function<void(pid_t worker, const Fields&)>;
+  using Rejected = std::function<void(pid_t sender)>;
+
+  // Binds "@<name>" (abstract). Throws std::system_error.
+  static std::shared_ptr<NotifyReceiver> open(asio::io_context& io, const std::string& name,
+                                              Handler handler, Rejected rejected);
+  NotifyReceiver(asio::io_context& io, const std::string& name, Handler handler, Rejected rejected);
+
+  // What the worker gets as NOTIFY_SOCKET ("@forkd-...").
+  [[nodiscard]] const std::string& address() const noexcept { return address_; }
+  // Known only once forked; until then nothing is accepted.
+  void set_worker_pid(pid_t pid) noexcept { worker_pid_ = pid; }
+  void close();
+
+ private:
+  void read_next();
+  [[nodiscard]] bool from_worker(pid_t sender) const;
+
+  asio::posix::stream_descriptor socket_;
+  std::string address_;
+  Handler handler_;
+  Rejected rejected_;
+  pid_t worker_pid_ = 0;
+  std::array<char, common::kNotifyMessageMax> buffer_{};
+  bool closed_ = false;
+};
+
+// True when `ancestor` is `pid` or one of its ancestors (read from /proc).
+[[nodiscard]] bool is_same_or_descendant(pid_t pid, pid_t ancestor);
+
+}  // namespace forkd::daemon
