@@ -16,6 +16,7 @@
 #include <spdlog/logger.h>
 
 #include "common/log.hpp"
+#include "common/sd_notify.hpp"
 #include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
@@ -90,6 +91,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       wakeup_(io_),
       log_(common::log::get("master")),
       audit_(common::log::get("audit")),
+      watchdog_(io_),
       launch_(std::move(launch)) {
   target_ = config_.workers == 0 ? usable_cpus() : config_.workers;
   // Orphans of our workers (their own children) are reparented to us and reaped, never left
@@ -136,6 +138,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   }
   open_control_socket(std::move(control_fd));
   open_metrics(std::move(metrics_fd));
+  start_watchdog();
   if (predecessor_) log_->info("hot upgrade: taking over from the master with pid {}", predecessor_pid_);
 }
 
@@ -722,6 +725,14 @@ void Master::announce_readiness() {
   if (ready < target_) return;
   all_ready_announced_ = true;
   log_->info("all {} workers ready", target_);
+  if (service_ready_sent_) {
+    notify_service_manager("STATUS=" + status_line());
+  } else {
+    // After a hot upgrade this master is the service's main process from now on.
+    service_ready_sent_ = true;
+    notify_service_manager((predecessor_ ? "MAINPID=" + std::to_string(::getpid()) + "\n" : std::string()) +
+                           "READY=1\nSTATUS=" + status_line());
+  }
   tell_predecessor_ready();
 }
 
@@ -748,6 +759,7 @@ void Master::begin_stop(bool fast) {
   log_->info("{} stop{}: {} workers to stop", fast ? "fast" : "graceful", already ? " (escalated)" : "",
              processes_.size());
   publish({{"event", "stopping"}, {"fast", fast}});
+  notify_service_manager("STOPPING=1\nSTATUS=stopping");
   for (auto& [pid, process] : processes_) {
     if (process.stop_reason == StopReason::none) process.stop_reason = StopReason::shutdown;
     if (process.state == SlotState::stopping) {
@@ -775,6 +787,32 @@ void Master::reopen_logs() {
   if (common::log::reopen()) {
     log_->info("log files reopened");
   }
+}
+
+void Master::notify_service_manager(const std::string& state) {
+  const int rc = common::notify(state);
+  if (rc < 0) log_->debug("sd_notify: {}", std::strerror(-rc));
+}
+
+std::string Master::status_line() const {
+  unsigned ready = 0;
+  for (const auto& [pid, p] : processes_) {
+    if (p.state == SlotState::ready) ++ready;
+  }
+  return std::to_string(ready) + "/" + std::to_string(target_) + " workers ready, generation " +
+         std::to_string(generation_);
+}
+
+void Master::start_watchdog() {
+  const auto interval = common::watchdog_interval();
+  if (!interval) return;
+  // Pinged from the loop itself: if the loop stalls, the pings stop and systemd acts.
+  watchdog_.expires_after(*interval / 2);
+  watchdog_.async_wait([this](std::error_code ec) {
+    if (ec || finished_) return;
+    notify_service_manager("WATCHDOG=1");
+    start_watchdog();
+  });
 }
 
 void Master::schedule_wakeup() {
@@ -814,6 +852,7 @@ void Master::finish() {
   if (finished_) return;
   finished_ = true;
   wakeup_.cancel();
+  watchdog_.cancel();
   for (auto& w : reply_waiters_) w.respond({{"ok", false}, {"error", "forkd is stopping"}});
   reply_waiters_.clear();
   if (rollout_) fail_rollout("forkd is stopping");

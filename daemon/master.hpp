@@ -187,6 +187,10 @@ class Master {
   void begin_stop(bool fast);
   void scale_to(unsigned count);
   void reopen_logs();
+  // The service manager's side (sd_notify): READY, RELOADING, STOPPING, STATUS, WATCHDOG.
+  void notify_service_manager(const std::string& state);
+  [[nodiscard]] std::string status_line() const;
+  void start_watchdog();
 
   // Replacement and rollouts (master_rollout.cpp).
   bool replace_slot(Slot& slot, StopReason reason, TimePoint now);
@@ -253,6 +257,7 @@ class Master {
   std::shared_ptr<spdlog::logger> audit_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;
+  asio::steady_timer watchdog_;
   LaunchInfo launch_;
   std::optional<Upgrade> upgrade_;
   std::unique_ptr<asio::posix::stream_descriptor> upgrade_pipe_;
@@ -274,6 +279,7 @@ class Master {
   bool fast_stop_ = false;
   bool all_ready_announced_ = false;
   bool finished_ = false;
+  bool service_ready_sent_ = false;
   int exit_code_ = 0;
 };
 

@@ -7,6 +7,7 @@
 #include <spdlog/logger.h>
 
 #include "common/log.hpp"
+#include "common/sd_notify.hpp"
 #include "daemon/config_loading.hpp"
 #include "daemon/cpu_count.hpp"
 #include "daemon/master.hpp"
@@ -75,6 +76,7 @@ void Master::start_reload() {
     return;
   }
   log_->info("reloading {}", config_path_);
+  notify_service_manager(common::reloading_message());
   common::Config next;
   try {
     next = load_daemon_config(config_path_);
@@ -165,6 +167,7 @@ void Master::roll_back_reload(const std::string& why) {
 void Master::finish_reload(bool ok, const std::string& error, std::vector<Respond>& replies,
                            const std::vector<std::string>& changes) {
   last_reload_ = ReloadRecord{ok, error, std::chrono::system_clock::now()};
+  if (!config_path_.empty()) notify_service_manager("READY=1\nSTATUS=" + status_line());
   ++(ok ? reloads_ok_ : reloads_failed_);
   nlohmann::json event = {{"event", "reload"}, {"ok", ok}, {"generation", generation_}};
   if (!ok) event["error"] = error;
