@@ -46,7 +46,9 @@ bool is_name_start(char c) noexcept {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
 }
 
-bool is_name_char(char c) noexcept { return is_name_start(c) || (c >= '0' && c <= '9'); }
+bool is_name_char(char c) noexcept {
+  return is_name_start(c) || (c >= '0' && c <= '9');
+}
 
 bool is_valid_key(std::string_view key) noexcept {
   if (key.empty() || !is_name_start(key.front())) return false;
@@ -82,7 +84,8 @@ std::vector<std::pair<std::string, std::string>> parse_notify_message(std::strin
   while (!datagram.empty()) {
     const std::size_t newline = datagram.find('\n');
     const std::string_view line = datagram.substr(0, newline);
-    datagram = newline == std::string_view::npos ? std::string_view{} : datagram.substr(newline + 1);
+    datagram =
+        newline == std::string_view::npos ? std::string_view{} : datagram.substr(newline + 1);
     if (line.find('\0') != std::string_view::npos) continue;
     const std::size_t eq = line.find('=');
     if (eq == std::string_view::npos) continue;
