@@ -85,6 +85,8 @@ int run(int argc, char** argv) {
     return master.run();
   } catch (const forkd::daemon::ListenError& e) {
     std::cerr << "forkd: " << e.what() << '\n';
+  } catch (const forkd::daemon::PidfileError& e) {
+    std::cerr << "forkd: " << e.what() << '\n';
   } catch (const std::exception& e) {
     std::cerr << "forkd: " << e.what() << '\n';
   }

@@ -121,12 +121,23 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
     }
     return true;
   });
-  // A hot upgrade's new master learns its predecessor and the pipe to tell it "ready".
+  // A hot upgrade's new master learns its predecessor and the pipe to tell it "ready", and
+  // shares its predecessor's pidfile lock, so no third forkd can slip in between.
+  common::UniqueFd inherited_pidfile;
   if (const char* fd_text = std::getenv("FORKD_UPGRADE_FD")) {
     predecessor_ = common::UniqueFd(std::atoi(fd_text));
     (void)common::set_cloexec(predecessor_.get(), true);
-    ::unsetenv("FORKD_UPGRADE_FD");
     predecessor_pid_ = ::getppid();
+    if (const char* pidfile_fd = std::getenv("FORKD_PIDFILE_FD")) {
+      inherited_pidfile = common::UniqueFd(std::atoi(pidfile_fd));
+      (void)common::set_cloexec(inherited_pidfile.get(), true);
+    }
+  }
+  ::unsetenv("FORKD_UPGRADE_FD");
+  ::unsetenv("FORKD_PIDFILE_FD");
+  if (!config_.pidfile.empty()) {
+    pidfile_ = inherited_pidfile ? Pidfile::adopt(std::move(inherited_pidfile), config_.pidfile)
+                                 : Pidfile::acquire(config_.pidfile);
   }
   listeners_.open_all(config_.listen, std::move(passed), predecessor_.valid());
   listeners_.ensure_worker_sockets(target_);
@@ -728,10 +739,9 @@ void Master::announce_readiness() {
   if (service_ready_sent_) {
     notify_service_manager("STATUS=" + status_line());
   } else {
-    // After a hot upgrade this master is the service's main process from now on.
+    // After a hot upgrade, the old master names us the main process when it hands over.
     service_ready_sent_ = true;
-    notify_service_manager((predecessor_ ? "MAINPID=" + std::to_string(::getpid()) + "\n" : std::string()) +
-                           "READY=1\nSTATUS=" + status_line());
+    notify_service_manager("READY=1\nSTATUS=" + status_line());
   }
   tell_predecessor_ready();
 }
@@ -866,6 +876,7 @@ void Master::finish() {
     control_->close();
   }
   if (metrics_) metrics_->close();
+  if (pidfile_) (void)pidfile_->remove();  // not ours any more after a hand-over: left alone
   log_->info("stopped (exit code {})", exit_code_);
   io_.stop();
 }

@@ -27,6 +27,7 @@
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/metrics_server.hpp"
+#include "daemon/pidfile.hpp"
 
 namespace spdlog {
 class logger;
@@ -262,6 +263,7 @@ class Master {
   std::optional<Upgrade> upgrade_;
   std::unique_ptr<asio::posix::stream_descriptor> upgrade_pipe_;
   std::array<char, 64> upgrade_buffer_{};
+  std::optional<Pidfile> pidfile_;
   common::UniqueFd predecessor_;  // a hot upgrade's old master waits on this for "ready"
   pid_t predecessor_pid_ = 0;
   std::optional<Rollout> rollout_;

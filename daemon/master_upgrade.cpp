@@ -75,6 +75,10 @@ void Master::start_upgrade() {
   spec.env["LISTEN_FDNAMES"] = names;
   spec.env["FORKD_UPGRADE_FD"] = std::to_string(spec.fds.size());
   spec.fds.push_back(pipe.second.get());
+  if (pidfile_) {
+    spec.env["FORKD_PIDFILE_FD"] = std::to_string(spec.fds.size());
+    spec.fds.push_back(pidfile_->fd());
+  }
   spec.listen_pid = true;
   spec.die_with_master = false;  // it is to outlive us
 
@@ -108,7 +112,15 @@ void Master::hand_over() {
   upgrade_pipe_.reset();
   log_->info("hot upgrade: new master (pid {}) is ready; this master stops accepting and drains", upgrade_->pid);
   publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "handed_over"}});
-  // Hook for the service manager (MAINPID=) belongs here once sd_notify is wired in.
+  // The new master is the service's main process now (NotifyAccess=main lets only us say so),
+  // and the pidfile names it.
+  notify_service_manager("MAINPID=" + std::to_string(upgrade_->pid) + "\nSTATUS=handed over to pid " +
+                         std::to_string(upgrade_->pid));
+  if (pidfile_) {
+    if (const auto ec = pidfile_->rewrite(upgrade_->pid)) {
+      log_->error("hot upgrade: cannot write pid {} to {}: {}", upgrade_->pid, pidfile_->path(), ec.message());
+    }
+  }
   if (control_) control_->close();
   if (metrics_) metrics_->close();
   begin_stop(false);

@@ -5,6 +5,8 @@
 #include <sys/un.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "tests/integration/test_support.hpp"
 
@@ -99,7 +101,10 @@ TEST(ServiceManagerTest, HotUpgradeTellsTheServiceManagerTheNewMainPid) {
   auto handed = c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s);
   ASSERT_TRUE(handed);
   c.forkd.track(std::stoi((*handed)[1]));
-  EXPECT_EQ(receiver.next(), "MAINPID=" + (*handed)[1] + "\nREADY=1\nSTATUS=1/1 workers ready, generation 1");
+  // The new master's READY=1 (systemd drops it under NotifyAccess=main: not yet the main
+  // process), then the old master names it the main process.
+  EXPECT_EQ(receiver.next(), "READY=1\nSTATUS=1/1 workers ready, generation 1");
+  EXPECT_EQ(receiver.next(), "MAINPID=" + (*handed)[1] + "\nSTATUS=handed over to pid " + (*handed)[1]);
 }
 
 TEST(ServiceManagerTest, ServesOnTheSocketSystemdSocketActivatePasses) {
@@ -141,6 +146,55 @@ TEST(ServiceManagerTest, PassedSocketMatchingNoEntryIsAnError) {
   EXPECT_EQ(WEXITSTATUS(*status), 1);
   EXPECT_NE(forkd.log().find("passed socket " + stray.address() + " matches no listen entry"), std::string::npos)
       << forkd.log();
+}
+
+}  // namespace
+
+namespace {
+
+using namespace forkd::test;
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+TEST(PidfileTest, SecondInstanceIsRefusedAndTheFileFollowsAHotUpgrade) {
+  Cluster c;
+  const std::string pidfile = c.dir.file("forkd.pid");
+  c.start("workers: 1\npidfile: " + pidfile + "\n");
+  auto from = c.wait_all_ready(1);
+  EXPECT_EQ(read_text(pidfile), std::to_string(c.forkd.pid()) + "\n");
+  // A second forkd on the same pidfile (another port, another control socket) is refused.
+  TempDir other;
+  const auto config = other.write_file("c.yaml", "workers: 1\nlisten: [127.0.0.1:1]\npidfile: " + pidfile +
+                                                     "\ncontrol: {socket: " + other.file("s.sock") + "}\n");
+  auto second = run_command({forkd_bin(), "-c", config}, 20s);
+  EXPECT_EQ(second.exit_code(), 1);
+  EXPECT_NE(second.err.find("already running (pid " + std::to_string(c.forkd.pid()) + ")"), std::string::npos)
+      << second.err;
+  // After a hot upgrade the file names the new master, and the lock went with it.
+  ASSERT_TRUE(c.forkd.signal(SIGUSR2));
+  auto handed = c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s, from);
+  ASSERT_TRUE(handed);
+  const pid_t successor = std::stoi((*handed)[1]);
+  c.forkd.track(successor);
+  ASSERT_TRUE(c.forkd.wait_exit(30s));
+  EXPECT_EQ(read_text(pidfile), std::to_string(successor) + "\n");
+  auto third = run_command({forkd_bin(), "-c", config}, 20s);
+  EXPECT_EQ(third.exit_code(), 1);
+  EXPECT_NE(third.err.find("already running (pid " + std::to_string(successor) + ")"), std::string::npos) << third.err;
+  ::kill(successor, SIGTERM);
+  EXPECT_TRUE(wait_until([&] { return !process_alive(successor); }, 30s));
+  EXPECT_FALSE(std::filesystem::exists(pidfile)) << "a clean stop removes the pidfile";
+}
+
+TEST(PidfileTest, StalePidfileOfADeadMasterIsTakenOver) {
+  Cluster c;
+  const std::string pidfile = c.dir.write_file("forkd.pid", "999999\n");
+  c.start("workers: 1\npidfile: " + pidfile + "\n");
+  c.wait_all_ready(1);
+  EXPECT_EQ(read_text(pidfile), std::to_string(c.forkd.pid()) + "\n");
 }
 
 }  // namespace
