@@ -89,6 +89,9 @@ void Master::start_reload() {
   const auto plan = plan_reload(config_, next, target_, next_target);
   const auto changes = plan.describe();
   for (const auto& line : changes) log_->info("reload: {}", line);
+  // These belong to the running master itself; a hot upgrade (SIGUSR2) or a restart applies them.
+  if (next.control != config_.control) log_->warn("reload: control.* changes take effect after a restart or hot upgrade");
+  if (next.pidfile != config_.pidfile) log_->warn("reload: pidfile changes take effect after a restart");
   ListenerSet next_listeners;
   try {
     next_listeners = ListenerSet::rebuild(next.listen, listeners_);
