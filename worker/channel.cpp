@@ -1,0 +1,125 @@
+#include "worker/channel.hpp"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <asio/buffer.hpp>
+#include <asio/write.hpp>
+#include <string>
+
+#include "worker/report.hpp"
+
+namespace forkd::worker {
+
+namespace {
+
+common::UniqueFd dup_cloexec(int fd) {
+  common::UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
+  if (!copy) throw common::system_error_from_errno("dup IPC socket");
+  return copy;
+}
+
+}  // namespace
+
+Channel::Channel(asio::io_context& io, common::UniqueFd fd, std::size_t max_message)
+    : max_message_(max_message),
+      // Room for a burst of replies without letting a stalled master grow us without bound.
+      max_queue_(std::max<std::size_t>(std::size_t{64} * 1024 * 1024, 4 * max_message)),
+      writer_(io),
+      reader_(io),
+      decoder_(max_message) {
+  common::UniqueFd read_fd = dup_cloexec(fd.get());
+  writer_.assign(asio::local::stream_protocol(), fd.release());
+  reader_.assign(asio::local::stream_protocol(), read_fd.release());
+}
+
+void Channel::start_reading(MessageHandler on_message, EofHandler on_eof) {
+  on_message_ = std::move(on_message);
+  on_eof_ = std::move(on_eof);
+  if (reading_ || !reader_.is_open()) return;
+  reading_ = true;
+  read_next();
+}
+
+void Channel::stop_reading() {
+  reading_ = false;
+  std::error_code ignored;
+  reader_.close(ignored);
+}
+
+void Channel::read_next() {
+  reader_.async_read_some(asio::buffer(read_buffer_), [this](std::error_code ec, std::size_t n) {
+    if (!reading_) return;
+    if (ec) {
+      if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+        report("ipc: read from master failed: " + ec.message());
+      }
+      stop_reading();
+      if (on_eof_) on_eof_();
+      return;
+    }
+    decoder_.feed(
+        std::string_view(read_buffer_.data(), n),
+        [this](common::LineDecoder::Event event, std::string_view line) { on_line(event, line); });
+    if (reading_) read_next();
+  });
+}
+
+void Channel::on_line(common::LineDecoder::Event event, std::string_view line) {
+  // A handler may stop the worker in the middle of a batch: later lines are not delivered.
+  if (!reading_) return;
+  if (event == common::LineDecoder::Event::oversized) {
+    report("ipc: message from master longer than " + std::to_string(max_message_) +
+           " bytes skipped");
+    return;
+  }
+  if (line.empty()) return;
+  nlohmann::json message = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (message.is_discarded()) {
+    report("ipc: malformed JSON message from master skipped (" + std::to_string(line.size()) +
+           " bytes)");
+    return;
+  }
+  if (on_message_) on_message_(message);
+}
+
+void Channel::post(const nlohmann::json& message) {
+  if (broken_) return;
+  // Invalid UTF-8 in a string is replaced rather than thrown: a message must never take the
+  // worker's loop down.
+  std::string line = message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (line.size() > max_message_) {
+    report("ipc: message of " + std::to_string(line.size()) + " bytes exceeds the " +
+           std::to_string(max_message_) + "-byte limit, not sent");
+    return;
+  }
+  if (queued_bytes() + line.size() + 1 > max_queue_) {
+    if (!dropped_reported_) {
+      report("ipc: master is not reading (" + std::to_string(queued_bytes()) +
+             " bytes queued), dropping messages");
+      dropped_reported_ = true;
+    }
+    return;
+  }
+  dropped_reported_ = false;
+  pending_ += line;
+  pending_ += '\n';
+  if (writing_.empty()) write_next();
+}
+
+void Channel::write_next() {
+  if (pending_.empty() || broken_) return;
+  writing_.swap(pending_);
+  asio::async_write(writer_, asio::buffer(writing_), [this](std::error_code ec, std::size_t) {
+    writing_.clear();
+    if (ec) {
+      // The master is gone (EPIPE): nothing queued can be delivered any more.
+      broken_ = true;
+      pending_.clear();
+      return;
+    }
+    write_next();
+  });
+}
+
+}  // namespace forkd::worker

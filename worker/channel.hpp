@@ -1,0 +1,68 @@
+// Channel: the worker's end of the IPC socket to the master, newline-delimited JSON both ways.
+// Incoming lines are size-capped before parsing; outgoing lines are queued and written
+// asynchronously, so a master that does not read can never block the worker's loop.
+#pragma once
+
+#include <array>
+#include <asio/io_context.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <cstddef>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/fd.hpp"
+#include "common/ndjson.hpp"
+
+namespace forkd::worker {
+
+class Channel {
+ public:
+  using MessageHandler = std::function<void(const nlohmann::json&)>;
+  using EofHandler = std::function<void()>;
+
+  // Takes ownership of `fd` (an AF_UNIX stream socket). Throws std::system_error.
+  Channel(asio::io_context& io, common::UniqueFd fd, std::size_t max_message);
+  Channel(const Channel&) = delete;
+  Channel& operator=(const Channel&) = delete;
+  Channel(Channel&&) = delete;
+  Channel& operator=(Channel&&) = delete;
+  ~Channel() = default;
+
+  // Starts delivering each incoming JSON value to `on_message`; `on_eof` runs once when the
+  // master closes its end (or the socket fails). Malformed and oversized lines are reported on
+  // stderr and skipped.
+  void start_reading(MessageHandler on_message, EofHandler on_eof);
+  // Stops reading only: queued outgoing lines are still written.
+  void stop_reading();
+  // Queues one JSON value as a line. A value longer than max_message, or one that would push
+  // the queue past its cap, is dropped with a line on stderr (the master would refuse it).
+  void post(const nlohmann::json& message);
+
+  [[nodiscard]] std::size_t queued_bytes() const noexcept {
+    return pending_.size() + writing_.size();
+  }
+
+ private:
+  void read_next();
+  void on_line(common::LineDecoder::Event event, std::string_view line);
+  void write_next();
+
+  std::size_t max_message_;
+  std::size_t max_queue_;
+  // Reading and writing use separate descriptors of the same socket (the reader is a dup), so
+  // that stopping the reader cannot cancel a write still in flight.
+  asio::local::stream_protocol::socket writer_;
+  asio::local::stream_protocol::socket reader_;
+  common::LineDecoder decoder_;
+  std::array<char, std::size_t{64} * 1024> read_buffer_{};
+  MessageHandler on_message_;
+  EofHandler on_eof_;
+  bool reading_ = false;
+  bool broken_ = false;
+  std::string pending_;  // lines waiting for the write in flight to finish
+  std::string writing_;  // the bytes of the write in flight
+  bool dropped_reported_ = false;
+};
+
+}  // namespace forkd::worker

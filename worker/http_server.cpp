@@ -1,0 +1,418 @@
+#include "worker/http_server.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <asio/basic_socket_acceptor.hpp>
+#include <asio/buffer.hpp>
+#include <asio/generic/stream_protocol.hpp>
+#include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/write.hpp>
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+
+#include "common/fd.hpp"
+#include "worker/report.hpp"
+
+namespace forkd::worker {
+
+namespace {
+
+using Protocol = asio::generic::stream_protocol;
+using Socket = Protocol::socket;
+
+// What connections need even after the server object is gone (a responder may outlive it).
+struct Settings {
+  HttpHandler handler;
+  HttpServerOptions options;
+};
+
+// accept(2) errors that concern one failed connection only: retrying at once is right.
+bool is_transient_accept_error(const std::error_code& ec) {
+  if (ec.category() != asio::error::get_system_category()) return false;
+  switch (ec.value()) {
+    case ECONNABORTED:
+    case EINTR:
+    case EAGAIN:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int socket_option(int fd, int level, int name, const std::string& what) {
+  int value = 0;
+  socklen_t len = sizeof(value);
+  if (::getsockopt(fd, level, name, &value, &len) != 0) {
+    throw common::system_error_from_errno("getsockopt on " + what);
+  }
+  return value;
+}
+
+HttpResponse error_response(int status) {
+  HttpResponse r;
+  r.status = status;
+  r.set_header("Content-Type", "text/plain; charset=utf-8");
+  r.body = std::string(reason_phrase(status)) + "\n";
+  return r;
+}
+
+}  // namespace
+
+class Connection;
+
+struct HttpServer::Core : std::enable_shared_from_this<HttpServer::Core> {
+  struct Acceptor {
+    Acceptor(asio::io_context& io, std::string listener_name, int domain)
+        : acceptor(io), backoff(io), name(std::move(listener_name)), family(domain) {}
+    asio::basic_socket_acceptor<Protocol> acceptor;
+    asio::steady_timer backoff;
+    std::string name;
+    int family;
+    bool failing = false;  // inside a streak of failed accepts: reported once
+  };
+
+  Core(asio::io_context& io_context, std::shared_ptr<const Settings> s)
+      : io(io_context), settings(std::move(s)) {}
+
+  void accept_next(Acceptor& a);
+  void on_accept(Acceptor& a, std::error_code ec, Socket socket);
+  void stop();
+  void close_all();
+
+  asio::io_context& io;
+  std::shared_ptr<const Settings> settings;
+  std::vector<std::unique_ptr<Acceptor>> acceptors;
+  std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;
+  std::uint64_t next_id = 0;
+  bool stopping = false;
+};
+
+// One client connection. Requests are handled one at a time in arrival order (pipelined ones
+// wait in in_); nothing is read while a request is being handled or answered.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Socket socket, std::shared_ptr<const Settings> settings,
+             std::weak_ptr<HttpServer::Core> core, std::uint64_t id)
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        settings_(std::move(settings)),
+        core_(std::move(core)),
+        id_(id) {}
+
+  void start() { enter_reading(settings_->options.idle_timeout); }
+
+  void begin_drain() {
+    closing_ = true;
+    if (phase_ != Phase::reading) return;  // in flight: answered with Connection: close
+    std::error_code ec;
+    const std::size_t available = socket_.available(ec);
+    if (seq_ > 0 && in_.empty() && (ec || available == 0)) {
+      // Idle between two requests: clients retry a request that meets this close (RFC 9112
+      // 9.3.1), so it need not wait.
+      close();
+    } else {
+      // A request is arriving (partly read, or bytes waiting in the kernel), or this is a
+      // fresh connection whose first request may still be on its way: a client cannot retry
+      // that one safely, so give it a short while.
+      arm_timer(settings_->options.drain_read_timeout);
+    }
+  }
+
+  void close() {
+    if (phase_ == Phase::closed) return;
+    phase_ = Phase::closed;
+    ++timer_generation_;
+    timer_.cancel();
+    std::error_code ignored;
+    socket_.close(ignored);
+    if (auto core = core_.lock()) core->connections.erase(id_);
+  }
+
+ private:
+  enum class Phase { reading, handling, writing, lingering, closed };
+
+  void enter_reading(std::chrono::milliseconds timeout) {
+    phase_ = Phase::reading;
+    arm_timer(timeout);
+    process();
+  }
+
+  void process() {
+    HttpRequest request;
+    const ParseResult result = parse_request(in_, settings_->options.limits, request);
+    switch (result.status) {
+      case ParseStatus::complete:
+        in_.erase(0, result.consumed);
+        dispatch(request);
+        return;
+      case ParseStatus::error:
+        answer_error(result.error_status);
+        return;
+      case ParseStatus::incomplete:
+        read_more();
+        return;
+    }
+  }
+
+  void read_more() {
+    socket_.async_read_some(
+        asio::buffer(chunk_), [self = shared_from_this()](std::error_code ec, std::size_t n) {
+          if (self->phase_ != Phase::reading) return;
+          if (ec) {
+            self->close();  // EOF or reset: a partial request is abandoned with the client
+            return;
+          }
+          self->in_.append(self->chunk_.data(), n);
+          self->process();
+        });
+  }
+
+  void dispatch(const HttpRequest& request) {
+    phase_ = Phase::handling;
+    cancel_timer();  // handlers take as long as they take: /sleep, /compute
+    keep_alive_ = request.keep_alive;
+    head_ = request.method == "HEAD";
+    version_minor_ = request.version_minor;
+    const std::uint64_t seq = ++seq_;
+    HttpResponder responder = [self = shared_from_this(), seq](HttpResponse response) {
+      self->respond(seq, std::move(response));
+    };
+    try {
+      settings_->handler(request, std::move(responder));
+    } catch (const std::exception& e) {
+      report("http: handler failed on " + request.method + " " + request.target + ": " + e.what());
+      respond(seq, error_response(500));
+    }
+  }
+
+  void answer_error(int status) {
+    phase_ = Phase::handling;
+    cancel_timer();
+    keep_alive_ = false;
+    head_ = false;
+    version_minor_ = 1;
+    in_.clear();
+    respond(++seq_, error_response(status));
+  }
+
+  void respond(std::uint64_t seq, HttpResponse response) {
+    if (phase_ != Phase::handling || seq != seq_) return;  // late, repeated or closed
+    for (const HttpHeader& h : settings_->options.extra_headers) {
+      if (!std::any_of(response.headers.begin(), response.headers.end(),
+                       [&](const HttpHeader& have) { return iequals(have.name, h.name); })) {
+        response.headers.push_back(h);
+      }
+    }
+    const bool keep = keep_alive_ && !closing_;
+    out_ = serialize_response(response, head_, keep, version_minor_);
+    phase_ = Phase::writing;
+    asio::async_write(socket_, asio::buffer(out_),
+                      [self = shared_from_this(), keep](std::error_code ec, std::size_t) {
+                        if (self->phase_ != Phase::writing) return;
+                        self->out_.clear();
+                        if (ec) {
+                          self->close();
+                        } else if (keep && !self->closing_) {
+                          self->enter_reading(self->settings_->options.idle_timeout);
+                        } else {
+                          self->linger();
+                        }
+                      });
+  }
+
+  // Half-close, then read and drop whatever the client still sends until it closes too (or
+  // the linger timeout): closing with unread bytes would reset the connection and could
+  // destroy the response before the client reads it.
+  void linger() {
+    phase_ = Phase::lingering;
+    in_.clear();
+    std::error_code ignored;
+    socket_.shutdown(Socket::shutdown_send, ignored);
+    arm_timer(settings_->options.linger_timeout);
+    discard();
+  }
+
+  void discard() {
+    socket_.async_read_some(asio::buffer(chunk_),
+                            [self = shared_from_this()](std::error_code ec, std::size_t) {
+                              if (self->phase_ != Phase::lingering) return;
+                              if (ec) {
+                                self->close();
+                              } else {
+                                self->discard();
+                              }
+                            });
+  }
+
+  void arm_timer(std::chrono::milliseconds timeout) {
+    const std::uint64_t generation = ++timer_generation_;
+    timer_.expires_after(timeout);
+    timer_.async_wait([self = shared_from_this(), generation](std::error_code ec) {
+      // A timer that already fired cannot be cancelled: the generation tells stale ones.
+      if (ec || generation != self->timer_generation_) return;
+      if (self->phase_ == Phase::reading || self->phase_ == Phase::lingering) self->close();
+    });
+  }
+
+  void cancel_timer() {
+    ++timer_generation_;
+    timer_.cancel();
+  }
+
+  Socket socket_;
+  asio::steady_timer timer_;
+  std::shared_ptr<const Settings> settings_;
+  std::weak_ptr<HttpServer::Core> core_;
+  std::uint64_t id_;
+  Phase phase_ = Phase::reading;
+  bool closing_ = false;
+  bool keep_alive_ = true;
+  bool head_ = false;
+  unsigned version_minor_ = 1;
+  std::uint64_t seq_ = 0;
+  std::uint64_t timer_generation_ = 0;
+  std::string in_;
+  std::string out_;
+  std::array<char, std::size_t{16} * 1024> chunk_{};
+};
+
+void HttpServer::Core::accept_next(Acceptor& a) {
+  if (stopping) return;
+  a.acceptor.async_accept([weak = weak_from_this(), &a](std::error_code ec, Socket socket) {
+    // `a` lives as long as the core: touch it only when the core is still there.
+    if (auto core = weak.lock()) core->on_accept(a, ec, std::move(socket));
+  });
+}
+
+void HttpServer::Core::on_accept(Acceptor& a, std::error_code ec, Socket socket) {
+  if (ec == asio::error::operation_aborted) return;
+  if (!ec) {
+    a.failing = false;
+    if (a.family == AF_INET || a.family == AF_INET6) {
+      // Responses are written whole: Nagle would only delay the last segment.
+      const int one = 1;
+      ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    const std::uint64_t id = next_id++;
+    auto connection =
+        std::make_shared<Connection>(std::move(socket), settings, weak_from_this(), id);
+    connections.emplace(id, connection);
+    connection->start();
+    if (stopping) connection->begin_drain();
+    accept_next(a);
+    return;
+  }
+  if (stopping) return;
+  if (is_transient_accept_error(ec)) {
+    accept_next(a);
+    return;
+  }
+  // Out of fds (EMFILE/ENFILE) or memory (ENOBUFS/ENOMEM), or anything unexpected: the
+  // pending connection stays queued and would wake us at once, so pause before retrying and
+  // keep serving the connections we have meanwhile.
+  if (!a.failing) {
+    report("http: accept on " + a.name + " failed: " + ec.message() + "; retrying every " +
+           std::to_string(settings->options.accept_backoff.count()) + " ms");
+    a.failing = true;
+  }
+  a.backoff.expires_after(settings->options.accept_backoff);
+  a.backoff.async_wait([weak = weak_from_this(), &a](std::error_code timer_ec) {
+    if (timer_ec) return;
+    if (auto core = weak.lock()) core->accept_next(a);
+  });
+}
+
+void HttpServer::Core::stop() {
+  if (stopping) return;
+  stopping = true;
+  for (auto& a : acceptors) {
+    std::error_code ignored;
+    a->acceptor.close(ignored);
+    a->backoff.cancel();
+  }
+  // begin_drain may close a connection, which erases it from the map: iterate over a copy.
+  std::vector<std::shared_ptr<Connection>> live;
+  live.reserve(connections.size());
+  for (auto& [id, weak] : connections) {
+    if (auto c = weak.lock()) live.push_back(std::move(c));
+  }
+  for (auto& c : live) c->begin_drain();
+}
+
+void HttpServer::Core::close_all() {
+  stop();
+  std::vector<std::shared_ptr<Connection>> live;
+  for (auto& [id, weak] : connections) {
+    if (auto c = weak.lock()) live.push_back(std::move(c));
+  }
+  for (auto& c : live) c->close();
+  connections.clear();
+}
+
+HttpServer::HttpServer(asio::io_context& io, std::span<const Listener> listeners,
+                       HttpHandler handler, HttpServerOptions options)
+    : core_(std::make_shared<Core>(
+          io, std::make_shared<const Settings>(Settings{std::move(handler), std::move(options)}))) {
+  struct Checked {
+    const Listener* listener;
+    int domain;
+    int protocol;
+  };
+  std::vector<Checked> checked;
+  for (const Listener& l : listeners) {
+    const std::string what = "listener " + l.name + " (fd " + std::to_string(l.fd) + ")";
+    if (socket_option(l.fd, SOL_SOCKET, SO_TYPE, what) != SOCK_STREAM) {
+      throw std::runtime_error(what + " is not a stream socket");
+    }
+    if (socket_option(l.fd, SOL_SOCKET, SO_ACCEPTCONN, what) == 0) {
+      throw std::runtime_error(what + " is not listening");
+    }
+    if (auto ec = common::set_nonblocking(l.fd, true)) throw std::system_error(ec, what);
+    checked.push_back({&l, socket_option(l.fd, SOL_SOCKET, SO_DOMAIN, what),
+                       socket_option(l.fd, SOL_SOCKET, SO_PROTOCOL, what)});
+  }
+  // Only now, with every listener checked, take them: the acceptors own and close them.
+  for (const Checked& c : checked) {
+    const Listener& l = *c.listener;
+    auto a = std::make_unique<Core::Acceptor>(io, l.name, c.domain);
+    std::error_code ec;
+    a->acceptor.assign(Protocol(c.domain, c.protocol), l.fd, ec);
+    if (ec) {
+      common::UniqueFd orphan(l.fd);
+      throw std::system_error(ec, "watch listener " + l.name);
+    }
+    core_->acceptors.push_back(std::move(a));
+  }
+  for (auto& a : core_->acceptors) core_->accept_next(*a);
+}
+
+HttpServer::~HttpServer() {
+  core_->close_all();
+}
+
+void HttpServer::stop() {
+  core_->stop();
+}
+
+std::size_t HttpServer::connection_count() const noexcept {
+  return core_->connections.size();
+}
+
+}  // namespace forkd::worker

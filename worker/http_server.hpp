@@ -1,0 +1,68 @@
+// HttpServer: a minimal HTTP/1.1 server on a worker's io_context, accepting on every inherited
+// listener (TCP or Unix stream), with keep-alive, pipelining and a graceful drain. It owns its
+// acceptors and connections only; routing belongs to the handler, parsing to http_parser.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "worker/http_parser.hpp"
+#include "worker/worker.hpp"
+
+namespace forkd::worker {
+
+// Answers one request. Call it exactly once, now or later (e.g. from a timer); later calls
+// are ignored. Dropping it unanswered closes the connection.
+using HttpResponder = std::function<void(HttpResponse)>;
+using HttpHandler = std::function<void(const HttpRequest&, HttpResponder)>;
+
+struct HttpServerOptions {
+  HttpLimits limits;
+  // Added to every response, those the server writes itself (400, 413, ...) included.
+  std::vector<HttpHeader> extra_headers;
+  // A connection waiting for (the rest of) a request is closed after this long.
+  std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
+  // While draining, a connection with a partly received request, or a fresh one that has not
+  // sent its first request yet, gets this long to finish it.
+  std::chrono::milliseconds drain_read_timeout = std::chrono::seconds(2);
+  // After a closing response: how long unread client bytes are drained before the close, so
+  // the kernel does not answer them with a reset that destroys the response in flight.
+  std::chrono::milliseconds linger_timeout = std::chrono::seconds(1);
+  // accept() failing for lack of fds or memory is retried after this pause, not in a spin.
+  std::chrono::milliseconds accept_backoff = std::chrono::milliseconds(100);
+};
+
+class HttpServer {
+ public:
+  // Starts accepting on every listener. Takes ownership of the listeners' fds (one server per
+  // listener) and sets them non-blocking: stop() closes them, so this process no longer holds
+  // the socket and a listener the master has dropped refuses connections at once instead of
+  // queueing them behind a draining worker. Throws std::system_error, or std::runtime_error
+  // for a listener that is not a listening stream socket (then no fd has been taken).
+  HttpServer(asio::io_context& io, std::span<const Listener> listeners, HttpHandler handler,
+             HttpServerOptions options = {});
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+  HttpServer(HttpServer&&) = delete;
+  HttpServer& operator=(HttpServer&&) = delete;
+  // Closes acceptors and every connection at once (no drain).
+  ~HttpServer();
+
+  // Graceful drain: closes the acceptors, closes idle connections now, lets requests in flight
+  // finish (answered with Connection: close) and then closes their connections. Once drained
+  // the server holds no pending operation, so the loop can run out of work.
+  void stop();
+
+  [[nodiscard]] std::size_t connection_count() const noexcept;
+
+  struct Core;
+
+ private:
+  std::shared_ptr<Core> core_;
+};
+
+}  // namespace forkd::worker
