@@ -200,8 +200,8 @@ TEST(ReloadTest, BurstOfFiftySighupsEndsInOneConsistentState) {
   EXPECT_LT(c.forkd.count_log("rolling restart of", from), 50U);
   for (pid_t child : c.forkd.children()) EXPECT_FALSE(is_zombie(child));
   ASSERT_TRUE(wait_until([&] { return c.forkd.children().size() == 3; }, 20s));
-  // One worker more than before: its IPC socket and two output pipes, nothing else.
-  EXPECT_EQ(open_fds(c.forkd.pid()).size(), fds_before + 3) << ::testing::PrintToString(open_fds(c.forkd.pid()));
+  // One worker more than before: its IPC socket, its NOTIFY_SOCKET and two output pipes.
+  EXPECT_EQ(open_fds(c.forkd.pid()).size(), fds_before + 4) << ::testing::PrintToString(open_fds(c.forkd.pid()));
 }
 
 TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
