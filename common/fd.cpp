@@ -47,7 +47,9 @@ std::error_code set_cloexec(int fd, bool on) noexcept {
   return {};
 }
 
-std::error_code last_error() noexcept { return {errno, std::system_category()}; }
+std::error_code last_error() noexcept {
+  return {errno, std::system_category()};
+}
 
 std::system_error system_error_from_errno(const std::string& what) {
   return {last_error(), what};

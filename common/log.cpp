@@ -24,11 +24,16 @@ namespace {
 int journal_priority(spdlog::level::level_enum level) {
   switch (level) {
     case spdlog::level::trace:
-    case spdlog::level::debug: return 7;
-    case spdlog::level::info: return 6;
-    case spdlog::level::warn: return 4;
-    case spdlog::level::err: return 3;
-    default: return 2;
+    case spdlog::level::debug:
+      return 7;
+    case spdlog::level::info:
+      return 6;
+    case spdlog::level::warn:
+      return 4;
+    case spdlog::level::err:
+      return 3;
+    default:
+      return 2;
   }
 }
 
@@ -144,11 +149,16 @@ spdlog::level::level_enum& current_level() {
 
 spdlog::level::level_enum to_spdlog(LogLevel level) noexcept {
   switch (level) {
-    case LogLevel::trace: return spdlog::level::trace;
-    case LogLevel::debug: return spdlog::level::debug;
-    case LogLevel::info: return spdlog::level::info;
-    case LogLevel::warn: return spdlog::level::warn;
-    case LogLevel::error: return spdlog::level::err;
+    case LogLevel::trace:
+      return spdlog::level::trace;
+    case LogLevel::debug:
+      return spdlog::level::debug;
+    case LogLevel::info:
+      return spdlog::level::info;
+    case LogLevel::warn:
+      return spdlog::level::warn;
+    case LogLevel::error:
+      return spdlog::level::err;
   }
   return spdlog::level::info;
 }
@@ -156,10 +166,13 @@ spdlog::level::level_enum to_spdlog(LogLevel level) noexcept {
 void configure(const LogConfig& config) {
   shared_sink()->configure(config);
   current_level() = to_spdlog(config.level);
-  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) { l->set_level(current_level()); });
+  spdlog::apply_all(
+      [](const std::shared_ptr<spdlog::logger>& l) { l->set_level(current_level()); });
 }
 
-bool reopen() { return shared_sink()->reopen_file(); }
+bool reopen() {
+  return shared_sink()->reopen_file();
+}
 
 std::shared_ptr<spdlog::logger> get(const std::string& component) {
   if (auto existing = spdlog::get(component)) return existing;

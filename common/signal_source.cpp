@@ -2,8 +2,8 @@
 
 #include <sys/signalfd.h>
 
-#include <asio/read.hpp>
 #include <array>
+#include <asio/read.hpp>
 #include <cerrno>
 
 namespace forkd::common {

@@ -3,11 +3,11 @@
 // in the loop, so the code it triggers needs no async-signal-safety.
 #pragma once
 
+#include <signal.h>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <functional>
 #include <initializer_list>
-#include <signal.h>
 
 #include "common/fd.hpp"
 

@@ -12,7 +12,9 @@ RestartDecision Backoff::on_unexpected_exit(Duration uptime) {
   return record_crash();
 }
 
-RestartDecision Backoff::on_failed_start() { return record_crash(); }
+RestartDecision Backoff::on_failed_start() {
+  return record_crash();
+}
 
 RestartDecision Backoff::record_crash() {
   ++failures_;

@@ -11,9 +11,11 @@ CliOutcome parse_command_line(const std::vector<std::string>& args) {
   std::string config;
   std::string level;
   bool version = false;
-  app.add_option("-c,--config", config, std::string("configuration file (default ") + kDefaultConfigPath +
-                                            "; the embedded default when that does not exist)");
-  app.add_flag("-t,--check-config", options.check_config, "validate the configuration, print ok or the errors");
+  app.add_option("-c,--config", config,
+                 std::string("configuration file (default ") + kDefaultConfigPath +
+                     "; the embedded default when that does not exist)");
+  app.add_flag("-t,--check-config", options.check_config,
+               "validate the configuration, print ok or the errors");
   app.add_flag("--print-config", options.print_config, "print the effective configuration as YAML");
   app.add_option("--log-level", level, "override log.level")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

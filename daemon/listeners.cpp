@@ -40,7 +40,8 @@ SockAddr make_sockaddr(const ListenConfig& config) {
       auto* sin = reinterpret_cast<sockaddr_in*>(&out.storage);
       sin->sin_family = AF_INET;
       sin->sin_port = htons(config.port);
-      if (::inet_pton(AF_INET, config.host.c_str(), &sin->sin_addr) != 1) fail(config, "bad address", EINVAL);
+      if (::inet_pton(AF_INET, config.host.c_str(), &sin->sin_addr) != 1)
+        fail(config, "bad address", EINVAL);
       out.length = sizeof(sockaddr_in);
       break;
     }
@@ -48,14 +49,16 @@ SockAddr make_sockaddr(const ListenConfig& config) {
       auto* sin6 = reinterpret_cast<sockaddr_in6*>(&out.storage);
       sin6->sin6_family = AF_INET6;
       sin6->sin6_port = htons(config.port);
-      if (::inet_pton(AF_INET6, config.host.c_str(), &sin6->sin6_addr) != 1) fail(config, "bad address", EINVAL);
+      if (::inet_pton(AF_INET6, config.host.c_str(), &sin6->sin6_addr) != 1)
+        fail(config, "bad address", EINVAL);
       out.length = sizeof(sockaddr_in6);
       break;
     }
     case AddressKind::unix_path: {
       auto* sun = reinterpret_cast<sockaddr_un*>(&out.storage);
       sun->sun_family = AF_UNIX;
-      if (config.path.size() >= sizeof(sun->sun_path)) fail(config, "path too long for", ENAMETOOLONG);
+      if (config.path.size() >= sizeof(sun->sun_path))
+        fail(config, "path too long for", ENAMETOOLONG);
       std::memcpy(sun->sun_path, config.path.c_str(), config.path.size() + 1);
       out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + config.path.size() + 1);
       break;
@@ -66,28 +69,34 @@ SockAddr make_sockaddr(const ListenConfig& config) {
 
 // A unix socket file left by a dead process answers no connect(): only then is it replaced.
 void clear_stale_unix_socket(const ListenConfig& config) {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(config.path.c_str(), &st) != 0) {
     if (errno == ENOENT) return;
     fail(config, "cannot stat", errno);
   }
   if (!S_ISSOCK(st.st_mode)) {
-    throw ListenError("cannot listen on " + config.address + ": the path exists and is not a socket");
+    throw ListenError("cannot listen on " + config.address +
+                      ": the path exists and is not a socket");
   }
   UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   const SockAddr addr = make_sockaddr(config);
-  if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length) == 0) {
+  if (probe &&
+      ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length) == 0) {
     fail(config, "cannot listen on", EADDRINUSE);
   }
   if (errno != ECONNREFUSED) fail(config, "cannot probe existing socket", errno);
-  if (::unlink(config.path.c_str()) != 0 && errno != ENOENT) fail(config, "cannot remove stale socket", errno);
+  if (::unlink(config.path.c_str()) != 0 && errno != ENOENT)
+    fail(config, "cannot remove stale socket", errno);
 }
 
 int family_of(const ListenConfig& config) {
   switch (config.kind) {
-    case AddressKind::tcp4: return AF_INET;
-    case AddressKind::tcp6: return AF_INET6;
-    case AddressKind::unix_path: return AF_UNIX;
+    case AddressKind::tcp4:
+      return AF_INET;
+    case AddressKind::tcp6:
+      return AF_INET6;
+    case AddressKind::unix_path:
+      return AF_UNIX;
   }
   return AF_UNSPEC;
 }
@@ -95,7 +104,8 @@ int family_of(const ListenConfig& config) {
 bool same_address(int fd, const ListenConfig& config) {
   SockAddr bound;
   bound.length = sizeof(bound.storage);
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound.storage), &bound.length) != 0) return false;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound.storage), &bound.length) != 0)
+    return false;
   if (bound.storage.ss_family != family_of(config)) return false;
   SockAddr wanted;
   try {
@@ -180,7 +190,8 @@ std::string describe_socket(int fd) {
     }
     case AF_UNIX:
       return std::string("unix:") + reinterpret_cast<const sockaddr_un*>(&bound.storage)->sun_path;
-    default: return "fd " + std::to_string(fd);
+    default:
+      return "fd " + std::to_string(fd);
   }
 }
 
@@ -190,10 +201,13 @@ UniqueFd open_listener(const ListenConfig& config, bool reuseport) {
   if (!fd) fail(config, "cannot create socket for", errno);
   const int one = 1;
   if (config.kind != AddressKind::unix_path) {
-    if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) fail(config, "SO_REUSEADDR on", errno);
-    if (reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) fail(config, "SO_REUSEPORT on", errno);
+    if (::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+      fail(config, "SO_REUSEADDR on", errno);
+    if (reuseport && ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+      fail(config, "SO_REUSEPORT on", errno);
     // [::] must not swallow 0.0.0.0 on the same port: each family binds on its own (nginx too).
-    if (config.kind == AddressKind::tcp6 && ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+    if (config.kind == AddressKind::tcp6 &&
+        ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
       fail(config, "IPV6_V6ONLY on", errno);
     }
   } else {
@@ -214,8 +228,8 @@ UniqueFd open_listener(const ListenConfig& config, bool reuseport) {
   return fd;
 }
 
-void ListenerSet::open_all(const std::vector<ListenConfig>& configs, std::vector<PassedSocket> passed,
-                           bool own_files) {
+void ListenerSet::open_all(const std::vector<ListenConfig>& configs,
+                           std::vector<PassedSocket> passed, bool own_files) {
   std::vector<Listener> opened;
   opened.reserve(configs.size());
   for (const auto& config : configs) {
@@ -224,18 +238,25 @@ void ListenerSet::open_all(const std::vector<ListenConfig>& configs, std::vector
     // Match a passed socket by its name first (FileDescriptorName=), then by address.
     auto match = passed.end();
     for (auto it = passed.begin(); it != passed.end(); ++it) {
-      if (it->fd && !it->name.empty() && it->name == config.name && same_address(it->fd.get(), config)) match = it;
+      if (it->fd && !it->name.empty() && it->name == config.name &&
+          same_address(it->fd.get(), config))
+        match = it;
     }
     if (match == passed.end()) {
       for (auto it = passed.begin(); it != passed.end(); ++it) {
-        if (it->fd && same_address(it->fd.get(), config)) { match = it; break; }
+        if (it->fd && same_address(it->fd.get(), config)) {
+          match = it;
+          break;
+        }
       }
     }
     if (match != passed.end()) {
       int type = 0;
       socklen_t len = sizeof(type);
-      if (::getsockopt(match->fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
-        throw ListenError("passed socket " + describe_socket(match->fd.get()) + " for " + config.address + " is not a stream socket");
+      if (::getsockopt(match->fd.get(), SOL_SOCKET, SO_TYPE, &type, &len) != 0 ||
+          type != SOCK_STREAM) {
+        throw ListenError("passed socket " + describe_socket(match->fd.get()) + " for " +
+                          config.address + " is not a stream socket");
       }
       l.adopted = true;
       l.created_file = own_files && config.kind == AddressKind::unix_path;
@@ -256,7 +277,8 @@ void ListenerSet::open_all(const std::vector<ListenConfig>& configs, std::vector
   for (const auto& p : passed) {
     if (p.fd) {
       throw ListenError("passed socket " + describe_socket(p.fd.get()) +
-                        (p.name.empty() ? "" : " (name " + p.name + ")") + " matches no listen entry");
+                        (p.name.empty() ? "" : " (name " + p.name + ")") +
+                        " matches no listen entry");
     }
   }
   listeners_ = std::move(opened);
@@ -321,20 +343,23 @@ bool same_socket_config(const ListenConfig& a, const ListenConfig& b) {
 
 }  // namespace
 
-ListenerSet ListenerSet::rebuild(const std::vector<ListenConfig>& configs, const ListenerSet& current) {
+ListenerSet ListenerSet::rebuild(const std::vector<ListenConfig>& configs,
+                                 const ListenerSet& current) {
   ListenerSet next;
   for (const auto& config : configs) {
     Listener l;
     l.config = config;
-    const auto old = std::find_if(current.listeners_.begin(), current.listeners_.end(),
-                                  [&](const Listener& c) { return same_socket_config(c.config, config); });
+    const auto old =
+        std::find_if(current.listeners_.begin(), current.listeners_.end(),
+                     [&](const Listener& c) { return same_socket_config(c.config, config); });
     if (old != current.listeners_.end()) {
       l.adopted = old->adopted;
       l.created_file = old->created_file;
       if (old->shared) l.shared = duplicate(old->shared, config);
       for (const auto& fd : old->per_worker) l.per_worker.push_back(duplicate(fd, config));
       // A kept socket takes the new backlog and mode in place.
-      const int any = l.shared ? l.shared.get() : (l.per_worker.empty() ? -1 : l.per_worker.front().get());
+      const int any =
+          l.shared ? l.shared.get() : (l.per_worker.empty() ? -1 : l.per_worker.front().get());
       if (any >= 0 && config.backlog != old->config.backlog) {
         for (const auto& fd : l.per_worker) ::listen(fd.get(), config.backlog);
         if (l.shared) ::listen(l.shared.get(), config.backlog);
@@ -355,8 +380,9 @@ ListenerSet ListenerSet::rebuild(const std::vector<ListenConfig>& configs, const
 void ListenerSet::remove_socket_files_not_in(const ListenerSet& successor) const {
   for (const auto& l : listeners_) {
     if (!l.created_file) continue;
-    const bool kept = std::any_of(successor.listeners_.begin(), successor.listeners_.end(),
-                                  [&](const Listener& n) { return same_socket_config(n.config, l.config); });
+    const bool kept =
+        std::any_of(successor.listeners_.begin(), successor.listeners_.end(),
+                    [&](const Listener& n) { return same_socket_config(n.config, l.config); });
     if (!kept) ::unlink(l.config.path.c_str());
   }
 }

@@ -12,11 +12,11 @@
 
 #include "common/config.hpp"
 #include "common/log.hpp"
+#include "common/spawner.hpp"
 #include "daemon/cli.hpp"
 #include "daemon/config_loading.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/master.hpp"
-#include "common/spawner.hpp"
 
 namespace {
 
@@ -26,7 +26,7 @@ constexpr int kExitFailure = 1;
 // -c FILE, else /etc/forkd/forkd.yaml when it exists, else the embedded default.
 std::pair<forkd::common::Config, std::string> load(const forkd::daemon::CliOptions& options) {
   if (options.config) return {forkd::daemon::load_daemon_config(*options.config), *options.config};
-  struct stat st{};
+  struct stat st {};
   if (::stat(forkd::daemon::kDefaultConfigPath, &st) == 0) {
     return {forkd::daemon::load_daemon_config(forkd::daemon::kDefaultConfigPath),
             forkd::daemon::kDefaultConfigPath};
@@ -69,7 +69,8 @@ int run(int argc, char** argv) {
   }
   if (options.log_level) {
     // The command line accepted only valid names.
-    config.log.level = forkd::common::parse_log_level(*options.log_level).value_or(config.log.level);
+    config.log.level =
+        forkd::common::parse_log_level(*options.log_level).value_or(config.log.level);
   }
   if (options.check_config) {
     std::cout << "ok\n";

@@ -8,19 +8,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <spdlog/logger.h>
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <spdlog/logger.h>
 
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
+#include "common/spawner.hpp"
 #include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
-#include "common/spawner.hpp"
 #include "daemon/worker_channel.hpp"
 #include "worker/apps/registry.hpp"
 
@@ -41,10 +41,14 @@ struct SignalMapping {
   MasterEvent event;
 };
 constexpr std::array kSignalTable = {
-    SignalMapping{SIGTERM, MasterEvent::graceful_stop}, SignalMapping{SIGINT, MasterEvent::graceful_stop},
-    SignalMapping{SIGQUIT, MasterEvent::fast_stop},     SignalMapping{SIGHUP, MasterEvent::reload},
-    SignalMapping{SIGUSR1, MasterEvent::reopen_logs},   SignalMapping{SIGUSR2, MasterEvent::upgrade},
-    SignalMapping{SIGTTIN, MasterEvent::scale_up},      SignalMapping{SIGTTOU, MasterEvent::scale_down},
+    SignalMapping{SIGTERM, MasterEvent::graceful_stop},
+    SignalMapping{SIGINT, MasterEvent::graceful_stop},
+    SignalMapping{SIGQUIT, MasterEvent::fast_stop},
+    SignalMapping{SIGHUP, MasterEvent::reload},
+    SignalMapping{SIGUSR1, MasterEvent::reopen_logs},
+    SignalMapping{SIGUSR2, MasterEvent::upgrade},
+    SignalMapping{SIGTTIN, MasterEvent::scale_up},
+    SignalMapping{SIGTTOU, MasterEvent::scale_down},
     SignalMapping{SIGCHLD, MasterEvent::child_exited},
 };
 
@@ -66,7 +70,8 @@ void enter_builtin_app(const void* app) noexcept {
 
 bool inherited_variable_allowed(std::string_view name) {
   constexpr std::array<std::string_view, 7> kOwnPrefixes = {
-      "LISTEN_", "NOTIFY_SOCKET", "WATCHDOG_", "FORKD_", "NODE_CHANNEL_", "JOURNAL_STREAM", "INVOCATION_ID"};
+      "LISTEN_",       "NOTIFY_SOCKET",  "WATCHDOG_",    "FORKD_",
+      "NODE_CHANNEL_", "JOURNAL_STREAM", "INVOCATION_ID"};
   return std::none_of(kOwnPrefixes.begin(), kOwnPrefixes.end(),
                       [&](std::string_view p) { return name.starts_with(p); });
 }
@@ -75,11 +80,16 @@ bool inherited_variable_allowed(std::string_view name) {
 
 const char* to_string(SlotState state) noexcept {
   switch (state) {
-    case SlotState::starting: return "starting";
-    case SlotState::ready: return "ready";
-    case SlotState::stopping: return "stopping";
-    case SlotState::backoff: return "backoff";
-    case SlotState::failed: return "failed";
+    case SlotState::starting:
+      return "starting";
+    case SlotState::ready:
+      return "ready";
+    case SlotState::stopping:
+      return "stopping";
+    case SlotState::backoff:
+      return "backoff";
+    case SlotState::failed:
+      return "failed";
   }
   return "unknown";
 }
@@ -96,9 +106,10 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   target_ = config_.workers == 0 ? usable_cpus() : config_.workers;
   // Orphans of our workers (their own children) are reparented to us and reaped, never left
   // as zombies: the job of tini/dumb-init when forkd is a container's PID 1.
-  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) log_->warn("cannot become a child subreaper: {}", std::strerror(errno));
+  if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+    log_->warn("cannot become a child subreaper: {}", std::strerror(errno));
   // SIGPIPE is ignored (a worker or client going away is an error code, not a death).
-  struct sigaction ign{};
+  struct sigaction ign {};
   ign.sa_handler = SIG_IGN;
   ::sigaction(SIGPIPE, &ign, nullptr);
   signals_ = std::make_unique<common::SignalSource>(
@@ -150,7 +161,8 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   open_control_socket(std::move(control_fd));
   open_metrics(std::move(metrics_fd));
   start_watchdog();
-  if (predecessor_) log_->info("hot upgrade: taking over from the master with pid {}", predecessor_pid_);
+  if (predecessor_)
+    log_->info("hot upgrade: taking over from the master with pid {}", predecessor_pid_);
 }
 
 Master::~Master() = default;
@@ -174,14 +186,29 @@ void Master::on_signal(int signo) {
 
 void Master::handle(MasterEvent event) {
   switch (event) {
-    case MasterEvent::graceful_stop: begin_stop(stopping_); break;
-    case MasterEvent::fast_stop: begin_stop(true); break;
-    case MasterEvent::reload: request_reload({}, false); break;
-    case MasterEvent::upgrade: start_upgrade(); break;
-    case MasterEvent::reopen_logs: reopen_logs(); break;
-    case MasterEvent::scale_up: scale_to(std::min(target_ + 1, kMaxWorkers)); break;
-    case MasterEvent::scale_down: scale_to(target_ > 1 ? target_ - 1 : 1); break;
-    case MasterEvent::child_exited: break;  // tick() reaps
+    case MasterEvent::graceful_stop:
+      begin_stop(stopping_);
+      break;
+    case MasterEvent::fast_stop:
+      begin_stop(true);
+      break;
+    case MasterEvent::reload:
+      request_reload({}, false);
+      break;
+    case MasterEvent::upgrade:
+      start_upgrade();
+      break;
+    case MasterEvent::reopen_logs:
+      reopen_logs();
+      break;
+    case MasterEvent::scale_up:
+      scale_to(std::min(target_ + 1, kMaxWorkers));
+      break;
+    case MasterEvent::scale_down:
+      scale_to(target_ > 1 ? target_ - 1 : 1);
+      break;
+    case MasterEvent::child_exited:
+      break;  // tick() reaps
   }
   tick();
 }
@@ -226,7 +253,8 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
   }
   auto it = processes_.find(pid);
   if (it == processes_.end()) {
-    log_->debug("reaped process {} ({}), not a worker", pid, ExitStatus::from_wait_status(wait_status).describe());
+    log_->debug("reaped process {} ({}), not a worker", pid,
+                ExitStatus::from_wait_status(wait_status).describe());
     return;
   }
   WorkerProcess process = std::move(it->second);
@@ -238,16 +266,21 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
   const auto now = Clock::now();
   const auto uptime = now - process.started_at;
   const ExitStatus status = ExitStatus::from_wait_status(wait_status);
-  auto slot_it = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.id == process.slot; });
+  auto slot_it = std::find_if(slots_.begin(), slots_.end(),
+                              [&](const Slot& s) { return s.id == process.slot; });
   if (slot_it == slots_.end()) {
-    log_->info("worker {} (pid {}) {} after {}", process.slot, pid, status.describe(), format_duration(uptime));
+    log_->info("worker {} (pid {}) {} after {}", process.slot, pid, status.describe(),
+               format_duration(uptime));
     return;
   }
   Slot& slot = *slot_it;
   slot.last_exit = ExitRecord{status, std::chrono::system_clock::now()};
-  nlohmann::json event = {{"event", "worker_exited"}, {"worker", slot.id}, {"pid", pid},
-                          {"generation", process.generation},
-                          {"uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(uptime).count()}};
+  nlohmann::json event = {
+      {"event", "worker_exited"},
+      {"worker", slot.id},
+      {"pid", pid},
+      {"generation", process.generation},
+      {"uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(uptime).count()}};
   if (status.code) event["code"] = *status.code;
   if (status.signal) event["signal"] = *status.signal;
   publish(std::move(event));
@@ -259,15 +292,16 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
                         process.stop_reason == StopReason::scale_down ||
                         process.stop_reason == StopReason::restart;
   if (expected) {
-    log_->info("worker {} (pid {}) stopped: {} after {}", slot.id, pid, status.describe(), format_duration(uptime));
+    log_->info("worker {} (pid {}) stopped: {} after {}", slot.id, pid, status.describe(),
+               format_duration(uptime));
     return;
   }
   if (was_incoming) {
     // A replacement that never became ready: its predecessor keeps serving.
-    const std::string why = "replacement for worker " + std::to_string(slot.id) + " (pid " +
-                            std::to_string(pid) + ") " +
-                            (process.spawn_error.empty() ? status.describe() : process.spawn_error) +
-                            " before it was ready";
+    const std::string why =
+        "replacement for worker " + std::to_string(slot.id) + " (pid " + std::to_string(pid) +
+        ") " + (process.spawn_error.empty() ? status.describe() : process.spawn_error) +
+        " before it was ready";
     log_->error("{}", why);
     if (rollout_) fail_rollout(why);
     if (slot.current) return;
@@ -280,24 +314,27 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
                                  ? "timeout"
                                  : (status.signal ? "signal" : "exit");
   ++slot.restarts_by_reason[reason];
-  const bool failed_start = !process.spawn_error.empty() ||
-                            process.stop_reason == StopReason::ready_timeout;
-  RestartDecision decision = failed_start ? slot.backoff.on_failed_start()
-                                          : slot.backoff.on_unexpected_exit(
-                                                std::chrono::duration_cast<common::Duration>(uptime));
+  const bool failed_start =
+      !process.spawn_error.empty() || process.stop_reason == StopReason::ready_timeout;
+  RestartDecision decision =
+      failed_start
+          ? slot.backoff.on_failed_start()
+          : slot.backoff.on_unexpected_exit(std::chrono::duration_cast<common::Duration>(uptime));
   if (process.stop_reason == StopReason::heartbeat) {
     log_->error("worker {} (pid {}) {} after missing heartbeats", slot.id, pid, status.describe());
   } else if (!process.spawn_error.empty()) {
     log_->error("worker {} (pid {}) could not start: {}", slot.id, pid, process.spawn_error);
   } else {
-    log_->warn("worker {} (pid {}) {} after {}", slot.id, pid, status.describe(), format_duration(uptime));
+    log_->warn("worker {} (pid {}) {} after {}", slot.id, pid, status.describe(),
+               format_duration(uptime));
   }
   if (decision.kind == RestartDecision::Kind::give_up) {
     slot.failed = true;
     log_->error("worker {} failed {} times in a row (restart.max_failures); slot marked failed",
                 slot.id, decision.failures);
     publish({{"event", "worker_failed"}, {"worker", slot.id}, {"failures", decision.failures}});
-    const bool all_failed = std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.failed; });
+    const bool all_failed =
+        std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.failed; });
     if (all_failed && config_.restart.exit_on_failed) {
       log_->error("every worker slot has failed; exiting (restart.exit_on_failed)");
       exit_code_ = 1;
@@ -308,8 +345,8 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
   ++slot.restarts;
   slot.respawn_at = now + decision.delay;
   if (decision.delay.count() > 0) {
-    log_->info("respawning worker {} in {} (crash {} in a row)", slot.id, format_duration(decision.delay),
-               decision.failures);
+    log_->info("respawning worker {} in {} (crash {} in a row)", slot.id,
+               format_duration(decision.delay), decision.failures);
   } else {
     log_->info("respawning worker {}", slot.id);
   }
@@ -318,8 +355,10 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
 void Master::enforce_deadlines(TimePoint now) {
   if (upgrade_ && !upgrade_->handed_over && now >= upgrade_->deadline) {
     if (!upgrade_->stop_sent) {
-      log_->error("hot upgrade: new master (pid {}) not ready in time; stopping it, this master keeps serving",
-                  upgrade_->pid);
+      log_->error(
+          "hot upgrade: new master (pid {}) not ready in time; stopping it, this master keeps "
+          "serving",
+          upgrade_->pid);
       ::kill(upgrade_->pid, SIGQUIT);
       upgrade_->stop_sent = true;
       upgrade_->deadline = now + std::chrono::seconds(5);
@@ -352,7 +391,8 @@ void Master::kill_process(WorkerProcess& process, const char* why) {
 
 void Master::maintain_worker_count(TimePoint now) {
   if (stopping_) return;
-  while (slots_.size() < target_) slots_.emplace_back(static_cast<unsigned>(slots_.size()), config_.restart);
+  while (slots_.size() < target_)
+    slots_.emplace_back(static_cast<unsigned>(slots_.size()), config_.restart);
   // Slots past the target drain away; a slot is dropped once its last process is gone.
   for (auto& slot : slots_) {
     if (slot.id < target_) continue;
@@ -378,7 +418,9 @@ void Master::maintain_worker_count(TimePoint now) {
   }
 }
 
-bool Master::exec_mode() const noexcept { return config_.worker.app.empty(); }
+bool Master::exec_mode() const noexcept {
+  return config_.worker.app.empty();
+}
 
 std::map<std::string, std::string> Master::worker_environment(const Slot& slot) const {
   std::map<std::string, std::string> env;
@@ -504,9 +546,15 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   const std::array<common::OutputMode, 2> modes = {wc.stdout_mode, wc.stderr_mode};
   for (std::size_t i = 0; i < 2; ++i) {
     switch (modes[i]) {
-      case common::OutputMode::log: spec.fds.push_back(output_pipes[i].second.get()); break;
-      case common::OutputMode::null: spec.fds.push_back(devnull_.get()); break;
-      case common::OutputMode::inherit: spec.fds.push_back(-1); break;
+      case common::OutputMode::log:
+        spec.fds.push_back(output_pipes[i].second.get());
+        break;
+      case common::OutputMode::null:
+        spec.fds.push_back(devnull_.get());
+        break;
+      case common::OutputMode::inherit:
+        spec.fds.push_back(-1);
+        break;
     }
   }
   for (int fd : listeners_.fds_for(slot.id)) spec.fds.push_back(fd);
@@ -516,7 +564,9 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   try {
     notify = NotifyReceiver::open(
         io_, "forkd-" + std::to_string(::getpid()) + "-" + std::to_string(next_serial_),
-        [this](pid_t worker, const NotifyReceiver::Fields& fields) { on_worker_notify(worker, fields); },
+        [this](pid_t worker, const NotifyReceiver::Fields& fields) {
+          on_worker_notify(worker, fields);
+        },
         [this, id = slot.id](pid_t sender) {
           log_->warn("worker {}: notify message from pid {} ignored: not this worker", id, sender);
         });
@@ -585,7 +635,10 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   if (!it->second.spawn_error.empty()) return;  // it exits 127 at once; the reaper reports it
   log_->info("worker {} started (pid {}, generation {}){}", slot.id, pid, generation_,
              as_replacement ? " to replace the running one" : "");
-  publish({{"event", "worker_started"}, {"worker", slot.id}, {"pid", pid}, {"generation", generation_}});
+  publish({{"event", "worker_started"},
+           {"worker", slot.id},
+           {"pid", pid},
+           {"generation", generation_}});
   if (readiness_is_started()) mark_ready(it->second);
 }
 
@@ -594,7 +647,8 @@ void Master::on_worker_message(pid_t pid, nlohmann::json message) {
   if (process == nullptr) return;
   ++ipc_from_worker_;
   const bool plain_ready = message.is_string() && message.get_ref<const std::string&>() == "ready";
-  const bool envelope = message.is_object() && message.contains("forkd") && message["forkd"].is_string();
+  const bool envelope =
+      message.is_object() && message.contains("forkd") && message["forkd"].is_string();
   if (plain_ready || (envelope && message["forkd"] == "ready")) {
     mark_ready(*process);
     tick();
@@ -609,7 +663,10 @@ void Master::on_worker_message(pid_t pid, nlohmann::json message) {
       reply_waiters_.erase(waiter);
       respond({{"ok", true}, {"worker", process->slot}, {"pid", pid}, {"reply", message}});
     }
-    publish({{"event", "message"}, {"worker", process->slot}, {"pid", pid}, {"data", std::move(message)}});
+    publish({{"event", "message"},
+             {"worker", process->slot},
+             {"pid", pid},
+             {"data", std::move(message)}});
     return;
   }
   const auto& kind = message["forkd"].get_ref<const std::string&>();
@@ -618,10 +675,11 @@ void Master::on_worker_message(pid_t pid, nlohmann::json message) {
   } else if (kind == "send") {
     const auto& to = message.contains("to") ? message["to"] : nlohmann::json();
     Slot* target = to.is_number_unsigned() ? find_slot(to.get<unsigned>()) : nullptr;
-    WorkerProcess* peer = target != nullptr && target->current ? find_process(*target->current) : nullptr;
+    WorkerProcess* peer =
+        target != nullptr && target->current ? find_process(*target->current) : nullptr;
     if (peer == nullptr) {
-      log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running", process->slot, pid,
-                 to.dump());
+      log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running",
+                 process->slot, pid, to.dump());
       return;
     }
     (void)deliver(*peer, message.contains("data") ? message["data"] : nlohmann::json());
@@ -637,7 +695,8 @@ void Master::on_worker_message(pid_t pid, nlohmann::json message) {
   }
 }
 
-void Master::on_worker_notify(pid_t pid, const std::vector<std::pair<std::string, std::string>>& fields) {
+void Master::on_worker_notify(pid_t pid,
+                              const std::vector<std::pair<std::string, std::string>>& fields) {
   WorkerProcess* process = find_process(pid);
   if (process == nullptr) return;
   bool became_ready = false;
@@ -690,7 +749,9 @@ void Master::mark_ready(WorkerProcess& process) {
   process.last_heartbeat = Clock::now();
   log_->info("worker {} ready (pid {}) in {}", process.slot, process.pid,
              format_duration(Clock::now() - process.started_at));
-  publish({{"event", "worker_ready"}, {"worker", process.slot}, {"pid", process.pid},
+  publish({{"event", "worker_ready"},
+           {"worker", process.slot},
+           {"pid", process.pid},
            {"generation", process.generation}});
 }
 
@@ -703,7 +764,8 @@ bool Master::replacement_proven(const WorkerProcess& process, TimePoint now) con
 
 bool Master::readiness_is_started() const noexcept {
   const auto mode = config_.worker.ready;
-  return mode == common::ReadyMode::started || (mode == common::ReadyMode::automatic && exec_mode());
+  return mode == common::ReadyMode::started ||
+         (mode == common::ReadyMode::automatic && exec_mode());
 }
 
 void Master::promote_replacements(TimePoint now) {
@@ -731,7 +793,8 @@ void Master::announce_readiness() {
   unsigned ready = 0;
   for (const auto& slot : slots_) {
     if (slot.id >= target_ || !slot.current) continue;
-    if (const auto* p = find_process(*slot.current); p != nullptr && p->state == SlotState::ready) ++ready;
+    if (const auto* p = find_process(*slot.current); p != nullptr && p->state == SlotState::ready)
+      ++ready;
   }
   if (ready < target_) return;
   all_ready_announced_ = true;
@@ -749,14 +812,16 @@ void Master::announce_readiness() {
 void Master::stop_process(WorkerProcess& process, StopReason reason, common::Duration grace) {
   const auto deadline = Clock::now() + grace;
   if (process.state == SlotState::stopping) {
-    if (process.stop_deadline && deadline < *process.stop_deadline) process.stop_deadline = deadline;
+    if (process.stop_deadline && deadline < *process.stop_deadline)
+      process.stop_deadline = deadline;
     return;
   }
   process.state = SlotState::stopping;
   process.stop_reason = reason;
   process.stop_deadline = deadline;
   if (::kill(process.pid, SIGTERM) != 0) {
-    log_->warn("worker {} (pid {}): SIGTERM failed: {}", process.slot, process.pid, std::strerror(errno));
+    log_->warn("worker {} (pid {}): SIGTERM failed: {}", process.slot, process.pid,
+               std::strerror(errno));
   }
 }
 
@@ -766,8 +831,8 @@ void Master::begin_stop(bool fast) {
   stopping_ = true;
   fast_stop_ = fast;
   const common::Duration grace = fast ? kFastStopGrace : config_.worker.shutdown_timeout;
-  log_->info("{} stop{}: {} workers to stop", fast ? "fast" : "graceful", already ? " (escalated)" : "",
-             processes_.size());
+  log_->info("{} stop{}: {} workers to stop", fast ? "fast" : "graceful",
+             already ? " (escalated)" : "", processes_.size());
   publish({{"event", "stopping"}, {"fast", fast}});
   notify_service_manager("STOPPING=1\nSTATUS=stopping");
   for (auto& [pid, process] : processes_) {
@@ -866,7 +931,8 @@ void Master::finish() {
   for (auto& w : reply_waiters_) w.respond({{"ok", false}, {"error", "forkd is stopping"}});
   reply_waiters_.clear();
   if (rollout_) fail_rollout("forkd is stopping");
-  for (auto& respond : queued_reload_replies_) respond({{"ok", false}, {"error", "forkd is stopping"}});
+  for (auto& respond : queued_reload_replies_)
+    respond({{"ok", false}, {"error", "forkd is stopping"}});
   queued_reload_replies_.clear();
   // After a hand-over the sockets and their files belong to the new master.
   const bool handed_over = upgrade_ && upgrade_->handed_over;

@@ -5,15 +5,15 @@
 
 #include <sys/types.h>
 
-#include <asio/io_context.hpp>
 #include <array>
+#include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
 #include <chrono>
 #include <functional>
 #include <map>
-#include <nlohmann/json_fwd.hpp>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,7 +59,17 @@ enum class SlotState { starting, ready, stopping, backoff, failed };
 [[nodiscard]] const char* to_string(SlotState state) noexcept;
 
 // Why a worker was (or is being) replaced; also the metrics' restart reasons.
-enum class StopReason { none, shutdown, scale_down, restart, ready_timeout, heartbeat, memory, lifetime, stuck_ipc };
+enum class StopReason {
+  none,
+  shutdown,
+  scale_down,
+  restart,
+  ready_timeout,
+  heartbeat,
+  memory,
+  lifetime,
+  stuck_ipc
+};
 
 struct WorkerProcess {
   pid_t pid = -1;
@@ -73,7 +83,7 @@ struct WorkerProcess {
   TimePoint last_heartbeat;
   std::optional<TimePoint> stop_deadline;
   std::optional<TimePoint> recycle_at;  // max_lifetime (with jitter)
-  bool killed = false;  // SIGKILL sent
+  bool killed = false;                  // SIGKILL sent
   StopReason stop_reason = StopReason::none;
   std::string spawn_error;  // set when the child could not exec/enter its app
   std::shared_ptr<WorkerChannel> channel;
@@ -195,7 +205,8 @@ class Master {
 
   // Replacement and rollouts (master_rollout.cpp).
   bool replace_slot(Slot& slot, StopReason reason, TimePoint now);
-  void start_rollout(std::vector<unsigned> slots, std::function<void(bool, const std::string&)> done);
+  void start_rollout(std::vector<unsigned> slots,
+                     std::function<void(bool, const std::string&)> done);
   void advance_rollout(TimePoint now);
   void fail_rollout(const std::string& why);
   void recycle_overgrown(TimePoint now);
@@ -211,7 +222,8 @@ class Master {
   void hand_over();
   void on_upgrade_exit(int wait_status);
   void tell_predecessor_ready();
-  void on_control_request(const nlohmann::json& request, const PeerCredentials& peer, Respond respond);
+  void on_control_request(const nlohmann::json& request, const PeerCredentials& peer,
+                          Respond respond);
   void cmd_status(const nlohmann::json& request, Respond& respond);
   void cmd_restart(const nlohmann::json& request, Respond& respond);
   void cmd_scale(const nlohmann::json& request, Respond& respond);

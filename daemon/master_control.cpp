@@ -4,12 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <spdlog/logger.h>
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <ctime>
 #include <nlohmann/json.hpp>
-#include <spdlog/logger.h>
 
 #include "common/control_paths.hpp"
 #include "common/log.hpp"
@@ -28,7 +28,9 @@ struct CommandSpec {
   void (Master::*run)(const json&, Respond&);
 };
 
-json error_reply(const std::string& why) { return {{"ok", false}, {"error", why}}; }
+json error_reply(const std::string& why) {
+  return {{"ok", false}, {"error", why}};
+}
 
 std::string iso_time(std::chrono::system_clock::time_point tp) {
   const auto since = tp.time_since_epoch();
@@ -58,7 +60,8 @@ json exit_json(const std::optional<ExitRecord>& record) {
 
 void Master::open_control_socket(common::UniqueFd adopted) {
   ControlServerOptions options;
-  options.path = config_.control.socket.empty() ? common::default_control_socket() : config_.control.socket;
+  options.path =
+      config_.control.socket.empty() ? common::default_control_socket() : config_.control.socket;
   options.mode = config_.control.mode;
   options.group = config_.control.group;
   options.max_message = config_.ipc.max_message;
@@ -67,7 +70,8 @@ void Master::open_control_socket(common::UniqueFd adopted) {
     on_control_request(request, peer, std::move(respond));
   };
   if (adopted) {
-    control_ = std::make_unique<ControlServer>(io_, std::move(options), std::move(handler), std::move(adopted));
+    control_ = std::make_unique<ControlServer>(io_, std::move(options), std::move(handler),
+                                               std::move(adopted));
     return;
   }
   common::prepare_control_socket_dir(options.path);
@@ -81,8 +85,8 @@ void Master::open_metrics(common::UniqueFd adopted) {
   if (adopted) {
     metrics_ = std::make_unique<MetricsServer>(io_, std::move(adopted), snapshot, healthy);
   } else {
-    metrics_ = std::make_unique<MetricsServer>(io_, common::parse_listen_address(config_.metrics.listen),
-                                               snapshot, healthy);
+    metrics_ = std::make_unique<MetricsServer>(
+        io_, common::parse_listen_address(config_.metrics.listen), snapshot, healthy);
   }
   log_->info("metrics on http://{}/metrics", metrics_->bound_address());
 }
@@ -102,7 +106,8 @@ MetricsSnapshot Master::metrics_snapshot() const {
     if (!slot.current && !slot.incoming && slot.id < target_) {
       ++m.workers_by_state[to_string(slot.failed ? SlotState::failed : SlotState::backoff)];
     }
-    for (const auto& [reason, count] : slot.restarts_by_reason) m.restarts.push_back({slot.id, reason, count});
+    for (const auto& [reason, count] : slot.restarts_by_reason)
+      m.restarts.push_back({slot.id, reason, count});
   }
   m.reloads_ok = reloads_ok_;
   m.reloads_failed = reloads_failed_;
@@ -169,7 +174,9 @@ void Master::cmd_stop(const json& request, Respond& respond) {
 
 void Master::cmd_scale(const json& request, Respond& respond) {
   const json& value = request.contains("value") ? request["value"] : json();
-  std::string text = value.is_string() ? value.get<std::string>() : value.is_number_integer() ? value.dump() : "";
+  std::string text = value.is_string()           ? value.get<std::string>()
+                     : value.is_number_integer() ? value.dump()
+                                                 : "";
   if (text.empty()) {
     respond(error_reply("scale needs a value: N, +N or -N"));
     return;
@@ -195,7 +202,8 @@ void Master::cmd_scale(const json& request, Respond& respond) {
   scale_to(static_cast<unsigned>(wanted));
   respond({{"ok", true},
            {"workers", target_},
-           {"message", "scaling from " + std::to_string(from) + " to " + std::to_string(target_) + " workers"}});
+           {"message", "scaling from " + std::to_string(from) + " to " + std::to_string(target_) +
+                           " workers"}});
 }
 
 void Master::cmd_restart(const json& request, Respond& respond) {
@@ -208,7 +216,8 @@ void Master::cmd_restart(const json& request, Respond& respond) {
   } else if (which.is_number_unsigned() && which.get<unsigned>() < target_) {
     ids.push_back(which.get<unsigned>());
   } else {
-    respond(error_reply("restart: no worker " + which.dump() + " (0.." + std::to_string(target_ - 1) + " or \"all\")"));
+    respond(error_reply("restart: no worker " + which.dump() + " (0.." +
+                        std::to_string(target_ - 1) + " or \"all\")"));
     return;
   }
   if (stopping_) {
@@ -219,18 +228,21 @@ void Master::cmd_restart(const json& request, Respond& respond) {
     respond(error_reply("a rolling restart is already in progress"));
     return;
   }
-  const std::string what = ids.size() == 1 && !which.is_string() ? "worker " + std::to_string(ids.front())
-                                                                  : "all workers";
-  start_rollout(std::move(ids), [this, what, respond = std::move(respond)](bool ok, const std::string& error) {
-    respond(ok ? json{{"ok", true}, {"message", what + " restarted"}}
-               : error_reply("restart of " + what + " failed: " + error));
-  });
+  const std::string what = ids.size() == 1 && !which.is_string()
+                               ? "worker " + std::to_string(ids.front())
+                               : "all workers";
+  start_rollout(std::move(ids),
+                [this, what, respond = std::move(respond)](bool ok, const std::string& error) {
+                  respond(ok ? json{{"ok", true}, {"message", what + " restarted"}}
+                             : error_reply("restart of " + what + " failed: " + error));
+                });
 }
 
 void Master::cmd_send(const json& request, Respond& respond) {
   const json& id = request.contains("worker") ? request["worker"] : json();
   Slot* slot = id.is_number_unsigned() ? find_slot(id.get<unsigned>()) : nullptr;
-  WorkerProcess* process = slot != nullptr && slot->current ? find_process(*slot->current) : nullptr;
+  WorkerProcess* process =
+      slot != nullptr && slot->current ? find_process(*slot->current) : nullptr;
   if (process == nullptr) {
     respond(error_reply("send: no running worker " + id.dump()));
     return;
@@ -248,7 +260,8 @@ void Master::cmd_send(const json& request, Respond& respond) {
     respond({{"ok", true}, {"worker", process->slot}, {"pid", process->pid}});
     return;
   }
-  reply_waiters_.push_back({process->pid, Clock::now() + std::chrono::milliseconds(wait_ms), std::move(respond)});
+  reply_waiters_.push_back(
+      {process->pid, Clock::now() + std::chrono::milliseconds(wait_ms), std::move(respond)});
 }
 
 void Master::cmd_broadcast(const json& request, Respond& respond) {
@@ -259,7 +272,8 @@ void Master::cmd_broadcast(const json& request, Respond& respond) {
   unsigned delivered = 0;
   for (auto& slot : slots_) {
     if (!slot.current) continue;
-    if (auto* p = find_process(*slot.current); p != nullptr && deliver(*p, request["data"])) ++delivered;
+    if (auto* p = find_process(*slot.current); p != nullptr && deliver(*p, request["data"]))
+      ++delivered;
   }
   respond({{"ok", true}, {"delivered", delivered}});
 }
@@ -274,8 +288,9 @@ void Master::expire_reply_waiters(TimePoint now) {
   });
   for (auto& w : expired) {
     const bool gone = processes_.find(w.pid) == processes_.end();
-    w.respond(error_reply(gone ? "worker (pid " + std::to_string(w.pid) + ") exited before it replied"
-                               : "no reply from worker (pid " + std::to_string(w.pid) + ") in time"));
+    w.respond(
+        error_reply(gone ? "worker (pid " + std::to_string(w.pid) + ") exited before it replied"
+                         : "no reply from worker (pid " + std::to_string(w.pid) + ") in time"));
   }
 }
 
@@ -309,7 +324,8 @@ json Master::status_json() const {
       entry(slot, &p, p.state);
       listed = true;
     }
-    if (!listed && slot.id < target_) entry(slot, nullptr, slot.failed ? SlotState::failed : SlotState::backoff);
+    if (!listed && slot.id < target_)
+      entry(slot, nullptr, slot.failed ? SlotState::failed : SlotState::backoff);
   }
   json last_reload = nullptr;
   if (last_reload_) {

@@ -3,8 +3,8 @@
 // ones are bound first — and every worker is replaced by a rolling restart. If the new
 // generation cannot get ready, the old configuration and listeners come back and the old
 // workers serve on. Reloads that arrive meanwhile are coalesced into one that follows.
-#include <nlohmann/json.hpp>
 #include <spdlog/logger.h>
+#include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
@@ -54,14 +54,17 @@ void Master::request_reload(Respond respond, bool dry_run) {
 
 void Master::dry_run_reload(const Respond& respond) {
   if (config_path_.empty()) {
-    respond({{"ok", false}, {"error", "no configuration file to reload: forkd runs on its embedded default"}});
+    respond({{"ok", false},
+             {"error", "no configuration file to reload: forkd runs on its embedded default"}});
     return;
   }
   try {
     const common::Config next = load_daemon_config(config_path_);
     const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
     const auto plan = plan_reload(config_, next, target_, next_target);
-    respond({{"ok", true}, {"dry_run", true}, {"changes", plan.describe()},
+    respond({{"ok", true},
+             {"dry_run", true},
+             {"changes", plan.describe()},
              {"message", "configuration " + config_path_ + " is valid"}});
   } catch (const common::ConfigError& e) {
     respond({{"ok", false}, {"error", join(e.issues())}});
@@ -72,7 +75,8 @@ void Master::start_reload() {
   std::vector<Respond> replies = std::move(queued_reload_replies_);
   queued_reload_replies_.clear();
   if (config_path_.empty()) {
-    finish_reload(false, "no configuration file to reload: forkd runs on its embedded default", replies, {});
+    finish_reload(false, "no configuration file to reload: forkd runs on its embedded default",
+                  replies, {});
     return;
   }
   log_->info("reloading {}", config_path_);
@@ -82,7 +86,8 @@ void Master::start_reload() {
     next = load_daemon_config(config_path_);
   } catch (const common::ConfigError& e) {
     for (const auto& issue : e.issues()) log_->error("reload: {}", issue.to_string());
-    finish_reload(false, "invalid configuration, nothing changed: " + join(e.issues()), replies, {});
+    finish_reload(false, "invalid configuration, nothing changed: " + join(e.issues()), replies,
+                  {});
     return;
   }
   const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
@@ -90,8 +95,10 @@ void Master::start_reload() {
   const auto changes = plan.describe();
   for (const auto& line : changes) log_->info("reload: {}", line);
   // These belong to the running master itself; a hot upgrade (SIGUSR2) or a restart applies them.
-  if (next.control != config_.control) log_->warn("reload: control.* changes take effect after a restart or hot upgrade");
-  if (next.pidfile != config_.pidfile) log_->warn("reload: pidfile changes take effect after a restart");
+  if (next.control != config_.control)
+    log_->warn("reload: control.* changes take effect after a restart or hot upgrade");
+  if (next.pidfile != config_.pidfile)
+    log_->warn("reload: pidfile changes take effect after a restart");
   ListenerSet next_listeners;
   try {
     next_listeners = ListenerSet::rebuild(next.listen, listeners_);
@@ -102,7 +109,8 @@ void Master::start_reload() {
     finish_reload(false, std::string(e.what()) + "; nothing changed", replies, {});
     return;
   }
-  reload_ = ReloadInProgress{std::move(config_), std::move(listeners_), generation_, target_, std::move(replies), changes};
+  reload_ = ReloadInProgress{
+      std::move(config_), std::move(listeners_), generation_, target_, std::move(replies), changes};
   config_ = std::move(next);
   listeners_ = std::move(next_listeners);
   ++generation_;
@@ -154,12 +162,14 @@ void Master::roll_back_reload(const std::string& why) {
   std::vector<unsigned> back;
   for (const auto& slot : slots_) {
     if (!slot.current || slot.id >= target_) continue;
-    if (const auto* p = find_process(*slot.current); p != nullptr && p->generation == failed_generation) {
+    if (const auto* p = find_process(*slot.current);
+        p != nullptr && p->generation == failed_generation) {
       back.push_back(slot.id);
     }
   }
-  finish_reload(false, "new workers did not get ready (" + why + "); the previous generation keeps serving",
-                failed.replies, failed.changes);
+  finish_reload(
+      false, "new workers did not get ready (" + why + "); the previous generation keeps serving",
+      failed.replies, failed.changes);
   if (!back.empty() && !stopping_) {
     start_rollout(std::move(back), [this](bool ok, const std::string& error) {
       if (!ok) log_->error("returning workers to the previous configuration failed: {}", error);
@@ -175,12 +185,13 @@ void Master::finish_reload(bool ok, const std::string& error, std::vector<Respon
   nlohmann::json event = {{"event", "reload"}, {"ok", ok}, {"generation", generation_}};
   if (!ok) event["error"] = error;
   publish(std::move(event));
-  nlohmann::json reply = ok ? nlohmann::json{{"ok", true},
-                                             {"generation", generation_},
-                                             {"changes", changes},
-                                             {"message", "reloaded: generation " + std::to_string(generation_) +
-                                                             ", " + std::to_string(target_) + " workers"}}
-                            : nlohmann::json{{"ok", false}, {"error", error}};
+  nlohmann::json reply =
+      ok ? nlohmann::json{{"ok", true},
+                          {"generation", generation_},
+                          {"changes", changes},
+                          {"message", "reloaded: generation " + std::to_string(generation_) + ", " +
+                                          std::to_string(target_) + " workers"}}
+         : nlohmann::json{{"ok", false}, {"error", error}};
   for (auto& respond : replies) respond(reply);
   replies.clear();
 }

@@ -1,9 +1,9 @@
 // Replacing running workers without a gap: one slot (restart ID, memory or lifetime recycle,
 // a worker that stopped reading its IPC) or many in batches (restart all, reload). The new
 // worker starts next to the old one; only once it is ready is the old one told to drain.
+#include <spdlog/logger.h>
 #include <algorithm>
 #include <nlohmann/json.hpp>
-#include <spdlog/logger.h>
 
 #include "daemon/master.hpp"
 #include "daemon/proc_stats.hpp"
@@ -16,10 +16,14 @@ constexpr common::Duration kMemoryCheckInterval = std::chrono::seconds(2);
 
 const char* describe(StopReason reason) {
   switch (reason) {
-    case StopReason::memory: return "is over worker.max_memory";
-    case StopReason::lifetime: return "reached worker.max_lifetime";
-    case StopReason::stuck_ipc: return "does not read its IPC channel";
-    default: return "is being restarted";
+    case StopReason::memory:
+      return "is over worker.max_memory";
+    case StopReason::lifetime:
+      return "reached worker.max_lifetime";
+    case StopReason::stuck_ipc:
+      return "does not read its IPC channel";
+    default:
+      return "is being restarted";
   }
 }
 
@@ -34,7 +38,8 @@ bool Master::replace_slot(Slot& slot, StopReason reason, TimePoint now) {
     return false;
   }
   if (const auto* p = find_process(*slot.current)) {
-    log_->info("worker {} (pid {}) {}; starting its replacement", slot.id, p->pid, describe(reason));
+    log_->info("worker {} (pid {}) {}; starting its replacement", slot.id, p->pid,
+               describe(reason));
   }
   slot.replacing_for = reason;
   spawn_worker(slot, now, true);
@@ -114,7 +119,8 @@ void Master::recycle_overgrown(TimePoint now) {
     if (!check_memory) continue;
     const auto pss = read_pss_bytes(p->pid);
     if (pss && *pss > max_memory) {
-      log_->warn("worker {} (pid {}) uses {} bytes PSS, over max_memory {}", slot.id, p->pid, *pss, max_memory);
+      log_->warn("worker {} (pid {}) uses {} bytes PSS, over max_memory {}", slot.id, p->pid, *pss,
+                 max_memory);
       (void)replace_slot(slot, StopReason::memory, now);
     }
   }

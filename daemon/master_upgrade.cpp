@@ -7,13 +7,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <spdlog/logger.h>
 #include <asio/buffer.hpp>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <spdlog/logger.h>
 
-#include "daemon/master.hpp"
 #include "common/spawner.hpp"
+#include "daemon/master.hpp"
 
 extern char** environ;
 
@@ -54,7 +54,9 @@ void Master::start_upgrade() {
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const std::string_view entry(*e);
     const auto eq = entry.find('=');
-    if (eq == std::string_view::npos || entry.starts_with("LISTEN_") || entry.starts_with("FORKD_UPGRADE_")) continue;
+    if (eq == std::string_view::npos || entry.starts_with("LISTEN_") ||
+        entry.starts_with("FORKD_UPGRADE_"))
+      continue;
     spec.env.emplace(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
   }
   spec.fds = {-1, -1, -1};
@@ -84,10 +86,12 @@ void Master::start_upgrade() {
 
   const SpawnResult result = spawn_process(spec);
   if (result.pid < 0 || result.failure) {
-    log_->error("hot upgrade: cannot start {}: {}; this master keeps serving", spec.program, result.describe(spec));
+    log_->error("hot upgrade: cannot start {}: {}; this master keeps serving", spec.program,
+                result.describe(spec));
     return;  // a child that failed to exec is reaped as an unknown pid
   }
-  upgrade_ = Upgrade{result.pid, Clock::now() + config_.worker.ready_timeout + kUpgradeGrace, false, false};
+  upgrade_ = Upgrade{result.pid, Clock::now() + config_.worker.ready_timeout + kUpgradeGrace, false,
+                     false};
   upgrade_pipe_ = std::make_unique<asio::posix::stream_descriptor>(io_, pipe.first.release());
   log_->info("hot upgrade: started {} as new master (pid {})", spec.program, result.pid);
   publish({{"event", "upgrade"}, {"pid", result.pid}, {"state", "started"}});
@@ -95,7 +99,8 @@ void Master::start_upgrade() {
 }
 
 void Master::read_upgrade_pipe() {
-  upgrade_pipe_->async_read_some(asio::buffer(upgrade_buffer_), [this](std::error_code ec, std::size_t n) {
+  upgrade_pipe_->async_read_some(asio::buffer(upgrade_buffer_), [this](std::error_code ec,
+                                                                       std::size_t n) {
     if (ec == asio::error::operation_aborted || !upgrade_) return;
     if (!ec && std::string_view(upgrade_buffer_.data(), n).starts_with(kReadyWord.substr(0, 5))) {
       hand_over();
@@ -110,15 +115,17 @@ void Master::read_upgrade_pipe() {
 void Master::hand_over() {
   upgrade_->handed_over = true;
   upgrade_pipe_.reset();
-  log_->info("hot upgrade: new master (pid {}) is ready; this master stops accepting and drains", upgrade_->pid);
+  log_->info("hot upgrade: new master (pid {}) is ready; this master stops accepting and drains",
+             upgrade_->pid);
   publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "handed_over"}});
   // The new master is the service's main process now (NotifyAccess=main lets only us say so),
   // and the pidfile names it.
-  notify_service_manager("MAINPID=" + std::to_string(upgrade_->pid) + "\nSTATUS=handed over to pid " +
-                         std::to_string(upgrade_->pid));
+  notify_service_manager("MAINPID=" + std::to_string(upgrade_->pid) +
+                         "\nSTATUS=handed over to pid " + std::to_string(upgrade_->pid));
   if (pidfile_) {
     if (const auto ec = pidfile_->rewrite(upgrade_->pid)) {
-      log_->error("hot upgrade: cannot write pid {} to {}: {}", upgrade_->pid, pidfile_->path(), ec.message());
+      log_->error("hot upgrade: cannot write pid {} to {}: {}", upgrade_->pid, pidfile_->path(),
+                  ec.message());
     }
   }
   if (control_) control_->close();
@@ -131,8 +138,9 @@ void Master::on_upgrade_exit(int wait_status) {
   if (upgrade_->handed_over) {
     log_->warn("hot upgrade: new master (pid {}) {}", upgrade_->pid, status.describe());
   } else {
-    log_->error("hot upgrade failed: new master (pid {}) {} before it was ready; this master keeps serving",
-                upgrade_->pid, status.describe());
+    log_->error(
+        "hot upgrade failed: new master (pid {}) {} before it was ready; this master keeps serving",
+        upgrade_->pid, status.describe());
     publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "failed"}});
     upgrade_pipe_.reset();
     upgrade_.reset();
@@ -143,8 +151,8 @@ void Master::tell_predecessor_ready() {
   if (!predecessor_) return;
   const ssize_t n = ::write(predecessor_.get(), kReadyWord.data(), kReadyWord.size());
   if (n != static_cast<ssize_t>(kReadyWord.size())) {
-    log_->warn("hot upgrade: cannot tell the previous master (pid {}) we are ready: {}", predecessor_pid_,
-               std::strerror(errno));
+    log_->warn("hot upgrade: cannot tell the previous master (pid {}) we are ready: {}",
+               predecessor_pid_, std::strerror(errno));
   } else {
     log_->info("hot upgrade: told the previous master (pid {}) to drain", predecessor_pid_);
   }

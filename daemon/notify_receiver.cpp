@@ -26,7 +26,8 @@ common::UniqueFd bind_abstract(const std::string& name) {
   }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (name.size() + 1 >= sizeof(addr.sun_path)) throw std::system_error(ENAMETOOLONG, std::system_category(), name);
+  if (name.size() + 1 >= sizeof(addr.sun_path))
+    throw std::system_error(ENAMETOOLONG, std::system_category(), name);
   std::memcpy(addr.sun_path + 1, name.data(), name.size());
   const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), length) != 0) {
@@ -56,14 +57,18 @@ bool is_same_or_descendant(pid_t pid, pid_t ancestor) {
 
 std::shared_ptr<NotifyReceiver> NotifyReceiver::open(asio::io_context& io, const std::string& name,
                                                      Handler handler, Rejected rejected) {
-  auto receiver = std::make_shared<NotifyReceiver>(io, name, std::move(handler), std::move(rejected));
+  auto receiver =
+      std::make_shared<NotifyReceiver>(io, name, std::move(handler), std::move(rejected));
   receiver->read_next();
   return receiver;
 }
 
 NotifyReceiver::NotifyReceiver(asio::io_context& io, const std::string& name, Handler handler,
                                Rejected rejected)
-    : socket_(io), address_("@" + name), handler_(std::move(handler)), rejected_(std::move(rejected)) {
+    : socket_(io),
+      address_("@" + name),
+      handler_(std::move(handler)),
+      rejected_(std::move(rejected)) {
   socket_.assign(bind_abstract(name).release());
 }
 
@@ -79,7 +84,8 @@ bool NotifyReceiver::from_worker(pid_t sender) const {
 }
 
 void NotifyReceiver::read_next() {
-  socket_.async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](std::error_code ec) {
+  socket_.async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](
+                                                                    std::error_code ec) {
     if (ec || self->closed_) return;
     // Drain what is queued, a bounded number per wake-up so a flood cannot starve the loop.
     for (int i = 0; i < 64; ++i) {
@@ -90,7 +96,8 @@ void NotifyReceiver::read_next() {
       msg.msg_iovlen = 1;
       msg.msg_control = control.data();
       msg.msg_controllen = control.size();
-      const ssize_t n = ::recvmsg(self->socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      const ssize_t n =
+          ::recvmsg(self->socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (n < 0) break;
       pid_t sender = 0;
       for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
@@ -104,8 +111,8 @@ void NotifyReceiver::read_next() {
         if (self->rejected_) self->rejected_(sender);
         continue;
       }
-      self->handler_(self->worker_pid_, common::parse_notify_message(
-          std::string_view(self->buffer_.data(), static_cast<std::size_t>(n))));
+      self->handler_(self->worker_pid_, common::parse_notify_message(std::string_view(
+                                            self->buffer_.data(), static_cast<std::size_t>(n))));
       if (self->closed_) return;
     }
     self->read_next();

@@ -3,9 +3,9 @@
 // bounded amount, so a flooding worker cannot starve the master's loop.
 #pragma once
 
+#include <array>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
-#include <array>
 #include <memory>
 #include <string>
 

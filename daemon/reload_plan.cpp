@@ -10,7 +10,8 @@ namespace forkd::daemon {
 namespace {
 
 // "a.b.c" -> scalar text, from the printed config, so every key is compared the same way.
-void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::string, std::string>& out) {
+void flatten(const YAML::Node& node, const std::string& prefix,
+             std::map<std::string, std::string>& out) {
   if (node.IsMap()) {
     for (const auto& kv : node) {
       const std::string key = kv.first.as<std::string>();
@@ -30,7 +31,8 @@ void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::st
 std::map<std::string, std::string> flat_config(const common::Config& config) {
   std::map<std::string, std::string> out;
   flatten(YAML::Load(common::to_yaml(config)), "", out);
-  std::erase_if(out, [](const auto& kv) { return kv.first == "listen" || kv.first.starts_with("listen."); });
+  std::erase_if(
+      out, [](const auto& kv) { return kv.first == "listen" || kv.first.starts_with("listen."); });
   return out;
 }
 
@@ -67,7 +69,8 @@ ReloadPlan plan_reload(const common::Config& current, const common::Config& next
     }
   }
   for (const auto& [key, value] : before) {
-    if (after.find(key) == after.end()) plan.changed_keys.push_back(key + ": " + value + " -> (unset)");
+    if (after.find(key) == after.end())
+      plan.changed_keys.push_back(key + ": " + value + " -> (unset)");
   }
   return plan;
 }
@@ -77,7 +80,8 @@ std::vector<std::string> ReloadPlan::describe() const {
   for (const auto& a : listeners_added) lines.push_back("listener added: " + a);
   for (const auto& r : listeners_removed) lines.push_back("listener removed: " + r);
   if (workers_from != workers_to) {
-    lines.push_back("workers: " + std::to_string(workers_from) + " -> " + std::to_string(workers_to));
+    lines.push_back("workers: " + std::to_string(workers_from) + " -> " +
+                    std::to_string(workers_to));
   }
   for (const auto& k : changed_keys) {
     if (!k.starts_with("workers:")) lines.push_back(k);

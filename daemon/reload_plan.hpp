@@ -10,7 +10,7 @@
 namespace forkd::daemon {
 
 struct ReloadPlan {
-  std::vector<std::string> listeners_added;    // addresses
+  std::vector<std::string> listeners_added;  // addresses
   std::vector<std::string> listeners_removed;
   std::vector<std::string> listeners_kept;
   unsigned workers_from = 0;

@@ -6,8 +6,8 @@
 namespace forkd::daemon {
 
 std::shared_ptr<WorkerChannel> WorkerChannel::open(asio::io_context& io, common::UniqueFd fd,
-                                                   std::size_t max_message,
-                                                   std::size_t max_queue, Callbacks callbacks) {
+                                                   std::size_t max_message, std::size_t max_queue,
+                                                   Callbacks callbacks) {
   auto channel = std::make_shared<WorkerChannel>(io, std::move(fd), max_message, max_queue,
                                                  std::move(callbacks));
   channel->read_next();
@@ -42,31 +42,31 @@ void WorkerChannel::close() {
 }
 
 void WorkerChannel::read_next() {
-  socket_.async_read_some(
-      asio::buffer(buffer_), [self = shared_from_this()](std::error_code ec, std::size_t n) {
-        if (self->closed_) return;
-        if (ec) {
-          self->close();
-          if (self->callbacks_.closed) self->callbacks_.closed();
-          return;
-        }
-        self->decoder_.feed(std::string_view(self->buffer_.data(), n),
-                            [&](common::LineDecoder::Event event, std::string_view line) {
-                              if (self->closed_) return;
-                              if (event == common::LineDecoder::Event::oversized) {
-                                self->callbacks_.protocol_error("message over ipc.max_message dropped");
-                                return;
-                              }
-                              if (line.empty()) return;
-                              auto parsed = nlohmann::json::parse(line, nullptr, false);
-                              if (parsed.is_discarded()) {
-                                self->callbacks_.protocol_error("malformed JSON line dropped");
-                                return;
-                              }
-                              self->callbacks_.message(std::move(parsed));
-                            });
-        if (!self->closed_) self->read_next();
-      });
+  socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](std::error_code ec,
+                                                                             std::size_t n) {
+    if (self->closed_) return;
+    if (ec) {
+      self->close();
+      if (self->callbacks_.closed) self->callbacks_.closed();
+      return;
+    }
+    self->decoder_.feed(std::string_view(self->buffer_.data(), n),
+                        [&](common::LineDecoder::Event event, std::string_view line) {
+                          if (self->closed_) return;
+                          if (event == common::LineDecoder::Event::oversized) {
+                            self->callbacks_.protocol_error("message over ipc.max_message dropped");
+                            return;
+                          }
+                          if (line.empty()) return;
+                          auto parsed = nlohmann::json::parse(line, nullptr, false);
+                          if (parsed.is_discarded()) {
+                            self->callbacks_.protocol_error("malformed JSON line dropped");
+                            return;
+                          }
+                          self->callbacks_.message(std::move(parsed));
+                        });
+    if (!self->closed_) self->read_next();
+  });
 }
 
 void WorkerChannel::write_next() {

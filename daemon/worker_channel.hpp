@@ -3,9 +3,9 @@
 // floods or never reads costs the master a fixed amount of memory and never blocks it.
 #pragma once
 
+#include <array>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
-#include <array>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -22,7 +22,7 @@ class WorkerChannel : public std::enable_shared_from_this<WorkerChannel> {
   struct Callbacks {
     std::function<void(nlohmann::json)> message;
     std::function<void(const std::string& problem)> protocol_error;  // logged by the owner
-    std::function<void()> closed;                                     // EOF or error
+    std::function<void()> closed;                                    // EOF or error
   };
 
   // Handlers keep the channel alive through shared_from_this(); close() stops callbacks.

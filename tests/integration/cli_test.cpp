@@ -80,9 +80,9 @@ TEST(CliTest, PrintConfigShowsTheEffectiveConfiguration) {
 TEST(CliTest, AddressInUseIsExit1NamingTheAddress) {
   TempDir dir;
   Listener taken = Listener::tcp_v4();  // held by the test, not passed to forkd
-  const auto path = dir.write_file(
-      "c.yaml", "workers: 1\nlisten: [" + taken.address() + "]\ncontrol: {socket: " +
-                    dir.file("forkd.sock") + "}\n");
+  const auto path =
+      dir.write_file("c.yaml", "workers: 1\nlisten: [" + taken.address() +
+                                   "]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n");
   auto r = run_command({forkd_bin(), "-c", path}, 20s);
   EXPECT_EQ(r.exit_code(), 1) << r.err;
   EXPECT_NE(r.err.find(taken.address()), std::string::npos) << r.err;
@@ -91,9 +91,9 @@ TEST(CliTest, AddressInUseIsExit1NamingTheAddress) {
 
 TEST(CliTest, PermissionDeniedOrBadUnixPathIsExit1NamingThePath) {
   TempDir dir;
-  const auto path = dir.write_file(
-      "c.yaml", "workers: 1\nlisten: [unix:" + dir.file("missing-dir/x.sock") +
-                    "]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n");
+  const auto path =
+      dir.write_file("c.yaml", "workers: 1\nlisten: [unix:" + dir.file("missing-dir/x.sock") +
+                                   "]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n");
   auto r = run_command({forkd_bin(), "-c", path}, 20s);
   EXPECT_EQ(r.exit_code(), 1) << r.err;
   EXPECT_NE(r.err.find(dir.file("missing-dir/x.sock")), std::string::npos) << r.err;

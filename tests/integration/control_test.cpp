@@ -72,7 +72,8 @@ TEST(ControlTest, SendReachesOnlyTheIntendedWorkerAndWaitPrintsItsReply) {
   auto second = events.wait_for(R"("echo":"ping")", m->end_offset);
   ASSERT_TRUE(second);
   EXPECT_NE(second->line.find(R"("worker":2)"), std::string::npos) << second->line;
-  EXPECT_EQ(events.process.stdout_text().find(R"("echo":"ping","pid":)" ), events.process.stdout_text().rfind(R"("echo":"ping","pid":)"));
+  EXPECT_EQ(events.process.stdout_text().find(R"("echo":"ping","pid":)"),
+            events.process.stdout_text().rfind(R"("echo":"ping","pid":)"));
   // A worker that does not exist is refused.
   auto missing = forkctl(c, {"send", "7", "1"});
   EXPECT_EQ(missing.exit_code(), 1);
@@ -141,10 +142,13 @@ TEST(ControlTest, MalformedAndOversizedControlRequestsGetErrors) {
   const std::string sock = c.dir.file("forkd.sock");
   const json bad = json::parse(control_request(sock, "{nope\n"));
   EXPECT_EQ(bad["ok"], false);
-  const json unknown = json::parse(control_request(sock, R"({"cmd":"fly"})" "\n"));
+  const json unknown = json::parse(control_request(sock, R"({"cmd":"fly"})"
+                                                         "\n"));
   EXPECT_EQ(unknown["ok"], false);
   EXPECT_NE(unknown["error"].get<std::string>().find("fly"), std::string::npos);
-  const json wrong_type = json::parse(control_request(sock, R"({"cmd":"send","worker":"zero","data":1})" "\n"));
+  const json wrong_type =
+      json::parse(control_request(sock, R"({"cmd":"send","worker":"zero","data":1})"
+                                        "\n"));
   EXPECT_EQ(wrong_type["ok"], false);
   const std::string huge = R"({"cmd":"status","pad":")" + std::string(4096, 'x') + "\"}\n";
   const std::string reply = control_request(sock, huge);
@@ -220,9 +224,10 @@ TEST(ControlTest, HungWorkerIsKilledAfterHeartbeatTimeoutAndReplaced) {
   std::thread([port = c.listener.port()] {
     (void)http_get("127.0.0.1", port, "/compute?n=1000000000000000", 30s);
   }).detach();
-  auto killed = c.forkd.wait_for_log("worker 0 \\(pid " + std::to_string(hung) +
-                                         "\\): no heartbeat within heartbeat_timeout; sending SIGKILL",
-                                     20s, from);
+  auto killed =
+      c.forkd.wait_for_log("worker 0 \\(pid " + std::to_string(hung) +
+                               "\\): no heartbeat within heartbeat_timeout; sending SIGKILL",
+                           20s, from);
   ASSERT_TRUE(killed);
   ASSERT_TRUE(c.forkd.wait_for_log("worker 0 ready \\(pid", 20s, killed->end_offset));
   EXPECT_FALSE(process_alive(hung));
@@ -244,8 +249,10 @@ TEST(ControlTest, MemoryHogIsRecycledWithItsReplacementReadyFirst) {
   auto ready = events.wait_for(R"("event":"worker_ready")");
   ASSERT_TRUE(ready);
   EXPECT_NE(json::parse(ready->line)["pid"], hog);
-  auto exited = events.wait_for(R"("event":"worker_exited".*"pid":)" + std::to_string(hog), ready->end_offset);
-  EXPECT_TRUE(exited) << "the hog must be stopped after its replacement is ready:\n" << events.process.stdout_text();
+  auto exited = events.wait_for(R"("event":"worker_exited".*"pid":)" + std::to_string(hog),
+                                ready->end_offset);
+  EXPECT_TRUE(exited) << "the hog must be stopped after its replacement is ready:\n"
+                      << events.process.stdout_text();
 }
 
 TEST(ControlTest, MaxLifetimeRecyclesGracefully) {
@@ -254,7 +261,8 @@ TEST(ControlTest, MaxLifetimeRecyclesGracefully) {
   auto from = c.wait_all_ready(1);
   auto m = c.forkd.wait_for_log("reached worker.max_lifetime; starting its replacement", 20s, from);
   ASSERT_TRUE(m);
-  ASSERT_TRUE(c.forkd.wait_for_log("worker 0 \\(pid \\d+\\) stopped: exited with code 0", 20s, m->end_offset));
+  ASSERT_TRUE(c.forkd.wait_for_log("worker 0 \\(pid \\d+\\) stopped: exited with code 0", 20s,
+                                   m->end_offset));
 }
 
 TEST(ControlTest, MetricsParseAsPrometheusTextAndHealthzFollowsReadiness) {
@@ -272,7 +280,8 @@ TEST(ControlTest, MetricsParseAsPrometheusTextAndHealthzFollowsReadiness) {
   auto metrics = http_get("127.0.0.1", port, "/metrics", 10s);
   ASSERT_TRUE(metrics);
   ASSERT_EQ(metrics->status, 200);
-  EXPECT_NE(metrics->body.find("forkd_workers{state=\"ready\"} 2"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("forkd_workers{state=\"ready\"} 2"), std::string::npos)
+      << metrics->body;
   EXPECT_NE(metrics->body.find("forkd_master_uptime_seconds"), std::string::npos);
   const auto path = c.dir.write_file("metrics.txt", metrics->body);
   auto parsed = run_command(

@@ -26,17 +26,21 @@ TEST(ProductionTest, AsPid1ItReapsOrphanedGrandchildren) {
   ForkdOptions options;
   options.binary = "/usr/bin/unshare";
   options.use_config_flag = false;
-  const std::string config = dir.write_file(
-      "forkd.yaml", "workers: 1\nlisten: [" + listener.address() + "]\ncontrol: {socket: " + dir.file("forkd.sock") +
-                        "}\nworker:\n  shell: '(sleep 0.2 &); exec " + test_worker_bin() +
-                        " --serve'\n  ready: message\n");
-  options.extra_args = {"--pid", "--fork", "--mount-proc", forkd_bin(), "-c", config, "--log-level", "debug"};
+  const std::string config =
+      dir.write_file("forkd.yaml", "workers: 1\nlisten: [" + listener.address() +
+                                       "]\ncontrol: {socket: " + dir.file("forkd.sock") +
+                                       "}\nworker:\n  shell: '(sleep 0.2 &); exec " +
+                                       test_worker_bin() + " --serve'\n  ready: message\n");
+  options.extra_args = {"--pid", "--fork", "--mount-proc", forkd_bin(),
+                        "-c",    config,   "--log-level",  "debug"};
   listener.close();  // forkd binds it itself inside the namespace
   unshare.start(dir, options);
   ASSERT_TRUE(unshare.wait_for_log("forkd 0.1.0 started \\(pid 1\\)", 20s)) << unshare.log();
   ASSERT_TRUE(unshare.wait_for_log("all 1 workers ready", 20s));
   // The shell's background sleep was orphaned and reparented to PID 1, which reaped it.
-  ASSERT_TRUE(unshare.wait_for_log("reaped process \\d+ \\(exited with code 0\\), not a worker", 20s)) << unshare.log();
+  ASSERT_TRUE(
+      unshare.wait_for_log("reaped process \\d+ \\(exited with code 0\\), not a worker", 20s))
+      << unshare.log();
   const auto tree = descendant_pids(unshare.pid());
   for (pid_t p : tree) EXPECT_FALSE(is_zombie(p)) << "zombie " << p;
 }
@@ -59,8 +63,8 @@ TEST(ProductionTest, WorkersRunAsTheConfiguredUserAndGroup) {
 TEST(ProductionTest, JournalStreamGivesPriorityPrefixes) {
   Cluster c;
   ForkdOptions options;
-  options.config_yaml = "listen:\n  - " + c.listener.address() + "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") +
-                        "\nworkers: 1\n";
+  options.config_yaml = "listen:\n  - " + c.listener.address() +
+                        "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") + "\nworkers: 1\n";
   options.listen_fds = {c.listener.fd()};
   options.env = {{"JOURNAL_STREAM", "8:12345"}};
   c.forkd.start(c.dir, options);
@@ -76,7 +80,9 @@ TEST(ProductionTest, JsonLogLinesAreJsonObjects) {
   int parsed = 0;
   while (std::getline(lines, line)) {
     const auto j = nlohmann::json::parse(line);
-    EXPECT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg") && j.contains("component")) << line;
+    EXPECT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg") &&
+                j.contains("component"))
+        << line;
     ++parsed;
   }
   EXPECT_GE(parsed, 3);
@@ -86,7 +92,10 @@ TEST(ProductionTest, UnwritableLogFileFallsBackToStderrOnce) {
   Cluster c;
   c.start("workers: 1\nlog:\n  file: /dev/full\n");
   ASSERT_TRUE(c.forkd.wait_for_log("all 1 workers ready", 20s));
-  EXPECT_EQ(c.forkd.count_log("cannot write log file /dev/full: No space left on device; logging to stderr instead"), 1U)
+  EXPECT_EQ(
+      c.forkd.count_log(
+          "cannot write log file /dev/full: No space left on device; logging to stderr instead"),
+      1U)
       << c.forkd.log();
   ASSERT_EQ(forkctl(c, {"scale", "+1"}).exit_code(), 0);
   EXPECT_TRUE(c.forkd.wait_for_log("all 2 workers ready", 20s));

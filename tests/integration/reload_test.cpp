@@ -32,8 +32,9 @@ std::set<pid_t> worker_pids(Cluster& c) {
 
 // Rewrites the cluster's config file (same listener and control socket) with a new body.
 void rewrite_config(Cluster& c, const std::string& body) {
-  (void)c.dir.write_file("forkd.yaml", "listen:\n  - " + c.listener.address() + "\ncontrol:\n  socket: " +
-                                           c.dir.file("forkd.sock") + "\n" + body);
+  (void)c.dir.write_file("forkd.yaml", "listen:\n  - " + c.listener.address() +
+                                           "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") +
+                                           "\n" + body);
 }
 
 struct Load {
@@ -71,8 +72,10 @@ TEST(ReloadTest, TenReloadsWithChangingWorkerCountLoseNoRequest) {
   const json s = status(c);
   EXPECT_EQ(s["master"]["generation"], 11);
   EXPECT_EQ(s["master"]["last_reload"]["ok"], true);
-  ASSERT_TRUE(wait_until([&] { return worker_pids(c).size() == 1 + (9 % 3); }, 20s)) << status(c).dump();
-  for (pid_t p : worker_pids(c)) EXPECT_EQ(first.count(p), 0U) << "pid " << p << " survived every reload";
+  ASSERT_TRUE(wait_until([&] { return worker_pids(c).size() == 1 + (9 % 3); }, 20s))
+      << status(c).dump();
+  for (pid_t p : worker_pids(c))
+    EXPECT_EQ(first.count(p), 0U) << "pid " << p << " survived every reload";
   const json final_status = status(c);
   for (const auto& w : final_status["workers"]) EXPECT_EQ(w["generation"], 11);
 }
@@ -94,7 +97,8 @@ TEST(ReloadTest, InvalidFileChangesNothingAndIsReported) {
   const json s = status(c);
   EXPECT_EQ(s["master"]["generation"], 1);
   EXPECT_EQ(s["master"]["last_reload"]["ok"], false);
-  EXPECT_NE(s["master"]["last_reload"]["error"].get<std::string>().find("out of range"), std::string::npos);
+  EXPECT_NE(s["master"]["last_reload"]["error"].get<std::string>().find("out of range"),
+            std::string::npos);
 }
 
 TEST(ReloadTest, DryRunPrintsTheChangesAndChangesNothing) {
@@ -169,7 +173,8 @@ TEST(ReloadTest, CrashingNewWorkersFailTheReload) {
   c.wait_all_ready(2);
   const auto before = worker_pids(c);
   Load load(c.listener.address());
-  rewrite_config(c, "workers: 2\nworker:\n" + test_worker_command("--crash-after-ms, 0") + "  ready: message\n");
+  rewrite_config(c, "workers: 2\nworker:\n" + test_worker_command("--crash-after-ms, 0") +
+                        "  ready: message\n");
   auto r = forkctl(c, {"reload"}, 60s);
   EXPECT_EQ(r.exit_code(), 1) << r.out;
   load.finish_without_failures();
@@ -201,7 +206,8 @@ TEST(ReloadTest, BurstOfFiftySighupsEndsInOneConsistentState) {
   for (pid_t child : c.forkd.children()) EXPECT_FALSE(is_zombie(child));
   ASSERT_TRUE(wait_until([&] { return c.forkd.children().size() == 3; }, 20s));
   // One worker more than before: its IPC socket, its NOTIFY_SOCKET and two output pipes.
-  EXPECT_EQ(open_fds(c.forkd.pid()).size(), fds_before + 4) << ::testing::PrintToString(open_fds(c.forkd.pid()));
+  EXPECT_EQ(open_fds(c.forkd.pid()).size(), fds_before + 4)
+      << ::testing::PrintToString(open_fds(c.forkd.pid()));
 }
 
 TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
@@ -212,7 +218,8 @@ TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
     port = probe.port();
   }
   const std::string config = "workers: 2\nlisten:\n  - address: 127.0.0.1:" + std::to_string(port) +
-                             "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n";
+                             "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") +
+                             "}\n";
   ForkdProcess forkd;
   ForkdOptions options;
   options.config_yaml = config;
@@ -238,7 +245,8 @@ TEST(ReloadTest, HotUpgradeLosesNoRequestAndChangesTheMaster) {
   auto from = c.wait_all_ready(2);
   Load load(c.listener.address());
   ASSERT_TRUE(c.forkd.signal(SIGUSR2));
-  auto handed = c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s, from);
+  auto handed =
+      c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s, from);
   ASSERT_TRUE(handed);
   const pid_t successor = std::stoi((*handed)[1]);
   c.forkd.track(successor);
@@ -265,8 +273,8 @@ TEST(ReloadTest, FailedHotUpgradeLeavesTheOldMasterServing) {
   Cluster c;
   ForkdOptions options;
   options.binary = binary;
-  options.config_yaml = "listen:\n  - " + c.listener.address() + "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") +
-                        "\nworkers: 2\n";
+  options.config_yaml = "listen:\n  - " + c.listener.address() +
+                        "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") + "\nworkers: 2\n";
   options.listen_fds = {c.listener.fd()};
   c.forkd.start(c.dir, options);
   auto from = c.wait_all_ready(2);
@@ -277,7 +285,8 @@ TEST(ReloadTest, FailedHotUpgradeLeavesTheOldMasterServing) {
   (void)bin_dir.write_file("forkd", "#!/bin/sh\necho broken build >&2\nexit 1\n");
   ::chmod(binary.c_str(), 0755);
   ASSERT_TRUE(c.forkd.signal(SIGUSR2));
-  ASSERT_TRUE(c.forkd.wait_for_log("hot upgrade failed: new master \\(pid \\d+\\) exited with code 1", 30s, from));
+  ASSERT_TRUE(c.forkd.wait_for_log(
+      "hot upgrade failed: new master \\(pid \\d+\\) exited with code 1", 30s, from));
   load.finish_without_failures();
   EXPECT_TRUE(c.forkd.running());
   EXPECT_EQ(worker_pids(c), before);
@@ -287,19 +296,23 @@ TEST(ReloadTest, FailedHotUpgradeLeavesTheOldMasterServing) {
 TEST(ReloadTest, Sigusr1ReopensTheLogFile) {
   Cluster c;
   c.start("workers: 1\nlog:\n  file: " + c.dir.file("forkd.log") + "\n");
-  ASSERT_TRUE(wait_until([&] {
-    return std::filesystem::exists(c.dir.file("forkd.log")) &&
-           std::filesystem::file_size(c.dir.file("forkd.log")) > 0;
-  }, 20s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return std::filesystem::exists(c.dir.file("forkd.log")) &&
+               std::filesystem::file_size(c.dir.file("forkd.log")) > 0;
+      },
+      20s));
   std::filesystem::rename(c.dir.file("forkd.log"), c.dir.file("forkd.log.1"));
   ASSERT_TRUE(c.forkd.signal(SIGUSR1));
   ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(c.dir.file("forkd.log")); }, 20s));
   ASSERT_EQ(forkctl(c, {"scale", "+1"}).exit_code(), 0);
-  ASSERT_TRUE(wait_until([&] {
-    std::ifstream in(c.dir.file("forkd.log"));
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return text.find("scaling from 1 to 2 workers") != std::string::npos;
-  }, 20s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        std::ifstream in(c.dir.file("forkd.log"));
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        return text.find("scaling from 1 to 2 workers") != std::string::npos;
+      },
+      20s));
 }
 
 }  // namespace

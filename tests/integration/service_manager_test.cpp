@@ -28,7 +28,8 @@ class NotifyReceiver {
   std::optional<std::string> next(std::chrono::milliseconds timeout = 20s) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return std::nullopt;
       pollfd p{fd_.get(), POLLIN, 0};
       if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
@@ -54,8 +55,8 @@ TEST(ServiceManagerTest, NotifySequenceForStartReloadFailedReloadWatchdogAndStop
   Cluster c;
   NotifyReceiver receiver(c.dir.file("notify.sock"));
   ForkdOptions options;
-  options.config_yaml = "listen:\n  - " + c.listener.address() + "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") +
-                        "\nworkers: 2\n";
+  options.config_yaml = "listen:\n  - " + c.listener.address() +
+                        "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") + "\nworkers: 2\n";
   options.listen_fds = {c.listener.fd()};
   options.env = {{"NOTIFY_SOCKET", c.dir.file("notify.sock")}, {"WATCHDOG_USEC", "300000"}};
   c.forkd.start(c.dir, options);
@@ -77,10 +78,12 @@ TEST(ServiceManagerTest, NotifySequenceForStartReloadFailedReloadWatchdogAndStop
   EXPECT_EQ(receiver.next(), "READY=1\nSTATUS=2/2 workers ready, generation 2");
 
   // Pinged at half of WATCHDOG_USEC from the master's loop.
-  ASSERT_TRUE(wait_until([&] {
-    (void)receiver.next(50ms);
-    return receiver.watchdog_pings >= 3;
-  }, 20s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        (void)receiver.next(50ms);
+        return receiver.watchdog_pings >= 3;
+      },
+      20s));
 
   ASSERT_TRUE(c.forkd.signal(SIGTERM));
   EXPECT_EQ(receiver.next(), "STOPPING=1\nSTATUS=stopping");
@@ -91,8 +94,8 @@ TEST(ServiceManagerTest, HotUpgradeTellsTheServiceManagerTheNewMainPid) {
   Cluster c;
   NotifyReceiver receiver(c.dir.file("notify.sock"));
   ForkdOptions options;
-  options.config_yaml = "listen:\n  - " + c.listener.address() + "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") +
-                        "\nworkers: 1\n";
+  options.config_yaml = "listen:\n  - " + c.listener.address() +
+                        "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") + "\nworkers: 1\n";
   options.listen_fds = {c.listener.fd()};
   options.env = {{"NOTIFY_SOCKET", c.dir.file("notify.sock")}};
   c.forkd.start(c.dir, options);
@@ -104,12 +107,14 @@ TEST(ServiceManagerTest, HotUpgradeTellsTheServiceManagerTheNewMainPid) {
   // The new master's READY=1 (systemd drops it under NotifyAccess=main: not yet the main
   // process), then the old master names it the main process.
   EXPECT_EQ(receiver.next(), "READY=1\nSTATUS=1/1 workers ready, generation 1");
-  EXPECT_EQ(receiver.next(), "MAINPID=" + (*handed)[1] + "\nSTATUS=handed over to pid " + (*handed)[1]);
+  EXPECT_EQ(receiver.next(),
+            "MAINPID=" + (*handed)[1] + "\nSTATUS=handed over to pid " + (*handed)[1]);
 }
 
 TEST(ServiceManagerTest, ServesOnTheSocketSystemdSocketActivatePasses) {
   const std::string activate = "/usr/bin/systemd-socket-activate";
-  ASSERT_EQ(::access(activate.c_str(), X_OK), 0) << "systemd-socket-activate comes with Debian's systemd package";
+  ASSERT_EQ(::access(activate.c_str(), X_OK), 0)
+      << "systemd-socket-activate comes with Debian's systemd package";
   std::uint16_t port = 0;
   {
     Listener probe = Listener::tcp_v4();
@@ -123,14 +128,18 @@ TEST(ServiceManagerTest, ServesOnTheSocketSystemdSocketActivatePasses) {
   ForkdOptions options;
   options.binary = activate;
   options.use_config_flag = false;
-  options.extra_args = {"-l", "127.0.0.1:" + std::to_string(port), "--fdname=web", forkd_bin(), "-c", config};
+  options.extra_args = {
+      "-l", "127.0.0.1:" + std::to_string(port), "--fdname=web", forkd_bin(), "-c", config};
   forkd.start(dir, options);
   // systemd-socket-activate binds, then execs forkd (same pid) when the first connection comes.
-  ASSERT_TRUE(forkd.wait_for_log("Listening on 127.0.0.1:" + std::to_string(port), 20s)) << forkd.log();
+  ASSERT_TRUE(forkd.wait_for_log("Listening on 127.0.0.1:" + std::to_string(port), 20s))
+      << forkd.log();
   auto r = http_get("127.0.0.1", port, "/", 30s);
   ASSERT_TRUE(r) << forkd.log();
   EXPECT_EQ(r->status, 200);
-  ASSERT_TRUE(forkd.wait_for_log("listening on 127.0.0.1:" + std::to_string(port) + " \\(web, passed in with LISTEN_FDS\\)", 10s));
+  ASSERT_TRUE(forkd.wait_for_log(
+      "listening on 127.0.0.1:" + std::to_string(port) + " \\(web, passed in with LISTEN_FDS\\)",
+      10s));
 }
 
 TEST(ServiceManagerTest, PassedSocketMatchingNoEntryIsAnError) {
@@ -138,13 +147,15 @@ TEST(ServiceManagerTest, PassedSocketMatchingNoEntryIsAnError) {
   Listener stray = Listener::tcp_v4();
   ForkdProcess forkd;
   ForkdOptions options;
-  options.config_yaml = "workers: 1\nlisten: [127.0.0.1:1]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n";
+  options.config_yaml =
+      "workers: 1\nlisten: [127.0.0.1:1]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n";
   options.listen_fds = {stray.fd()};
   forkd.start(dir, options);
   auto status = forkd.wait_exit(20s);
   ASSERT_TRUE(status);
   EXPECT_EQ(WEXITSTATUS(*status), 1);
-  EXPECT_NE(forkd.log().find("passed socket " + stray.address() + " matches no listen entry"), std::string::npos)
+  EXPECT_NE(forkd.log().find("passed socket " + stray.address() + " matches no listen entry"),
+            std::string::npos)
       << forkd.log();
 }
 
@@ -167,15 +178,18 @@ TEST(PidfileTest, SecondInstanceIsRefusedAndTheFileFollowsAHotUpgrade) {
   EXPECT_EQ(read_text(pidfile), std::to_string(c.forkd.pid()) + "\n");
   // A second forkd on the same pidfile (another port, another control socket) is refused.
   TempDir other;
-  const auto config = other.write_file("c.yaml", "workers: 1\nlisten: [127.0.0.1:1]\npidfile: " + pidfile +
-                                                     "\ncontrol: {socket: " + other.file("s.sock") + "}\n");
+  const auto config =
+      other.write_file("c.yaml", "workers: 1\nlisten: [127.0.0.1:1]\npidfile: " + pidfile +
+                                     "\ncontrol: {socket: " + other.file("s.sock") + "}\n");
   auto second = run_command({forkd_bin(), "-c", config}, 20s);
   EXPECT_EQ(second.exit_code(), 1);
-  EXPECT_NE(second.err.find("already running (pid " + std::to_string(c.forkd.pid()) + ")"), std::string::npos)
+  EXPECT_NE(second.err.find("already running (pid " + std::to_string(c.forkd.pid()) + ")"),
+            std::string::npos)
       << second.err;
   // After a hot upgrade the file names the new master, and the lock went with it.
   ASSERT_TRUE(c.forkd.signal(SIGUSR2));
-  auto handed = c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s, from);
+  auto handed =
+      c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s, from);
   ASSERT_TRUE(handed);
   const pid_t successor = std::stoi((*handed)[1]);
   c.forkd.track(successor);
@@ -183,7 +197,9 @@ TEST(PidfileTest, SecondInstanceIsRefusedAndTheFileFollowsAHotUpgrade) {
   EXPECT_EQ(read_text(pidfile), std::to_string(successor) + "\n");
   auto third = run_command({forkd_bin(), "-c", config}, 20s);
   EXPECT_EQ(third.exit_code(), 1);
-  EXPECT_NE(third.err.find("already running (pid " + std::to_string(successor) + ")"), std::string::npos) << third.err;
+  EXPECT_NE(third.err.find("already running (pid " + std::to_string(successor) + ")"),
+            std::string::npos)
+      << third.err;
   ::kill(successor, SIGTERM);
   EXPECT_TRUE(wait_until([&] { return !process_alive(successor); }, 30s));
   EXPECT_FALSE(std::filesystem::exists(pidfile)) << "a clean stop removes the pidfile";

@@ -22,9 +22,8 @@ InFlight start_slow_request(Cluster& c, int ms) {
   auto conn = std::make_shared<HttpConnection>(c.listener);
   EXPECT_TRUE(conn->is_open());
   InFlight f;
-  f.response = std::async(std::launch::async, [conn, ms] {
-    return conn->get("/sleep?ms=" + std::to_string(ms));
-  });
+  f.response = std::async(std::launch::async,
+                          [conn, ms] { return conn->get("/sleep?ms=" + std::to_string(ms)); });
   auto probe = c.get("/healthz");
   EXPECT_TRUE(probe && probe->status == 200);
   return f;

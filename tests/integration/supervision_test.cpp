@@ -19,7 +19,8 @@ std::set<pid_t> pids_answering(Cluster& c, std::size_t want, std::chrono::millis
   std::set<pid_t> seen;
   (void)wait_until(
       [&] {
-        if (auto r = c.get("/"); r && r->status == 200) seen.insert(std::stoi(r->header("x-worker-pid")));
+        if (auto r = c.get("/"); r && r->status == 200)
+          seen.insert(std::stoi(r->header("x-worker-pid")));
         return seen.size() >= want;
       },
       timeout, 0ms);
@@ -62,16 +63,17 @@ TEST(SupervisionTest, KilledWorkerIsReplacedInItsSlot) {
   const pid_t pid = std::stoi(victim->header("x-worker-pid"));
   const std::string slot = victim->header("x-worker-id");
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  auto exited = c.forkd.wait_for_log("worker " + slot + " \\(pid " + std::to_string(pid) +
-                                         "\\) killed by signal 9 \\(SIGKILL\\)",
-                                     10s, ready);
+  auto exited = c.forkd.wait_for_log(
+      "worker " + slot + " \\(pid " + std::to_string(pid) + "\\) killed by signal 9 \\(SIGKILL\\)",
+      10s, ready);
   ASSERT_TRUE(exited);
-  auto started = c.forkd.wait_for_log("worker " + slot + " started \\(pid (\\d+)", 10s, exited->end_offset);
+  auto started =
+      c.forkd.wait_for_log("worker " + slot + " started \\(pid (\\d+)", 10s, exited->end_offset);
   ASSERT_TRUE(started);
   const pid_t replacement = std::stoi((*started)[1]);
   EXPECT_NE(replacement, pid);
-  ASSERT_TRUE(c.forkd.wait_for_log("worker " + slot + " ready \\(pid " + std::to_string(replacement), 10s,
-                                   started->end_offset));
+  ASSERT_TRUE(c.forkd.wait_for_log(
+      "worker " + slot + " ready \\(pid " + std::to_string(replacement), 10s, started->end_offset));
   EXPECT_FALSE(process_alive(pid));
   EXPECT_FALSE(is_zombie(pid)) << "the master must reap its workers";
   const auto children = c.forkd.children();
@@ -90,9 +92,10 @@ TEST(SupervisionTest, KilledWorkerIsReplacedInItsSlot) {
 TEST(SupervisionTest, CrashingSlotBacksOffWhileOthersServe) {
   Cluster c;
   // Slot 0 dies at once on every start; slot 1 serves.
-  c.start("workers: 2\nrestart:\n  delay: 100ms\n  max_delay: 800ms\n  min_uptime: 1s\nworker:\n"
-          "  shell: 'if [ \"$FORKD_WORKER_ID\" = 0 ]; then exit 3; fi; exec " +
-          test_worker_bin() + " --serve'\n  ready: message\n");
+  c.start(
+      "workers: 2\nrestart:\n  delay: 100ms\n  max_delay: 800ms\n  min_uptime: 1s\nworker:\n"
+      "  shell: 'if [ \"$FORKD_WORKER_ID\" = 0 ]; then exit 3; fi; exec " +
+      test_worker_bin() + " --serve'\n  ready: message\n");
   std::vector<long> delays;
   std::size_t from = 0;
   for (int i = 0; i < 5; ++i) {
@@ -118,13 +121,15 @@ TEST(SupervisionTest, CrashingSlotBacksOffWhileOthersServe) {
   more = c.forkd.wait_for_log("respawning worker 0 in 800ms", 20s, more->end_offset);
   ASSERT_TRUE(more);
   const long used = cpu_ticks(c.forkd.pid()) - before;
-  EXPECT_LT(used, sysconf(_SC_CLK_TCK) / 2) << "master used " << used << " ticks in ~1.6 s of backoff";
+  EXPECT_LT(used, sysconf(_SC_CLK_TCK) / 2)
+      << "master used " << used << " ticks in ~1.6 s of backoff";
 }
 
 TEST(SupervisionTest, SlotFailsAfterMaxFailuresAndExitOnFailedStopsTheMaster) {
   Cluster c;
-  c.start("workers: 1\nrestart:\n  delay: 10ms\n  max_failures: 3\n  exit_on_failed: true\nworker:\n" +
-          test_worker_command("--crash-after-ms, 0"));
+  c.start(
+      "workers: 1\nrestart:\n  delay: 10ms\n  max_failures: 3\n  exit_on_failed: true\nworker:\n" +
+      test_worker_command("--crash-after-ms, 0"));
   auto status = c.forkd.wait_exit(30s);
   ASSERT_TRUE(status);
   EXPECT_TRUE(WIFEXITED(*status));
@@ -139,7 +144,8 @@ TEST(SupervisionTest, NeverReadyWorkerIsKilledAfterReadyTimeout) {
           "  ready: message\n  ready_timeout: 300ms\n");
   auto first = c.forkd.wait_for_log("worker 0 started \\(pid (\\d+)", 10s);
   ASSERT_TRUE(first);
-  auto killed = c.forkd.wait_for_log("worker 0 \\(pid " + (*first)[1] + "\\): not ready within ready_timeout", 10s);
+  auto killed = c.forkd.wait_for_log(
+      "worker 0 \\(pid " + (*first)[1] + "\\): not ready within ready_timeout", 10s);
   ASSERT_TRUE(killed);
   ASSERT_TRUE(c.forkd.wait_for_log("respawning worker 0", 10s, killed->end_offset));
   ASSERT_TRUE(c.forkd.wait_for_log("worker 0 started \\(pid (\\d+)", 10s, killed->end_offset));
@@ -154,7 +160,8 @@ TEST(SupervisionTest, MasterSigkillLeavesNoWorkerBehind) {
   ASSERT_TRUE(c.forkd.signal(SIGKILL));
   ASSERT_TRUE(c.forkd.wait_exit(10s));
   for (pid_t w : workers) {
-    EXPECT_TRUE(wait_until([&] { return !process_alive(w); }, 5s)) << "worker " << w << " outlived its master";
+    EXPECT_TRUE(wait_until([&] { return !process_alive(w); }, 5s))
+        << "worker " << w << " outlived its master";
   }
 }
 
@@ -176,19 +183,23 @@ TEST(SupervisionTest, WorkerIgnoresTerminalSigintAndStopsOnSigterm) {
 
 TEST(SupervisionTest, ExecWorkerHoldsExactlyItsFds) {
   Cluster c;
-  c.start("workers: 1\nworker:\n  shell: 'exec sleep 600'\n  ready: started\n  stdout: null\n  stderr: null\n");
+  c.start(
+      "workers: 1\nworker:\n  shell: 'exec sleep 600'\n  ready: started\n  stdout: null\n  stderr: "
+      "null\n");
   c.wait_all_ready(1);
   const auto workers = c.forkd.children();
   ASSERT_EQ(workers.size(), 1U);
   std::vector<std::string> fds;
-  ASSERT_TRUE(wait_until([&] {
-    fds = open_fds(workers[0]);
-    // sh has exec'd sleep once /proc shows sleep's comm
-    std::ifstream comm("/proc/" + std::to_string(workers[0]) + "/comm");
-    std::string name;
-    comm >> name;
-    return name == "sleep";
-  }, 10s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        fds = open_fds(workers[0]);
+        // sh has exec'd sleep once /proc shows sleep's comm
+        std::ifstream comm("/proc/" + std::to_string(workers[0]) + "/comm");
+        std::string name;
+        comm >> name;
+        return name == "sleep";
+      },
+      10s));
   ASSERT_EQ(fds.size(), 5U) << ::testing::PrintToString(fds);
   EXPECT_EQ(fds[0], "0 -> /dev/null");
   EXPECT_EQ(fds[3], "3 -> " + fd_link_target(c.listener.fd()));
@@ -226,7 +237,8 @@ TEST(SupervisionTest, SigttinAndSigttouScaleByOne) {
   from = c.wait_all_ready(2, from);
   EXPECT_EQ(c.forkd.children().size(), 2U);
   ASSERT_TRUE(c.forkd.signal(SIGTTOU));
-  ASSERT_TRUE(c.forkd.wait_for_log("worker 1 \\(pid \\d+\\) stopped: exited with code 0", 20s, from));
+  ASSERT_TRUE(
+      c.forkd.wait_for_log("worker 1 \\(pid \\d+\\) stopped: exited with code 0", 20s, from));
   EXPECT_TRUE(wait_until([&] { return c.forkd.children().size() == 1; }, 10s));
 }
 
@@ -241,7 +253,8 @@ TEST(SupervisionTest, ServesOnUnixAndIpv6Listeners) {
   }
   ForkdProcess forkd;
   ForkdOptions options;
-  options.config_yaml = "workers: 2\nlisten:\n" + listen + "control: {socket: " + dir.file("forkd.sock") + "}\n";
+  options.config_yaml =
+      "workers: 2\nlisten:\n" + listen + "control: {socket: " + dir.file("forkd.sock") + "}\n";
   if (v6) options.listen_fds = {v6->fd()};
   forkd.start(dir, options);
   ASSERT_TRUE(forkd.wait_for_log("all 2 workers ready", 30s));
@@ -270,7 +283,8 @@ TEST(SupervisionTest, ReuseportGivesEachWorkerItsOwnSocket) {
   ForkdProcess forkd;
   ForkdOptions options;
   options.config_yaml = "workers: 2\nlisten:\n  - address: 127.0.0.1:" + std::to_string(port) +
-                        "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n";
+                        "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") +
+                        "}\n";
   forkd.start(dir, options);
   ASSERT_TRUE(forkd.wait_for_log("all 2 workers ready", 30s));
   const auto workers = forkd.children();

@@ -25,9 +25,11 @@ struct Cluster {
   void start(const std::string& body, const std::vector<std::string>& extra_args = {}) {
     ForkdOptions options;
     // A body with its own control: section names the socket itself (at dir/forkd.sock).
-    const bool own_control = body.rfind("control:", 0) == 0 || body.find("\ncontrol:") != std::string::npos;
-    options.config_yaml = "listen:\n  - " + listener.address() + "\n" +
-                          (own_control ? "" : "control:\n  socket: " + dir.file("forkd.sock") + "\n") + body;
+    const bool own_control =
+        body.rfind("control:", 0) == 0 || body.find("\ncontrol:") != std::string::npos;
+    options.config_yaml =
+        "listen:\n  - " + listener.address() + "\n" +
+        (own_control ? "" : "control:\n  socket: " + dir.file("forkd.sock") + "\n") + body;
     options.listen_fds = {listener.fd()};
     options.extra_args = extra_args;
     forkd.start(dir, options);
@@ -41,7 +43,8 @@ struct Cluster {
     return m ? m->end_offset : from;
   }
 
-  std::optional<HttpResponse> get(const std::string& path, std::chrono::milliseconds timeout = 10s) {
+  std::optional<HttpResponse> get(const std::string& path,
+                                  std::chrono::milliseconds timeout = 10s) {
     return http_get(listener, path, timeout);
   }
 };
@@ -53,7 +56,8 @@ inline std::string fixture(const std::string& name) {
 }
 
 // forkctl against a cluster's control socket.
-inline RunResult forkctl(Cluster& c, std::vector<std::string> args, std::chrono::milliseconds timeout = 30s) {
+inline RunResult forkctl(Cluster& c, std::vector<std::string> args,
+                         std::chrono::milliseconds timeout = 30s) {
   std::vector<std::string> argv = {forkctl_bin(), "-s", c.dir.file("forkd.sock")};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_command(argv, timeout);

@@ -51,7 +51,7 @@ TEST(ListenersTest, UnixSocketGetsItsModeAndStaleFileIsReplaced) {
   config.mode = 0660;
   {
     auto fd = open_listener(config, false);
-    struct stat st{};
+    struct stat st {};
     ASSERT_EQ(::stat(config.path.c_str(), &st), 0);
     EXPECT_EQ(st.st_mode & 0777, 0660U);
   }
@@ -84,7 +84,8 @@ TEST(ListenersTest, AddressInUseNamesTheAddress) {
     (void)open_listener(tcp4(port), false);
     FAIL() << "expected ListenError";
   } catch (const ListenError& e) {
-    EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(port)), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(port)), std::string::npos)
+        << e.what();
     EXPECT_NE(std::string(e.what()).find("Address already in use"), std::string::npos) << e.what();
   }
 }
