@@ -403,7 +403,7 @@ HttpServer::HttpServer(asio::io_context& io, std::span<const Listener> listeners
   for (auto& a : core_->acceptors) core_->accept_next(*a);
 }
 
-HttpServer::~HttpServer() {
+HttpServer::~HttpServer() {  // NOLINT(bugprone-exception-escape): as declared
   core_->close_all();
 }
 

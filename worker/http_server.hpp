@@ -50,7 +50,7 @@ class HttpServer {
   HttpServer(HttpServer&&) = delete;
   HttpServer& operator=(HttpServer&&) = delete;
   // Closes acceptors and every connection at once (no drain).
-  ~HttpServer();
+  ~HttpServer();  // NOLINT(bugprone-exception-escape): asio's destructors do not throw
 
   // Graceful drain: closes the acceptors, closes idle connections now, lets requests in flight
   // finish (answered with Connection: close) and then closes their connections. Once drained
