@@ -9,6 +9,7 @@
 #include <array>
 #include <charconv>
 #include <ctime>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "common/control_paths.hpp"
@@ -317,15 +318,16 @@ json Master::status_json() const {
     }
     workers.push_back(std::move(w));
   };
+  // One pass over the processes, grouped by slot: status stays cheap with thousands of workers.
+  std::map<unsigned, std::vector<const WorkerProcess*>> by_slot;
+  for (const auto& [pid, p] : processes_) by_slot[p.slot].push_back(&p);
   for (const auto& slot : slots_) {
-    bool listed = false;
-    for (const auto& [pid, p] : processes_) {
-      if (p.slot != slot.id) continue;
-      entry(slot, &p, p.state);
-      listed = true;
-    }
-    if (!listed && slot.id < target_)
+    const auto it = by_slot.find(slot.id);
+    if (it != by_slot.end()) {
+      for (const auto* p : it->second) entry(slot, p, p->state);
+    } else if (slot.id < target_) {
       entry(slot, nullptr, slot.failed ? SlotState::failed : SlotState::backoff);
+    }
   }
   json last_reload = nullptr;
   if (last_reload_) {

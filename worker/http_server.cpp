@@ -121,18 +121,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void begin_drain() {
     closing_ = true;
     if (phase_ != Phase::reading) return;  // in flight: answered with Connection: close
-    std::error_code ec;
-    const std::size_t available = socket_.available(ec);
-    if (seq_ > 0 && in_.empty() && (ec || available == 0)) {
-      // Idle between two requests: clients retry a request that meets this close (RFC 9112
-      // 9.3.1), so it need not wait.
-      close();
-    } else {
-      // A request is arriving (partly read, or bytes waiting in the kernel), or this is a
-      // fresh connection whose first request may still be on its way: a client cannot retry
-      // that one safely, so give it a short while.
-      arm_timer(settings_->options.drain_read_timeout);
-    }
+    // Waiting between requests, or for the first one: the request may be on its way (a fresh
+    // connection's first one surely is; a keep-alive client often sends its next one at once),
+    // and not every client retries a request that meets a close (RFC 9112 9.3.1 allows it, but
+    // counts on it). So wait a little: a request that comes is answered with Connection: close,
+    // and the timer closes a connection that stays silent.
+    const bool between_requests = seq_ > 0 && in_.empty();
+    arm_timer(between_requests ? settings_->options.drain_idle_grace
+                               : settings_->options.drain_read_timeout);
   }
 
   void close() {

@@ -29,6 +29,9 @@ struct HttpServerOptions {
   // While draining, a connection with a partly received request, or a fresh one that has not
   // sent its first request yet, gets this long to finish it.
   std::chrono::milliseconds drain_read_timeout = std::chrono::seconds(2);
+  // A keep-alive connection idle when the drain begins may have its next request on the way
+  // (load generators and proxies send it at once): it is answered if it comes this soon.
+  std::chrono::milliseconds drain_idle_grace = std::chrono::milliseconds(250);
   // After a closing response: how long unread client bytes are drained before the close, so
   // the kernel does not answer them with a reset that destroys the response in flight.
   std::chrono::milliseconds linger_timeout = std::chrono::seconds(1);
