@@ -29,6 +29,7 @@ const char* to_string(ChildStep step) noexcept {
     case ChildStep::setgid: return "setgid";
     case ChildStep::setuid: return "setuid";
     case ChildStep::exec: return "exec";
+    case ChildStep::session: return "setsid";
   }
   return "start";
 }
@@ -53,7 +54,7 @@ void reset_signals(const ChildPlan& plan) noexcept {
   struct sigaction ign{};
   ign.sa_handler = SIG_IGN;
   ::sigemptyset(&ign.sa_mask);
-  ::sigaction(SIGINT, &ign, nullptr);  // the terminal's Ctrl-C is the master's to handle
+  if (plan.ignore_sigint) ::sigaction(SIGINT, &ign, nullptr);  // the master's to handle
   if (plan.ignore_sigpipe) ::sigaction(SIGPIPE, &ign, nullptr);
   sigset_t none;
   ::sigemptyset(&none);
@@ -87,6 +88,7 @@ void arrange_fds(ChildPlan& plan) noexcept {
   if (err_fd < 0) die(plan, ChildStep::fds, errno);
   plan.error_pipe = err_fd;
   for (int i = 0; i < count; ++i) {
+    if (plan.fd_sources[static_cast<std::size_t>(i)] == kCloseFd) ::close(i);
     if (moved[i] < 0) continue;
     if (::dup2(moved[i], i) < 0) die(plan, ChildStep::fds, errno);  // dup2 clears CLOEXEC
   }
@@ -116,6 +118,7 @@ void run_child(const ChildPlan& const_plan) noexcept {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die(plan, ChildStep::pdeathsig, errno);
     if (::getppid() != plan.master_pid) ::_exit(1);
   }
+  if (plan.new_session && ::setsid() < 0) die(plan, ChildStep::session, errno);
   arrange_fds(plan);
   if (plan.rlimit_nofile != 0) {
     const rlimit lim{plan.rlimit_nofile, plan.rlimit_nofile};

@@ -14,13 +14,27 @@ namespace forkd::common {
 using ChildEntry = void (*)(const void* arg) noexcept;
 
 // Which step failed, reported to the parent with errno through the error pipe.
-enum class ChildStep : int { pdeathsig, fds, rlimit, affinity, chdir, groups, setgid, setuid, exec };
+enum class ChildStep : int {
+  pdeathsig,
+  fds,
+  rlimit,
+  affinity,
+  chdir,
+  groups,
+  setgid,
+  setuid,
+  exec,
+  session,
+};
 [[nodiscard]] const char* to_string(ChildStep step) noexcept;
 
 struct ChildFailure {
   ChildStep step;
   int error;
 };
+
+// An fd_sources entry: the child gets nothing at that number (Node's 'ignore' beyond fd 2).
+inline constexpr int kCloseFd = -2;
 
 struct ChildPlan {
   ChildEntry entry = nullptr;  // enter this in-process; else exec `path`
@@ -29,11 +43,14 @@ struct ChildPlan {
   char* const* argv = nullptr;
   char* const* envp = nullptr;
   char* listen_pid_digits = nullptr;  // inside envp's "LISTEN_PID=" entry, 20 chars of room
-  std::vector<int> fd_sources;        // fd_sources[i] becomes fd i; -1 = leave fd i as it is
+  std::vector<int> fd_sources;        // fd_sources[i] becomes fd i; -1 = leave fd i as it is,
+                                      // kCloseFd = fd i is closed in the child
   int error_pipe = -1;
   pid_t master_pid = 0;
   bool die_with_master = true;  // PR_SET_PDEATHSIG; off for a hot upgrade's new master
   bool ignore_sigpipe = false;
+  bool ignore_sigint = true;  // the terminal's Ctrl-C is the master's; a library child keeps it
+  bool new_session = false;   // setsid(): its own session and process group (Node's detached)
   std::uint64_t rlimit_nofile = 0;
   bool pin_cpu = false;
   cpu_set_t cpu{};

@@ -1,5 +1,8 @@
 #include "common/spawner.hpp"
 
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,9 +33,46 @@ class CStringArray {
   std::vector<char*> pointers_;
 };
 
+// The vfork child's own stack: it runs while we are suspended, then execs or _exits.
+// run_child needs about 2 KiB of it.
+constexpr std::size_t kVforkStackSize = std::size_t{64} * 1024;
+
+int enter_vfork_child(void* plan) {
+  run_child(*static_cast<const ChildPlan*>(plan));
+}
+
+// The child shares our memory until it execs, so none of our signal handlers may run in it:
+// every signal stays blocked until run_child has reset the dispositions (it then unblocks).
+pid_t clone_vfork(ChildPlan& plan, std::vector<char>& stack) {
+  sigset_t all;
+  sigset_t previous;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
+  const pid_t pid = ::clone(enter_vfork_child, stack.data() + stack.size(),
+                            CLONE_VM | CLONE_VFORK | SIGCHLD, &plan);
+  const int error = errno;
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  errno = error;
+  return pid;
+}
+
+// AddressSanitizer would leave the child's stack poisoning behind in memory we share.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kVforkAllowed = false;
+#else
+constexpr bool kVforkAllowed = true;
+#endif
+
 }  // namespace
 
 std::optional<std::string> find_program(const std::string& name, int& error) {
+  const char* path_env = std::getenv("PATH");
+  return find_program(name, path_env != nullptr ? path_env : "/usr/local/bin:/usr/bin:/bin", error);
+}
+
+std::optional<std::string> find_program(const std::string& name, const std::string& search_path,
+                                        int& error) {
+  const std::string& path = search_path;
   error = 0;
   if (name.empty()) {
     error = ENOENT;
@@ -43,8 +83,6 @@ std::optional<std::string> find_program(const std::string& name, int& error) {
     error = errno;
     return std::nullopt;
   }
-  const char* path_env = std::getenv("PATH");
-  const std::string path = path_env != nullptr ? path_env : "/usr/local/bin:/usr/bin:/bin";
   error = ENOENT;
   std::size_t start = 0;
   while (start <= path.size()) {
@@ -93,6 +131,8 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   plan.master_pid = ::getpid();
   plan.die_with_master = spec.die_with_master;
   plan.ignore_sigpipe = spec.entry != nullptr;
+  plan.ignore_sigint = spec.ignore_sigint;
+  plan.new_session = spec.new_session;
   plan.rlimit_nofile = spec.rlimit_nofile;
   if (spec.cpu) {
     plan.pin_cpu = true;
@@ -116,7 +156,9 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   }
   plan.error_pipe = error_pipe.second.get();
 
-  const pid_t pid = ::fork();
+  const bool share_memory = kVforkAllowed && spec.vfork && spec.entry == nullptr && !plan.set_ids;
+  std::vector<char> vfork_stack(share_memory ? kVforkStackSize : 0);
+  const pid_t pid = share_memory ? clone_vfork(plan, vfork_stack) : ::fork();
   if (pid < 0) {
     result.fork_error = last_error();
     return result;

@@ -22,7 +22,8 @@ struct SpawnSpec {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;  // the complete environment of the child
   bool listen_pid = false;                 // add LISTEN_PID=<the child's own pid>
-  std::vector<int> fds;                    // fds[i] becomes fd i in the child; -1 = as is
+  std::vector<int> fds;                    // fds[i] becomes fd i in the child; -1 = as is,
+                                           // kCloseFd = closed
   std::string cwd;
   std::uint64_t rlimit_nofile = 0;
   std::optional<int> cpu;  // pin to this CPU
@@ -30,6 +31,12 @@ struct SpawnSpec {
   std::optional<gid_t> gid;
   std::vector<gid_t> groups;
   bool die_with_master = true;
+  bool ignore_sigint = true;  // false: the child gets SIGINT's default action (library children)
+  bool new_session = false;   // setsid() in the child
+  // Exec children without uid/gid: clone(CLONE_VM | CLONE_VFORK) instead of fork(), as
+  // posix_spawn does, so no page tables are copied (fork's cost grows with our memory).
+  // Ignored for in-process entries and privilege drops, which need a real fork.
+  bool vfork = false;
 };
 
 struct SpawnResult {
@@ -45,5 +52,8 @@ struct SpawnResult {
 
 // execvp's search, done in the parent: the path to run, or ENOENT/EACCES.
 [[nodiscard]] std::optional<std::string> find_program(const std::string& name, int& error);
+// The same search through `search_path` (a PATH value, e.g. the one the child will get).
+[[nodiscard]] std::optional<std::string> find_program(const std::string& name,
+                                                      const std::string& search_path, int& error);
 
 }  // namespace forkd::common
