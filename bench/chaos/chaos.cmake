@@ -1,0 +1,14 @@
+# The short chaos run (bench/chaos/run --duration 10) as a ctest test, label `chaos`: this
+# build's forkd and forkctl under killed, stopped, reloaded and scaled workers and a flooded
+# control socket. Included from tests/CMakeLists.txt; needs python3 (stdlib only).
+find_package(Python3 COMPONENTS Interpreter)
+# Not in the sanitizer build: ASan's quarantine makes the master-RSS invariant meaningless there.
+if(Python3_Interpreter_FOUND AND NOT FORKD_SANITIZERS)
+  add_test(NAME chaos_short
+    COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/bench/chaos/run --duration 10
+      --forkd $<TARGET_FILE:forkd> --forkctl $<TARGET_FILE:forkctl>)
+  # Generous: start-up, 10 s of chaos, up to 60 s to settle, and a slow sanitizer build.
+  set_tests_properties(chaos_short PROPERTIES LABELS chaos TIMEOUT 240 RUN_SERIAL TRUE)
+else()
+  message(STATUS "python3 not found: the chaos_short test is not defined")
+endif()

@@ -1,0 +1,8 @@
+// libFuzzer entry: duration and size parsing and printing (common/units.hpp, forkctl's --timeout).
+// The properties live in checks.hpp, shared with the regression tests.
+#include "fuzz/checks.hpp"
+#include "fuzz/entry.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  return forkd::fuzz::run_check(&forkd::fuzz::check_units, data, size);
+}
