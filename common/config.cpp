@@ -9,6 +9,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
+#include <optional>
+#include <sstream>
+#include <yaml-cpp/eventhandler.h>
 
 #include <algorithm>
 #include <array>
@@ -563,19 +566,55 @@ std::optional<E> Loader::read_enum(const Field& field, std::string_view path,
   return std::nullopt;
 }
 
+namespace {
+
+// Counts documents without building them; only the start of a second one matters.
+class DocumentCounter final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (++documents_ == 2) second_ = mark;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+  [[nodiscard]] std::optional<YAML::Mark> second() const { return second_; }
+
+ private:
+  int documents_ = 0;
+  std::optional<YAML::Mark> second_;
+};
+
+std::optional<YAML::Mark> second_document(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentCounter counter;
+  // At most two steps, whatever the input: the parser may never reach its end (see load()).
+  for (int i = 0; i < 2 && parser.HandleNextDocument(counter); ++i) {
+  }
+  return counter.second();
+}
+
+}  // namespace
+
 Config Loader::load() {
   Config config = default_config();
   config.source = source_;
 
   std::vector<YAML::Node> documents;
   try {
-    documents = YAML::LoadAll(text_);
+    // Never YAML::LoadAll: on input such as "," it reports empty documents forever without
+    // consuming anything. Two parser steps tell whether there is a second document.
+    std::optional<YAML::Mark> second = second_document(text_);
+    documents.push_back(YAML::Load(text_));
+    if (second) report(*second, "", "only one YAML document is allowed, found a second one");
   } catch (const YAML::Exception& error) {
     report(error.mark, "", error.msg);
     throw ConfigError(std::move(issues_));
-  }
-  if (documents.size() > 1) {
-    report(documents[1].Mark(), "", "only one YAML document is allowed, found a second one");
   }
   if (documents.empty() || documents[0].IsNull()) {
     if (!issues_.empty()) throw ConfigError(std::move(issues_));

@@ -47,6 +47,8 @@ std::string uptime_cell(const Json& object) {
 std::string rss_cell(const Json& object) {
   const auto bytes = number(object, "rss_bytes");
   if (!bytes || *bytes <= 0) return "-";
+  // A reply is input like any other: past what uint64 holds the cast is undefined.
+  if (*bytes >= 1.8e19) return ">16EiB";
   return format_bytes(static_cast<std::uint64_t>(*bytes));
 }
 
@@ -131,6 +133,7 @@ std::string format_bytes(std::uint64_t bytes) {
 
 std::string format_uptime(double seconds) {
   if (!(seconds > 0)) return "0s";
+  if (seconds >= 1e15) return ">31My";  // beyond any real uptime; the cast would be undefined
   const auto total = static_cast<std::uint64_t>(seconds);
   const std::uint64_t days = total / 86400;
   const std::uint64_t hours = total % 86400 / 3600;

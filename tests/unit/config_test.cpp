@@ -217,7 +217,7 @@ TEST(ConfigSyntax, TopLevelMustBeAMapping) {
 
 TEST(ConfigSyntax, OnlyOneDocument) {
   EXPECT_EQ(error_of("workers: 2\n---\nworkers: 3\n"),
-            "forkd.yaml:3:1: only one YAML document is allowed, found a second one");
+            "forkd.yaml:2:1: only one YAML document is allowed, found a second one");
 }
 
 TEST(ConfigSyntax, UnknownKeySuggestsTheNearestOne) {
