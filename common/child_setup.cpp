@@ -136,6 +136,8 @@ void run_child(const ChildPlan& const_plan) noexcept {
     if (plan.uid != 0 && (::setuid(0) == 0 || ::getuid() != plan.uid || ::geteuid() != plan.uid)) {
       die(plan, ChildStep::setuid, EPERM);
     }
+    // Nor through a setuid binary it execs.
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die(plan, ChildStep::setuid, errno);
   }
   if (plan.listen_pid_digits != nullptr) write_decimal(plan.listen_pid_digits, ::getpid());
   if (plan.entry != nullptr) {

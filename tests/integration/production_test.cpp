@@ -54,6 +54,7 @@ TEST(ProductionTest, WorkersRunAsTheConfiguredUserAndGroup) {
     EXPECT_EQ(proc_status_line(w, "Uid"), "Uid:\t65534\t65534\t65534\t65534");
     EXPECT_EQ(proc_status_line(w, "Gid"), "Gid:\t65534\t65534\t65534\t65534");
     EXPECT_EQ(proc_status_line(w, "Groups"), "Groups:\t65534 ");
+    EXPECT_EQ(proc_status_line(w, "NoNewPrivs"), "NoNewPrivs:\t1");
   }
   auto r = c.get("/");
   ASSERT_TRUE(r);
