@@ -31,4 +31,12 @@ class LineDecoder {
   bool discarding_ = false;
 };
 
+// True when no array or object in `json` nests deeper than `max_depth` (strings and escapes are
+// skipped). Checked before parsing a peer's line: the library's dump() and comparisons recurse,
+// so a 400000-deep array would overflow the stack of whoever re-serialises it.
+[[nodiscard]] bool nesting_within(std::string_view json, std::size_t max_depth) noexcept;
+
+// How deep a message may nest: far beyond any real message, far below the stack's limit.
+inline constexpr std::size_t kMaxJsonDepth = 128;
+
 }  // namespace forkd::common

@@ -415,6 +415,11 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
   void handle_line(std::string_view line) {
     if (blank(line)) return;
     Json request;
+    if (!common::nesting_within(line, common::kMaxJsonDepth)) {
+      reply_now(error_reply("malformed request: nested deeper than " + std::to_string(common::kMaxJsonDepth) +
+                            " levels"));
+      return;
+    }
     try {
       request = Json::parse(line);
     } catch (const Json::exception& error) {

@@ -674,7 +674,9 @@ void Master::on_worker_message(pid_t pid, nlohmann::json message) {
     process->last_heartbeat = Clock::now();
   } else if (kind == "send") {
     const auto& to = message.contains("to") ? message["to"] : nlohmann::json();
-    Slot* target = to.is_number_unsigned() ? find_slot(to.get<unsigned>()) : nullptr;
+    Slot* target = to.is_number_unsigned() && to.get<std::uint64_t>() <= 4096
+                       ? find_slot(to.get<unsigned>())
+                       : nullptr;
     WorkerProcess* peer =
         target != nullptr && target->current ? find_process(*target->current) : nullptr;
     if (peer == nullptr) {

@@ -11,6 +11,7 @@
 #include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/control_paths.hpp"
 #include "common/log.hpp"
@@ -31,6 +32,24 @@ struct CommandSpec {
 
 json error_reply(const std::string& why) {
   return {{"ok", false}, {"error", why}};
+}
+
+// A worker id from a request: a non-negative integer that fits, nothing else (no wrapping).
+std::optional<unsigned> worker_id(const json& value) {
+  if (!value.is_number_unsigned()) return std::nullopt;
+  const auto id = value.get<std::uint64_t>();
+  if (id > 4096) return std::nullopt;
+  return static_cast<unsigned>(id);
+}
+
+// What a request named, for an error reply: short, never a re-serialised deep structure.
+std::string shown(const json& value) {
+  if (value.is_number() || value.is_boolean() || value.is_null()) return value.dump();
+  if (value.is_string()) {
+    const auto& text = value.get_ref<const std::string&>();
+    return "\"" + text.substr(0, 64) + (text.size() > 64 ? "...\"" : "\"");
+  }
+  return value.is_array() ? "an array" : "an object";
 }
 
 std::string iso_time(std::chrono::system_clock::time_point tp) {
@@ -190,7 +209,9 @@ void Master::cmd_scale(const json& request, Respond& respond) {
     respond(error_reply("scale: \"" + text + "\" is not N, +N or -N"));
     return;
   }
-  const long long wanted = relative ? static_cast<long long>(target_) + n : n;
+  // Bounded first, so the sum cannot overflow.
+  const long long step = std::clamp<long long>(n, -100000, 100000);
+  const long long wanted = relative ? static_cast<long long>(target_) + step : step;
   if (wanted < 1 || wanted > 4096) {
     respond(error_reply("scale: " + std::to_string(wanted) + " workers is out of range (1..4096)"));
     return;
@@ -214,10 +235,10 @@ void Master::cmd_restart(const json& request, Respond& respond) {
     for (const auto& slot : slots_) {
       if (slot.id < target_) ids.push_back(slot.id);
     }
-  } else if (which.is_number_unsigned() && which.get<unsigned>() < target_) {
-    ids.push_back(which.get<unsigned>());
+  } else if (const auto id = worker_id(which); id && *id < target_) {
+    ids.push_back(*id);
   } else {
-    respond(error_reply("restart: no worker " + which.dump() + " (0.." +
+    respond(error_reply("restart: no worker " + shown(which) + " (0.." +
                         std::to_string(target_ - 1) + " or \"all\")"));
     return;
   }
@@ -241,11 +262,12 @@ void Master::cmd_restart(const json& request, Respond& respond) {
 
 void Master::cmd_send(const json& request, Respond& respond) {
   const json& id = request.contains("worker") ? request["worker"] : json();
-  Slot* slot = id.is_number_unsigned() ? find_slot(id.get<unsigned>()) : nullptr;
+  const auto slot_id = worker_id(id);
+  Slot* slot = slot_id ? find_slot(*slot_id) : nullptr;
   WorkerProcess* process =
       slot != nullptr && slot->current ? find_process(*slot->current) : nullptr;
   if (process == nullptr) {
-    respond(error_reply("send: no running worker " + id.dump()));
+    respond(error_reply("send: no running worker " + shown(id)));
     return;
   }
   if (!request.contains("data")) {
@@ -253,10 +275,15 @@ void Master::cmd_send(const json& request, Respond& respond) {
     return;
   }
   if (!deliver(*process, request["data"])) {
-    respond(error_reply("send: worker " + id.dump() + " is not reading its IPC channel"));
+    respond(error_reply("send: worker " + shown(id) + " is not reading its IPC channel"));
     return;
   }
-  const long wait_ms = request.value("wait_ms", 0L);
+  const json& wait = request.contains("wait_ms") ? request["wait_ms"] : json(0);
+  // At most a day: a deadline further out would overflow the clock's arithmetic.
+  const long wait_ms =
+      wait.is_number_unsigned()
+          ? static_cast<long>(std::min<std::uint64_t>(wait.get<std::uint64_t>(), 86'400'000))
+          : 0L;
   if (wait_ms <= 0) {
     respond({{"ok", true}, {"worker", process->slot}, {"pid", process->pid}});
     return;

@@ -58,6 +58,10 @@ void WorkerChannel::read_next() {
                             return;
                           }
                           if (line.empty()) return;
+                          if (!common::nesting_within(line, common::kMaxJsonDepth)) {
+                            self->callbacks_.protocol_error("message nested too deep dropped");
+                            return;
+                          }
                           auto parsed = nlohmann::json::parse(line, nullptr, false);
                           if (parsed.is_discarded()) {
                             self->callbacks_.protocol_error("malformed JSON line dropped");
