@@ -9,6 +9,15 @@ if(Python3_Interpreter_FOUND AND NOT FORKD_SANITIZERS)
       --forkd $<TARGET_FILE:forkd> --forkctl $<TARGET_FILE:forkctl>)
   # Generous: start-up, 10 s of chaos, up to 60 s to settle, and a slow sanitizer build.
   set_tests_properties(chaos_short PROPERTIES LABELS chaos TIMEOUT 240 RUN_SERIAL TRUE)
-else()
-  message(STATUS "python3 not found: the chaos_short test is not defined")
+elseif(NOT Python3_Interpreter_FOUND)
+  message(STATUS "python3 not found: the chaos tests are not defined")
+endif()
+
+# Hostile control requests, one per fresh daemon: each case reproduces a way one request line
+# could crash the master or make it act on the wrong worker (bench/chaos/hostile --list).
+if(Python3_Interpreter_FOUND)
+  add_test(NAME chaos_hostile_requests
+    COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/bench/chaos/hostile
+      --forkd $<TARGET_FILE:forkd> --forkctl $<TARGET_FILE:forkctl>)
+  set_tests_properties(chaos_hostile_requests PROPERTIES LABELS chaos TIMEOUT 240)
 endif()
