@@ -97,18 +97,4 @@ TEST(ShutdownTest, SigintFromTheTerminalStopsGracefully) {
   EXPECT_EQ(WEXITSTATUS(*status), 0);
 }
 
-TEST(ShutdownTest, ReloadAndUpgradeSignalsDoNotKillTheMasterYet) {
-  Cluster c;
-  c.start("workers: 1\n");
-  auto from = c.wait_all_ready(1);
-  ASSERT_TRUE(c.forkd.signal(SIGHUP));
-  ASSERT_TRUE(c.forkd.signal(SIGUSR2));
-  ASSERT_TRUE(c.forkd.signal(SIGUSR1));
-  ASSERT_TRUE(c.forkd.wait_for_log("received SIGUSR1", 10s, from));
-  EXPECT_TRUE(c.forkd.running());
-  auto r = c.get("/");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 200);
-}
-
 }  // namespace
