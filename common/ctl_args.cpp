@@ -135,9 +135,10 @@ Json build_request(Command command, const std::vector<std::string>& positional,
     case Command::scale: {
       expect_arguments(name, positional, 1, "worker count (N, +N or -N)");
       const std::string& value = positional[1];
-      const std::string_view digits = (value.front() == '+' || value.front() == '-')
-                                          ? std::string_view(value).substr(1)
-                                          : std::string_view(value);
+      const std::string_view digits =
+          (!value.empty() && (value.front() == '+' || value.front() == '-'))
+              ? std::string_view(value).substr(1)
+              : std::string_view(value);
       const auto number = all_digits(digits) ? to_integer(digits) : std::nullopt;
       if (!number || *number > std::numeric_limits<int>::max()) {
         throw UsageError("scale: expected N, +N or -N (an integer), not '" + value + "'");

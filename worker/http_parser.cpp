@@ -169,6 +169,8 @@ ParseResult parse_request(std::string_view buffer, const HttpLimits& limits, Htt
   // this stays cheap and keeps the parser stateless.
   std::size_t pos = 0;
   while (pos < buffer.size() && (buffer[pos] == '\n' || buffer[pos] == '\r')) {
+    // The cap first: the answer must not depend on how the bytes were split into reads.
+    if (pos >= limits.max_head_bytes) return fail(431, "request head too large");
     if (buffer[pos] == '\r' && pos + 1 < buffer.size() && buffer[pos + 1] != '\n') {
       return fail(400, "stray CR before the request line");
     }
