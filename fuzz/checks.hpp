@@ -407,8 +407,17 @@ inline bool same_request(const worker::HttpRequest& a, const worker::HttpRequest
   return true;
 }
 
+// Known bug (reported; failing regression test): parse_request checks the head cap only after
+// skipping every leading blank line, so blank lines past the cap followed by a stray CR answer
+// 400 when they arrive at once and 431 when they arrive in pieces (worker/http_parser.cpp).
+inline bool hits_known_http_bug(std::string_view buffer, const worker::HttpLimits& limits) {
+  const std::size_t blank = buffer.find_first_not_of("\r\n");
+  return (blank == std::string_view::npos ? buffer.size() : blank) > limits.max_head_bytes;
+}
+
 inline std::string check_one_request(std::string_view buffer, const worker::HttpLimits& limits,
-                                     Chunker& chunker, std::size_t& consumed) {
+                                     Chunker& chunker, std::size_t& consumed,
+                                     bool skip_known_bugs) {
   using worker::ParseStatus;
   worker::HttpRequest whole;
   const worker::ParseResult result = worker::parse_request(buffer, limits, whole);
@@ -450,7 +459,8 @@ inline std::string check_one_request(std::string_view buffer, const worker::Http
       if (r.status == ParseStatus::error && result.status != ParseStatus::error) {
         return "a prefix failed where the whole buffer does not";
       }
-      if (r.status == ParseStatus::error && r.error_status != result.error_status) {
+      if (r.status == ParseStatus::error && r.error_status != result.error_status &&
+          !(skip_known_bugs && hits_known_http_bug(buffer, limits))) {
         return "a prefix failed with another status than the whole buffer";
       }
     } else {
@@ -475,7 +485,7 @@ inline std::string check_one_request(std::string_view buffer, const worker::Http
   return {};
 }
 
-inline std::string check_http(std::string_view data, bool /*skip_known_bugs*/ = true) {
+inline std::string check_http(std::string_view data, bool skip_known_bugs = true) {
   ByteReader reader(data);
   worker::HttpLimits limits;
   limits.max_head_bytes = 16 + std::size_t{reader.take_byte()} * 16;
@@ -485,7 +495,8 @@ inline std::string check_http(std::string_view data, bool /*skip_known_bugs*/ = 
   // Pipelined requests, as a keep-alive connection delivers them.
   for (int i = 0; i < 16 && !buffer.empty(); ++i) {
     std::size_t consumed = 0;
-    if (auto broken = check_one_request(buffer, limits, chunker, consumed); !broken.empty()) {
+    if (auto broken = check_one_request(buffer, limits, chunker, consumed, skip_known_bugs);
+        !broken.empty()) {
       return broken;
     }
     if (consumed == 0) break;
