@@ -117,16 +117,6 @@ std::string_view name_in(const std::array<EnumName<E>, N>& table, E value) noexc
   return "?";
 }
 
-std::string quote(std::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  out += '"';
-  return out;
-}
-
 std::string errno_text(int error) {
   return std::generic_category().message(error);
 }

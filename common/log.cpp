@@ -37,17 +37,6 @@ int journal_priority(spdlog::level::level_enum level) {
   }
 }
 
-std::string timestamp(spdlog::log_clock::time_point tp) {
-  const auto since = tp.time_since_epoch();
-  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since);
-  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since - secs);
-  const std::time_t t = secs.count();
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[40];
-  const std::size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  return std::string(buf, n) + fmt::format(".{:03}Z", millis.count());
-}
 
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {
@@ -105,7 +94,7 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
     const auto level = spdlog::level::to_string_view(msg.level);
     switch (format_) {
       case LogFormat::json: {
-        nlohmann::json j = {{"time", timestamp(msg.time)},
+        nlohmann::json j = {{"time", format_time(msg.time)},
                             {"level", std::string_view(level.data(), level.size())},
                             {"component", component},
                             {"pid", ::getpid()},
@@ -116,7 +105,7 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
         return fmt::format("<{}>{}: {}\n", journal_priority(msg.level), component, text);
       case LogFormat::text:
       default:
-        return fmt::format("{} [{}] {}: {}\n", timestamp(msg.time),
+        return fmt::format("{} [{}] {}: {}\n", format_time(msg.time),
                            std::string_view(level.data(), level.size()), component, text);
     }
   }
@@ -146,6 +135,18 @@ spdlog::level::level_enum& current_level() {
 }
 
 }  // namespace
+
+std::string format_time(std::chrono::system_clock::time_point tp) {
+  const auto since = tp.time_since_epoch();
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since);
+  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since - secs);
+  const std::time_t t = secs.count();
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[40];
+  const std::size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  return std::string(buf, n) + fmt::format(".{:03}Z", millis.count());
+}
 
 spdlog::level::level_enum to_spdlog(LogLevel level) noexcept {
   switch (level) {

@@ -5,6 +5,7 @@
 
 #include <spdlog/logger.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -20,5 +21,7 @@ bool reopen();
 // The logger of one component ("master", "worker", "control", ...), created on first use.
 [[nodiscard]] std::shared_ptr<spdlog::logger> get(const std::string& component);
 [[nodiscard]] spdlog::level::level_enum to_spdlog(LogLevel level) noexcept;
+// "2026-11-29T11:50:00.123Z": how log lines, events and status replies write a time.
+[[nodiscard]] std::string format_time(std::chrono::system_clock::time_point tp);
 
 }  // namespace forkd::common::log

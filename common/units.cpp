@@ -36,15 +36,6 @@ constexpr std::array<Unit, 12> kAmbiguousSizeUnits{{{"k", 1},
                                                     {"ti", 4}}};
 constexpr std::array<std::string_view, 5> kBinaryNames{"B", "KiB", "MiB", "GiB", "TiB"};
 
-std::string quote(std::string_view text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  out += '"';
-  return out;
-}
 
 bool is_digit(char c) {
   return c >= '0' && c <= '9';
@@ -246,6 +237,16 @@ std::string format_size(std::uint64_t bytes) {
       return std::to_string(bytes / unit.factor) + std::string(unit.name);
   }
   return std::to_string(bytes) + "B";  // unreachable: B always divides
+}
+
+std::string quote(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+  return out;
 }
 
 }  // namespace forkd::common

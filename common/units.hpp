@@ -39,4 +39,7 @@ class UnitError : public std::invalid_argument {
 [[nodiscard]] std::string format_duration(std::chrono::milliseconds duration);
 [[nodiscard]] std::string format_size(std::uint64_t bytes);
 
+// "text" with " and \ escaped: how error messages quote what the user wrote.
+[[nodiscard]] std::string quote(std::string_view text);
+
 }  // namespace forkd::common

@@ -52,17 +52,6 @@ std::string shown(const json& value) {
   return value.is_array() ? "an array" : "an object";
 }
 
-std::string iso_time(std::chrono::system_clock::time_point tp) {
-  const auto since = tp.time_since_epoch();
-  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since);
-  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since - secs).count();
-  const std::time_t t = secs.count();
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  std::array<char, 32> buf{};
-  const std::size_t n = std::strftime(buf.data(), buf.size(), "%Y-%m-%dT%H:%M:%S", &tm);
-  return std::string(buf.data(), n) + "." + std::to_string(1000 + millis).substr(1) + "Z";
-}
 
 double seconds_since(TimePoint start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -70,7 +59,7 @@ double seconds_since(TimePoint start) {
 
 json exit_json(const std::optional<ExitRecord>& record) {
   if (!record) return nullptr;
-  json j = {{"at", iso_time(record->at)}};
+  json j = {{"at", common::log::format_time(record->at)}};
   if (record->status.code) j["code"] = *record->status.code;
   if (record->status.signal) j["signal"] = *record->status.signal;
   return j;
@@ -324,7 +313,7 @@ void Master::expire_reply_waiters(TimePoint now) {
 
 void Master::publish(json event) {
   if (!control_) return;
-  event["at"] = iso_time(std::chrono::system_clock::now());
+  event["at"] = common::log::format_time(std::chrono::system_clock::now());
   control_->publish_event(event);
 }
 
@@ -360,7 +349,7 @@ json Master::status_json() const {
   if (last_reload_) {
     last_reload = {{"ok", last_reload_->ok},
                    {"error", last_reload_->ok ? json(nullptr) : json(last_reload_->error)},
-                   {"at", iso_time(last_reload_->at)}};
+                   {"at", common::log::format_time(last_reload_->at)}};
   }
   return {{"master",
            {{"pid", ::getpid()},

@@ -19,6 +19,7 @@
 #include <variant>
 
 #include "common/log.hpp"
+#include "worker/http_parser.hpp"
 
 namespace forkd::daemon {
 namespace {
@@ -36,28 +37,6 @@ struct HttpResponse {
   bool allow_header = false;  // 405: say which methods are
 };
 
-std::string_view reason_phrase(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 503:
-      return "Service Unavailable";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Unknown";
-  }
-}
 
 std::string serialize(const HttpResponse& response) {
   std::string out;
@@ -65,7 +44,7 @@ std::string serialize(const HttpResponse& response) {
   out += "HTTP/1.1 ";
   out += std::to_string(response.status);
   out += ' ';
-  out += reason_phrase(response.status);
+  out += worker::reason_phrase(response.status);
   out += "\r\nContent-Type: ";
   out += response.content_type;
   out += "\r\nContent-Length: ";
@@ -479,7 +458,7 @@ void MetricsServerState::admit(Tcp::socket socket) {
 HttpResponse MetricsServerState::answer(std::string_view head) {
   const auto parsed = parse_head(head);
   if (const int* status = std::get_if<int>(&parsed)) {
-    return plain(*status, std::string(reason_phrase(*status)) + "\n");
+    return plain(*status, std::string(worker::reason_phrase(*status)) + "\n");
   }
   const auto& request = std::get<RequestLine>(parsed);
   const bool known = request.path == "/metrics" || request.path == "/healthz";

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "tests/integration/test_support.hpp"
 
@@ -221,9 +222,10 @@ TEST(ControlTest, HungWorkerIsKilledAfterHeartbeatTimeoutAndReplaced) {
   auto from = c.wait_all_ready(1);
   const pid_t hung = c.forkd.children().at(0);
   // An endless computation: the worker's loop cannot send heartbeats any more.
-  std::thread([port = c.listener.port()] {
+  // Ends when the worker is killed (the connection resets); joined when the test ends.
+  std::jthread hang([port = c.listener.port()] {
     (void)http_get("127.0.0.1", port, "/compute?n=1000000000000000", 30s);
-  }).detach();
+  });
   auto killed =
       c.forkd.wait_for_log("worker 0 \\(pid " + std::to_string(hung) +
                                "\\): no heartbeat within heartbeat_timeout; sending SIGKILL",

@@ -11,15 +11,8 @@ namespace {
 using namespace forkd::test;
 using nlohmann::json;
 
-std::string which(const std::string& name) {
-  for (const std::string dir : {"/usr/bin", "/bin", "/usr/local/bin"}) {
-    if (::access((dir + "/" + name).c_str(), X_OK) == 0) return dir + "/" + name;
-  }
-  return "";
-}
-
 TEST(ExecWorkerTest, NodeWorkerServesOnFd3AndAnswersLikeChildProcessFork) {
-  const std::string node = which("node");
+  const std::string node = find_tool("node").value_or("");
   ASSERT_FALSE(node.empty()) << "node is installed by scripts/install-deps";
   Cluster c;
   c.start("workers: 2\nworker:\n  command: [" + node + ", " + fixture("node_worker.js") +
@@ -72,7 +65,7 @@ TEST(ExecWorkerTest, PythonWorkerThatStopsItsWatchdogIsReplaced) {
 }
 
 TEST(ExecWorkerTest, SystemdNotifyFromAWorkerShellCountsAsReady) {
-  const std::string notify = which("systemd-notify");
+  const std::string notify = find_tool("systemd-notify").value_or("");
   ASSERT_FALSE(notify.empty()) << "systemd-notify comes with Debian's systemd package";
   Cluster c;
   c.start("workers: 1\nworker:\n  shell: '" + notify + " --ready --status=shell-ready; exec " +

@@ -220,6 +220,11 @@ class ForkdProcess {
   std::vector<Tracked> tracked_;
 };
 
+// The whole text of a file ("" when it cannot be read).
+[[nodiscard]] std::string read_text(const std::string& path);
+// A system program in /usr/bin, /bin or /usr/local/bin, as tests call them by absolute path.
+[[nodiscard]] std::optional<std::string> find_tool(const std::string& name);
+
 // ---------------------------------------------------------------------------------------------
 // Waiting.
 

@@ -22,21 +22,6 @@ using namespace forkd::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-std::optional<std::string> find_tool(const std::string& name) {
-  for (const char* dir : {"/usr/bin", "/bin", "/usr/local/bin"}) {
-    const fs::path candidate = fs::path(dir) / name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-  }
-  return std::nullopt;
-}
-
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
@@ -121,14 +106,14 @@ TEST_F(PackageTest, MaintainerScriptsAreValidShellAndTheConfigIsAConffile) {
   const fs::path control = fs::path(dir_->path()) / "control";
   const auto r = dpkg_deb({"-e", deb_, control.string()});
   ASSERT_EQ(r.exit_code(), 0) << r.err;
-  EXPECT_EQ(read_text(control / "conffiles"), "/etc/forkd/forkd.yaml\n");
+  EXPECT_EQ(read_text((control / "conffiles").string()), "/etc/forkd/forkd.yaml\n");
   for (const char* script : {"postinst", "prerm", "postrm"}) {
     const fs::path path = control / script;
     EXPECT_EQ(::access(path.c_str(), X_OK), 0) << script << " is not executable";
     const auto syntax = run_command({"/bin/sh", "-n", path.string()}, 10s);
     EXPECT_EQ(syntax.exit_code(), 0) << script << ": " << syntax.err;
   }
-  const auto postinst = read_text(control / "postinst");
+  const auto postinst = read_text((control / "postinst").string());
   EXPECT_TRUE(contains(postinst, "systemd-sysusers /usr/lib/sysusers.d/forkd.conf")) << postinst;
   EXPECT_TRUE(contains(postinst, "systemd-tmpfiles --create /usr/lib/tmpfiles.d/forkd.conf"))
       << postinst;
@@ -173,10 +158,10 @@ TEST_F(PackageTest, ExtractedBinariesRunAndAcceptTheInstalledConfig) {
 
 TEST_F(PackageTest, InstalledUnitsPointAtTheInstalledFiles) {
   const fs::path root = extracted();
-  const auto unit = read_text(root / "usr/lib/systemd/system/forkd.service");
+  const auto unit = read_text((root / "usr/lib/systemd/system/forkd.service").string());
   EXPECT_TRUE(contains(unit, "\nExecStart=/usr/bin/forkd -c /etc/forkd/forkd.yaml\n")) << unit;
   EXPECT_TRUE(contains(unit, "\nExecReload=/usr/bin/forkctl -c /etc/forkd/forkd.yaml")) << unit;
-  const auto man = read_text(root / "usr/share/man/man8/forkd.8");
+  const auto man = read_text((root / "usr/share/man/man8/forkd.8").string());
   EXPECT_TRUE(man.starts_with(".TH FORKD 8")) << man.substr(0, 80);
 }
 

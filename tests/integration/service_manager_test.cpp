@@ -165,11 +165,6 @@ namespace {
 
 using namespace forkd::test;
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 TEST(PidfileTest, SecondInstanceIsRefusedAndTheFileFollowsAHotUpgrade) {
   Cluster c;
   const std::string pidfile = c.dir.file("forkd.pid");

@@ -23,32 +23,17 @@ using namespace forkd::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
 // The source tree, as recorded in the build directory's CMake cache (FORKD_BIN is
 // <build>/bin/forkd); the path of this file as a fallback.
 fs::path source_dir() {
   const fs::path build = fs::path(forkd_bin()).parent_path().parent_path();
   const std::regex line("^forkd_SOURCE_DIR:STATIC=(.*)$");
-  std::istringstream cache(read_text(build / "CMakeCache.txt"));
+  std::istringstream cache(read_text((build / "CMakeCache.txt").string()));
   for (std::string text; std::getline(cache, text);) {
     std::smatch m;
     if (std::regex_match(text, m, line)) return fs::path(m[1].str());
   }
   return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
-
-std::optional<std::string> find_tool(const std::string& name) {
-  for (const char* dir : {"/usr/bin", "/bin", "/usr/sbin", "/sbin"}) {
-    const fs::path candidate = fs::path(dir) / name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-  }
-  return std::nullopt;
 }
 
 std::string replace_all(std::string text, const std::string& from, const std::string& to) {
@@ -62,7 +47,7 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 // The units as shipped, with the binaries they run pointed at this build (verify checks that
 // ExecStart= and ExecReload= name executables).
 std::string unit_for_this_build(const std::string& name) {
-  std::string text = read_text(source_dir() / "systemd" / name);
+  std::string text = read_text((source_dir() / "systemd" / name).string());
   text = replace_all(std::move(text), "/usr/bin/forkd ", forkd_bin() + " ");
   return replace_all(std::move(text), "/usr/bin/forkctl ", forkctl_bin() + " ");
 }
@@ -138,7 +123,7 @@ TEST_F(SystemdUnitsTest, RootMasterUnitExposureIsAtMost2_5) {
 
 TEST_F(SystemdUnitsTest, UnitsRunTheInstalledBinariesWithTheInstalledConfig) {
   for (const char* name : {"forkd.service", "forkd-root.service"}) {
-    const auto text = read_text(source_dir() / "systemd" / name);
+    const auto text = read_text((source_dir() / "systemd" / name).string());
     EXPECT_NE(text.find("\nType=notify\n"), std::string::npos) << name;
     EXPECT_NE(text.find("\nExecStart=/usr/bin/forkd -c /etc/forkd/forkd.yaml\n"), std::string::npos)
         << name;
@@ -148,10 +133,10 @@ TEST_F(SystemdUnitsTest, UnitsRunTheInstalledBinariesWithTheInstalledConfig) {
     EXPECT_NE(text.find("\nKillMode=mixed\n"), std::string::npos) << name;
     EXPECT_NE(text.find("\nRuntimeDirectory=forkd\n"), std::string::npos) << name;
   }
-  const auto service = read_text(source_dir() / "systemd" / "forkd.service");
+  const auto service = read_text((source_dir() / "systemd" / "forkd.service").string());
   EXPECT_NE(service.find("\nUser=forkd\n"), std::string::npos);
   EXPECT_NE(service.find("\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n"), std::string::npos);
-  const auto socket = read_text(source_dir() / "systemd" / "forkd.socket");
+  const auto socket = read_text((source_dir() / "systemd" / "forkd.socket").string());
   EXPECT_NE(socket.find("\nFileDescriptorName=listen0\n"), std::string::npos);
   EXPECT_NE(socket.find("\nService=forkd.service\n"), std::string::npos);
 }
@@ -162,19 +147,19 @@ TEST_F(SystemdUnitsTest, SysusersAndTmpfilesEntriesApplyToAnEmptyRoot) {
   if (!sysusers || !tmpfiles) GTEST_SKIP() << "systemd-sysusers/systemd-tmpfiles not installed";
   const fs::path root = fs::path(dir_.path()) / "root";
   dir_.write_file("root/usr/lib/sysusers.d/forkd.conf",
-                  read_text(source_dir() / "systemd" / "sysusers.d" / "forkd.conf"));
+                  read_text((source_dir() / "systemd" / "sysusers.d" / "forkd.conf").string()));
   dir_.write_file("root/usr/lib/tmpfiles.d/forkd.conf",
-                  read_text(source_dir() / "systemd" / "tmpfiles.d" / "forkd.conf"));
+                  read_text((source_dir() / "systemd" / "tmpfiles.d" / "forkd.conf").string()));
   fs::create_directories(root / "etc");
 
   const auto users = run_command({*sysusers, "--root=" + root.string()}, 30s);
   ASSERT_EQ(users.exit_code(), 0) << describe_status(users.status) << "\n" << users.err;
   const std::regex forkd_user("(^|\n)forkd:x:([0-9]+):([0-9]+):[^\n]*:/usr/sbin/nologin\n");
   std::smatch m;
-  const auto passwd = read_text(root / "etc" / "passwd");
+  const auto passwd = read_text((root / "etc" / "passwd").string());
   ASSERT_TRUE(std::regex_search(passwd, m, forkd_user)) << passwd;
   const auto uid = static_cast<uid_t>(std::stoul(m[2].str()));
-  EXPECT_NE(read_text(root / "etc" / "group").find("forkd:x:"), std::string::npos);
+  EXPECT_NE(read_text((root / "etc" / "group").string()).find("forkd:x:"), std::string::npos);
 
   if (::geteuid() != 0) {
     GTEST_SKIP() << "tmpfiles.d entries chown to forkd: applying them needs root";

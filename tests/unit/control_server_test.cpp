@@ -1,6 +1,7 @@
 // ControlServer over real Unix sockets: an io_context runs on a background thread, the test
 // thread plays the clients with blocking sockets and waits on replies with deadlines.
 #include "daemon/control_server.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 #include <grp.h>
 #include <gtest/gtest.h>
@@ -43,25 +44,7 @@ using namespace std::chrono_literals;
 
 constexpr auto kPatience = 5s;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = "/tmp/forkd-ctl-test-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const std::string& path() const { return path_; }
-  [[nodiscard]] std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using forkd::test::TempDir;
 
 bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds patience = kPatience) {
   const auto deadline = std::chrono::steady_clock::now() + patience;

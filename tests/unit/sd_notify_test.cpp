@@ -1,4 +1,5 @@
 #include "common/sd_notify.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -28,24 +29,7 @@ using forkd::common::watchdog_interval_from;
 using Fields = std::vector<std::pair<std::string, std::string>>;
 using std::chrono::microseconds;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "forkd-notify-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using forkd::test::TempDir;
 
 // A datagram socket bound where NOTIFY_SOCKET points, like systemd's (or forkd's per-worker) end.
 class Receiver {
