@@ -13,23 +13,32 @@
 
 #include <cerrno>
 
-
 extern char** environ;
 
 namespace forkd::common {
 
 const char* to_string(ChildStep step) noexcept {
   switch (step) {
-    case ChildStep::pdeathsig: return "watch the master";
-    case ChildStep::fds: return "set up file descriptors";
-    case ChildStep::rlimit: return "set rlimit_nofile";
-    case ChildStep::affinity: return "set cpu affinity";
-    case ChildStep::chdir: return "chdir";
-    case ChildStep::groups: return "setgroups";
-    case ChildStep::setgid: return "setgid";
-    case ChildStep::setuid: return "setuid";
-    case ChildStep::exec: return "exec";
-    case ChildStep::session: return "setsid";
+    case ChildStep::pdeathsig:
+      return "watch the master";
+    case ChildStep::fds:
+      return "set up file descriptors";
+    case ChildStep::rlimit:
+      return "set rlimit_nofile";
+    case ChildStep::affinity:
+      return "set cpu affinity";
+    case ChildStep::chdir:
+      return "chdir";
+    case ChildStep::groups:
+      return "setgroups";
+    case ChildStep::setgid:
+      return "setgid";
+    case ChildStep::setuid:
+      return "setuid";
+    case ChildStep::exec:
+      return "exec";
+    case ChildStep::session:
+      return "setsid";
   }
   return "start";
 }
@@ -44,14 +53,14 @@ namespace {
 }
 
 void reset_signals(const ChildPlan& plan) noexcept {
-  struct sigaction dfl{};
+  struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   ::sigemptyset(&dfl.sa_mask);
   for (int signo = 1; signo < NSIG; ++signo) {
     if (signo == SIGKILL || signo == SIGSTOP) continue;
     ::sigaction(signo, &dfl, nullptr);  // fails harmlessly for the glibc-reserved ones
   }
-  struct sigaction ign{};
+  struct sigaction ign {};
   ign.sa_handler = SIG_IGN;
   ::sigemptyset(&ign.sa_mask);
   if (plan.ignore_sigint) ::sigaction(SIGINT, &ign, nullptr);  // the master's to handle
@@ -64,9 +73,8 @@ void reset_signals(const ChildPlan& plan) noexcept {
 void close_from(int first) noexcept {
   if (::syscall(SYS_close_range, static_cast<unsigned>(first), ~0U, 0U) == 0) return;
   rlimit lim{};
-  const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY
-                         ? lim.rlim_cur
-                         : 65536;
+  const rlim_t top =
+      ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY ? lim.rlim_cur : 65536;
   for (rlim_t fd = static_cast<rlim_t>(first); fd < top; ++fd) ::close(static_cast<int>(fd));
 }
 
@@ -129,7 +137,8 @@ void run_child(const ChildPlan& const_plan) noexcept {
   }
   if (plan.cwd != nullptr && ::chdir(plan.cwd) != 0) die(plan, ChildStep::chdir, errno);
   if (plan.set_ids) {
-    if (::setgroups(plan.groups.size(), plan.groups.data()) != 0) die(plan, ChildStep::groups, errno);
+    if (::setgroups(plan.groups.size(), plan.groups.data()) != 0)
+      die(plan, ChildStep::groups, errno);
     if (::setgid(plan.gid) != 0) die(plan, ChildStep::setgid, errno);
     if (::setuid(plan.uid) != 0) die(plan, ChildStep::setuid, errno);
     // A dropped process must not be able to get root back.

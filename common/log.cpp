@@ -37,7 +37,6 @@ int journal_priority(spdlog::level::level_enum level) {
   }
 }
 
-
 bool write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     const ssize_t n = ::write(fd, data.data(), data.size());

@@ -87,7 +87,8 @@ std::optional<std::string> find_program(const std::string& name, const std::stri
   std::size_t start = 0;
   while (start <= path.size()) {
     const auto colon = path.find(':', start);
-    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    std::string dir =
+        path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
     if (dir.empty()) dir = ".";
     const std::string candidate = dir + "/" + name;
     if (::access(candidate.c_str(), X_OK) == 0) {

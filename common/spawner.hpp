@@ -18,7 +18,7 @@ namespace forkd::common {
 struct SpawnSpec {
   ChildEntry entry = nullptr;  // an in-process entry (built-in app), or else:
   const void* entry_arg = nullptr;
-  std::string program;                    // absolute or PATH-resolved program to exec
+  std::string program;  // absolute or PATH-resolved program to exec
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;  // the complete environment of the child
   bool listen_pid = false;                 // add LISTEN_PID=<the child's own pid>

@@ -36,7 +36,6 @@ constexpr std::array<Unit, 12> kAmbiguousSizeUnits{{{"k", 1},
                                                     {"ti", 4}}};
 constexpr std::array<std::string_view, 5> kBinaryNames{"B", "KiB", "MiB", "GiB", "TiB"};
 
-
 bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }

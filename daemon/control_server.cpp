@@ -416,8 +416,8 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     if (blank(line)) return;
     Json request;
     if (!common::nesting_within(line, common::kMaxJsonDepth)) {
-      reply_now(error_reply("malformed request: nested deeper than " + std::to_string(common::kMaxJsonDepth) +
-                            " levels"));
+      reply_now(error_reply("malformed request: nested deeper than " +
+                            std::to_string(common::kMaxJsonDepth) + " levels"));
       return;
     }
     try {

@@ -52,7 +52,6 @@ std::string shown(const json& value) {
   return value.is_array() ? "an array" : "an object";
 }
 
-
 double seconds_since(TimePoint start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }

@@ -37,7 +37,6 @@ struct HttpResponse {
   bool allow_header = false;  // 405: say which methods are
 };
 
-
 std::string serialize(const HttpResponse& response) {
   std::string out;
   out.reserve(160 + (response.head_only ? 0 : response.body.size()));
