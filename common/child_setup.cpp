@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <linux/close_range.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -11,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 
 extern char** environ;
@@ -35,6 +37,8 @@ const char* to_string(ChildStep step) noexcept {
       return "setgid";
     case ChildStep::setuid:
       return "setuid";
+    case ChildStep::capabilities:
+      return "drop capabilities";
     case ChildStep::exec:
       return "exec";
     case ChildStep::session:
@@ -105,6 +109,17 @@ void arrange_fds(ChildPlan& plan) noexcept {
   close_from(count + 1);
 }
 
+// Ambient first (EINVAL: a kernel without ambient capabilities has none to clear), then the
+// permitted, effective and inheritable sets; lowering them needs no privilege.
+void drop_all_capabilities(const ChildPlan& plan) noexcept {
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
+    die(plan, ChildStep::capabilities, errno);
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, _LINUX_CAPABILITY_U32S_3> none{};
+  if (::syscall(SYS_capset, &header, none.data()) != 0) die(plan, ChildStep::capabilities, errno);
+}
+
 void write_decimal(char* out, long value) noexcept {
   char digits[24];
   int n = 0;
@@ -148,6 +163,7 @@ void run_child(const ChildPlan& const_plan) noexcept {
     // Nor through a setuid binary it execs.
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die(plan, ChildStep::setuid, errno);
   }
+  if (plan.drop_capabilities && ::geteuid() != 0) drop_all_capabilities(plan);
   if (plan.listen_pid_digits != nullptr) write_decimal(plan.listen_pid_digits, ::getpid());
   if (plan.entry != nullptr) {
     environ = const_cast<char**>(plan.envp);

@@ -23,6 +23,7 @@ enum class ChildStep : int {
   groups,
   setgid,
   setuid,
+  capabilities,
   exec,
   session,
 };
@@ -59,6 +60,9 @@ struct ChildPlan {
   uid_t uid = 0;
   gid_t gid = 0;
   std::vector<gid_t> groups;
+  // A non-root child gives up every capability the parent holds (ambient ones included), so a
+  // master started with CAP_NET_BIND_SERVICE does not pass it on to its workers.
+  bool drop_capabilities = false;
 };
 
 // Runs in the child; never returns. Only async-signal-safe calls: no allocation, no logging,

@@ -103,6 +103,10 @@ std::optional<std::string> find_program(const std::string& name, const std::stri
 }
 
 std::string SpawnResult::describe(const SpawnSpec& spec) const {
+  if (fork_error == std::errc::resource_unavailable_try_again) {
+    return "fork: " + fork_error.message() +
+           " (process limit reached: RLIMIT_NPROC of the user, or pids.max of the cgroup)";
+  }
   if (fork_error) return "fork: " + fork_error.message();
   if (!failure) return "ok";
   std::string what = to_string(failure->step);
@@ -134,6 +138,7 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   plan.ignore_sigpipe = spec.entry != nullptr;
   plan.ignore_sigint = spec.ignore_sigint;
   plan.new_session = spec.new_session;
+  plan.drop_capabilities = spec.drop_capabilities;
   plan.rlimit_nofile = spec.rlimit_nofile;
   if (spec.cpu) {
     plan.pin_cpu = true;

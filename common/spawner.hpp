@@ -33,6 +33,7 @@ struct SpawnSpec {
   bool die_with_master = true;
   bool ignore_sigint = true;  // false: the child gets SIGINT's default action (library children)
   bool new_session = false;   // setsid() in the child
+  bool drop_capabilities = false;  // a non-root child keeps no capability (ChildPlan)
   // Exec children without uid/gid: clone(CLONE_VM | CLONE_VFORK) instead of fork(), as
   // posix_spawn does, so no page tables are copied (fork's cost grows with our memory).
   // Ignored for in-process entries and privilege drops, which need a real fork.

@@ -328,6 +328,12 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
     log_->warn("worker {} (pid {}) {} after {}", slot.id, pid, status.describe(),
                format_duration(uptime));
   }
+  schedule_restart(slot, decision, now);
+}
+
+// After a crash or a failed start: respawn after the backoff delay, or give the slot up once
+// restart.max_failures is reached (never an immediate retry: that would be a fork storm).
+void Master::schedule_restart(Slot& slot, const RestartDecision& decision, TimePoint now) {
   if (decision.kind == RestartDecision::Kind::give_up) {
     slot.failed = true;
     log_->error("worker {} failed {} times in a row (restart.max_failures); slot marked failed",
@@ -458,7 +464,7 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   } catch (const ListenError& e) {
     log_->error("worker {}: {}", slot.id, e.what());
     if (as_replacement && rollout_) fail_rollout(e.what());
-    if (!as_replacement) slot.respawn_at = now + slot.backoff.on_failed_start().delay;
+    if (!as_replacement) schedule_restart(slot, slot.backoff.on_failed_start(), now);
     return;
   }
   const auto& wc = config_.worker;
@@ -489,6 +495,7 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   }
   spec.env = worker_environment(slot);
   spec.listen_pid = true;
+  spec.drop_capabilities = true;
   spec.cwd = wc.cwd;
   spec.rlimit_nofile = wc.rlimit_nofile;
   if (wc.cpu_affinity) {
@@ -539,7 +546,7 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
       if (rollout_) fail_rollout(std::string("cannot start a replacement worker: ") + e.what());
       return;
     }
-    slot.respawn_at = now + slot.backoff.on_failed_start().delay;
+    schedule_restart(slot, slot.backoff.on_failed_start(), now);
     return;
   }
   spec.fds.push_back(devnull_.get());
@@ -583,10 +590,8 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
       if (rollout_) fail_rollout("cannot start a replacement worker: " + result.describe(spec));
       return;
     }
-    const RestartDecision d = slot.backoff.on_failed_start();
-    log_->error("worker {}: cannot start: {}; retrying in {}", slot.id, result.describe(spec),
-                format_duration(d.delay));
-    slot.respawn_at = now + d.delay;
+    log_->error("worker {}: cannot start: {}", slot.id, result.describe(spec));
+    schedule_restart(slot, slot.backoff.on_failed_start(), now);
     return;
   }
   WorkerProcess process;

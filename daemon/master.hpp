@@ -190,6 +190,7 @@ class Master {
 
   // Starts a worker for `slot`: as its current process, or as the replacement of it.
   void spawn_worker(Slot& slot, TimePoint now, bool as_replacement = false);
+  void schedule_restart(Slot& slot, const RestartDecision& decision, TimePoint now);
   void mark_ready(WorkerProcess& process);
   void stop_process(WorkerProcess& process, StopReason reason, common::Duration grace);
   void kill_process(WorkerProcess& process, const char* why);

@@ -1,4 +1,9 @@
-// Production concerns: forkd as a container's PID 1, privilege drop, journald and JSON logs.
+// Production concerns: forkd as a container's PID 1, privilege drop, an unprivileged master,
+// journald and JSON logs.
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -100,6 +105,119 @@ TEST(ProductionTest, UnwritableLogFileFallsBackToStderrOnce) {
       << c.forkd.log();
   ASSERT_EQ(forkctl(c, {"scale", "+1"}).exit_code(), 0);
   EXPECT_TRUE(c.forkd.wait_for_log("all 2 workers ready", 20s));
+}
+
+// forkd started as an unprivileged user through setpriv (and prlimit: both keep our pid, so
+// LISTEN_PID holds), on a uid of its own so that no other process counts against its limits.
+struct UnprivilegedForkd {
+  TempDir dir;
+  Listener listener = Listener::tcp_v4();
+  ForkdProcess forkd;
+  uid_t uid = 60000 + static_cast<uid_t>(::getpid() % 5000);
+
+  [[nodiscard]] std::vector<std::string> as_uid() const {
+    const std::string id = std::to_string(uid);
+    const auto setpriv = find_tool("setpriv");
+    if (!setpriv) throw std::runtime_error("setpriv (util-linux) is missing");
+    return {*setpriv, "--reuid=" + id, "--regid=" + id, "--clear-groups"};
+  }
+
+  // `prefix` runs first (e.g. prlimit), then setpriv with `setpriv_flags`, then forkd.
+  void start(const std::string& body, const std::vector<std::string>& setpriv_flags,
+             std::vector<std::string> prefix = {}) {
+    std::filesystem::permissions(dir.path(), std::filesystem::perms::all);
+    const std::string config = dir.write_file(
+        "forkd.yaml", "listen: [" + listener.address() +
+                          "]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n" + body);
+    std::vector<std::string> argv = std::move(prefix);
+    for (auto& arg : as_uid()) argv.push_back(std::move(arg));
+    argv.insert(argv.end(), setpriv_flags.begin(), setpriv_flags.end());
+    argv.insert(argv.end(), {"--", forkd_bin(), "-c", config});
+    ForkdOptions options;
+    options.binary = argv.front();
+    options.extra_args.assign(argv.begin() + 1, argv.end());
+    options.use_config_flag = false;
+    options.listen_fds = {listener.fd()};
+    forkd.start(dir, options);
+  }
+};
+
+// The user's unit grants the master CAP_NET_BIND_SERVICE as an ambient capability; a worker,
+// in-process app or exec'd program, must not get it (nor anything else) from the master.
+TEST(ProductionTest, WorkersKeepNoneOfAnUnprivilegedMastersCapabilities) {
+  if (::geteuid() != 0) GTEST_SKIP() << "starting forkd as another user needs root";
+  UnprivilegedForkd u;
+  u.start("workers: 2\n", {"--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"});
+  ASSERT_TRUE(u.forkd.wait_for_log("all 2 workers ready", 20s)) << u.forkd.log();
+  EXPECT_EQ(proc_status_line(u.forkd.pid(), "CapAmb"), "CapAmb:\t0000000000000400");
+  const auto workers = u.forkd.children();
+  ASSERT_EQ(workers.size(), 2U);
+  const std::string id = std::to_string(u.uid);
+  for (pid_t w : workers) {
+    EXPECT_EQ(proc_status_line(w, "Uid"), "Uid:\t" + id + "\t" + id + "\t" + id + "\t" + id);
+    for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapAmb"}) {
+      EXPECT_EQ(proc_status_line(w, set), std::string(set) + ":\t0000000000000000")
+          << "worker " << w;
+    }
+  }
+  auto r = http_get(u.listener, "/", 10s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+// fork() failing with EAGAIN (the user's process limit) is a failed start: reported with its
+// cause, backed off like a crash while the other workers serve, and healed once the limit rises.
+TEST(ProductionTest, ForkFailingWithEagainBacksOffAndRecovers) {
+  if (::geteuid() != 0) GTEST_SKIP() << "starting forkd as another user needs root";
+  const auto prlimit = find_tool("prlimit");
+  ASSERT_TRUE(prlimit) << "prlimit (util-linux) is missing";
+  UnprivilegedForkd u;
+  // Room for the master and two workers: the third worker's fork() fails with EAGAIN.
+  u.start("workers: 3\nrestart:\n  delay: 50ms\n  max_delay: 400ms\n", {},
+          {*prlimit, "--nproc=3:4096", "--"});
+  const std::string cannot_start =
+      R"(worker \d+: cannot start: fork: Resource temporarily unavailable \(process limit reached)";
+  const auto first = u.forkd.wait_for_log(cannot_start, 20s);
+  ASSERT_TRUE(first) << u.forkd.log();
+  // Backed off: the delays grow up to max_delay instead of retrying at once.
+  const auto capped =
+      u.forkd.wait_for_log(R"(respawning worker \d+ in 400ms)", 20s, first->end_offset);
+  ASSERT_TRUE(capped) << u.forkd.log();
+  EXPECT_TRUE(u.forkd.wait_for_log(R"(respawning worker \d+ in 100ms)", 1ms, first->end_offset));
+  // Attempts 50, 100, 200, 400 ms apart: a busy loop would log thousands.
+  EXPECT_LT(u.forkd.count_log(cannot_start), 20U) << u.forkd.log();
+  EXPECT_TRUE(u.forkd.wait_for_log("worker \\d+ ready", 1ms)) << "the others serve meanwhile";
+  auto r = http_get(u.listener, "/", 10s);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+
+  // Raising a soft limit up to the hard one needs no privilege, only the same user.
+  auto raise = u.as_uid();
+  raise.insert(raise.end(), {*prlimit, "--pid", std::to_string(u.forkd.pid()), "--nproc=4096"});
+  const auto raised = run_command(raise, 10s);
+  ASSERT_EQ(raised.exit_code(), 0) << raised.err;
+  EXPECT_TRUE(u.forkd.wait_for_log("all 3 workers ready", 20s, capped->end_offset))
+      << u.forkd.log();
+}
+
+// Failed forks count towards restart.max_failures like crashes: the slot is given up, not retried
+// in a loop.
+TEST(ProductionTest, ForkFailuresCountTowardsMaxFailures) {
+  if (::geteuid() != 0) GTEST_SKIP() << "starting forkd as another user needs root";
+  const auto prlimit = find_tool("prlimit");
+  ASSERT_TRUE(prlimit) << "prlimit (util-linux) is missing";
+  UnprivilegedForkd u;
+  u.start("workers: 3\nrestart:\n  delay: 20ms\n  max_failures: 3\n", {},
+          {*prlimit, "--nproc=3:4096", "--"});
+  const auto failed = u.forkd.wait_for_log(
+      R"(worker (\d+) failed 3 times in a row \(restart.max_failures\); slot marked failed)", 20s);
+  ASSERT_TRUE(failed) << u.forkd.log();
+  // A round trip through the master's loop: a retry loop would have logged more by then.
+  const auto status = run_command({forkctl_bin(), "-s", u.dir.file("forkd.sock"), "status"}, 10s);
+  EXPECT_EQ(status.exit_code(), 0) << status.err;
+  EXPECT_NE(status.out.find("failed"), std::string::npos) << status.out;
+  EXPECT_EQ(u.forkd.count_log("cannot start: fork: Resource temporarily unavailable"), 3U)
+      << u.forkd.log();
 }
 
 }  // namespace
