@@ -257,6 +257,7 @@ class ControlServerState {
   void remove_socket_file();
   [[nodiscard]] std::size_t client_count() const { return clients_.size(); }
   [[nodiscard]] std::size_t subscriber_count() const;
+  [[nodiscard]] std::size_t total_outbound() const;
   [[nodiscard]] const std::string& path() const { return options_.path; }
   [[nodiscard]] int native_handle() { return acceptor_.is_open() ? acceptor_.native_handle() : -1; }
 
@@ -335,6 +336,8 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
   }
 
   [[nodiscard]] bool subscriber() const { return subscriber_; }
+  // Bytes owed to the client that the kernel has not taken yet.
+  [[nodiscard]] std::size_t outbound() const { return outbox_.size() - outbox_sent_ + held_bytes_; }
 
  private:
   struct ReplySlot {
@@ -487,16 +490,18 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     (void)enforce_outbound_limit(before);
   }
 
-  // Bytes owed to the client that the kernel has not taken yet.
-  [[nodiscard]] std::size_t outbound() const { return outbox_.size() - outbox_sent_ + held_bytes_; }
-
   // A client that does not read costs at most max_outbound (plus the one line that crossed
-  // it); past that it is cut off. Output the kernel takes at once never counts, so a burst
-  // of events to a client that keeps reading is fine. Returns false once closed.
+  // it), and all of them together max_outbound_total; past that the client whose queue grew
+  // is cut off. Output the kernel takes at once never counts, so a burst of events to a client
+  // that keeps reading is fine; nor does a first reply, however long. Returns false once closed.
   bool enforce_outbound_limit(std::size_t before) {
     if (closed_) return false;
     const std::size_t unsent = outbound();
-    if (before == 0 || unsent <= server_.options().max_outbound) return true;
+    if (before == 0) return true;
+    const auto& options = server_.options();
+    if (unsent <= options.max_outbound && server_.total_outbound() <= options.max_outbound_total) {
+      return true;
+    }
     logger()->warn("control client {}{} is not reading: {} bytes unsent, disconnecting",
                    subscriber_ ? "(events) " : "", describe_peer(peer_), unsent);
     close_connection();
@@ -641,6 +646,12 @@ std::size_t ControlServerState::subscriber_count() const {
   return static_cast<std::size_t>(
       std::count_if(clients_.begin(), clients_.end(),
                     [](const auto& entry) { return entry.second->subscriber(); }));
+}
+
+std::size_t ControlServerState::total_outbound() const {
+  std::size_t total = 0;
+  for (const auto& entry : clients_) total += entry.second->outbound();
+  return total;
 }
 
 void ControlServerState::accept_next() {

@@ -33,7 +33,8 @@ struct ControlServerOptions {
   std::size_t max_message = std::size_t{1} << 20;
   std::chrono::milliseconds idle_timeout{30000};
   std::size_t max_clients = 256;
-  std::size_t max_outbound = std::size_t{4} << 20;
+  std::size_t max_outbound = std::size_t{1} << 20;         // unsent replies/events per client
+  std::size_t max_outbound_total = std::size_t{16} << 20;  // ... and over all clients
 };
 
 // The handler runs on the io_context's thread, inside the read that completed the request.

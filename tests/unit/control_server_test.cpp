@@ -369,6 +369,34 @@ TEST_F(ServerFixture, ASubscriberThatDoesNotReadIsDroppedAndOthersContinue) {
   EXPECT_EQ(reader.read_json(), last);
 }
 
+TEST_F(ServerFixture, StalledClientsTogetherAreBoundedByTheTotal) {
+  auto opts = options();
+  opts.max_outbound = 8 << 20;  // never reached here: only the total cuts them off
+  opts.max_outbound_total = 256 * 1024;
+  start(opts);
+  std::vector<std::unique_ptr<Client>> stalled;
+  for (int i = 0; i < 4; ++i) {
+    stalled.push_back(std::make_unique<Client>(path_));
+    stalled.back()->send_line(R"({"cmd":"events"})");
+    ASSERT_EQ(stalled.back()->read_json()["ok"], true);
+  }
+  Client reader(path_);
+  reader.send_line(R"({"cmd":"events"})");
+  ASSERT_EQ(reader.read_json()["ok"], true);
+
+  const Json event{{"event", "message"}, {"data", std::string(1000, 'x')}};
+  // At most 3 MB in all: each stalled client alone stays far below its own 8 MiB.
+  for (int batch = 0; batch < 150 && subscribers() > 1; ++batch) {
+    on_loop([&] {
+      for (int i = 0; i < 20; ++i) server_->publish_event(event);
+      return 0;
+    });
+    for (int i = 0; i < 20; ++i) ASSERT_EQ(reader.read_json(), event) << "batch " << batch;
+  }
+  ASSERT_TRUE(wait_until([&] { return subscribers() == 1; }));
+  for (auto& client : stalled) EXPECT_TRUE(client->closed_by_server());
+}
+
 TEST_F(ServerFixture, IdleClientsAreClosedButSubscribersAndPendingRequestsStay) {
   auto opts = options();
   opts.idle_timeout = 150ms;
