@@ -52,7 +52,7 @@ class ListenerSet {
                 bool own_files = false);
   // Makes sure slots 0..count-1 have their own socket on every reuseport listener.
   void ensure_worker_sockets(unsigned count);
-  // Drops reuseport sockets of slots >= count (their workers are gone).
+  // Drops our reuseport sockets of slots >= count (retiring: a draining worker keeps its copy).
   void trim_worker_sockets(unsigned count);
   // The fds worker `slot` inherits at 3, 4, ... in config order, and their names.
   [[nodiscard]] std::vector<int> fds_for(unsigned slot) const;

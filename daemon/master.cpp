@@ -21,6 +21,7 @@
 #include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
+#include "daemon/request_migration.hpp"
 #include "daemon/worker_channel.hpp"
 #include "worker/apps/registry.hpp"
 
@@ -158,6 +159,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
                l.adopted ? ", passed in with LISTEN_FDS" : "",
                l.config.reuseport ? ", reuseport" : "");
   }
+  check_request_migration();
   open_control_socket(std::move(control_fd));
   open_metrics(std::move(metrics_fd));
   start_watchdog();
@@ -358,6 +360,34 @@ void Master::schedule_restart(Slot& slot, const RestartDecision& decision, TimeP
   }
 }
 
+// Once per master, as soon as a TCP listener uses reuseport (daemon/request_migration.hpp).
+void Master::check_request_migration() {
+  if (migration_checked_) return;
+  const bool wanted = std::any_of(config_.listen.begin(), config_.listen.end(), [](const auto& l) {
+    return l.reuseport && l.kind != common::AddressKind::unix_path;
+  });
+  if (!wanted) return;
+  migration_checked_ = true;
+  const RequestMigration migration = enable_request_migration();
+  switch (migration.state) {
+    case RequestMigration::State::already_on:
+      log_->debug("reuseport: net.ipv4.tcp_migrate_req is on");
+      break;
+    case RequestMigration::State::switched_on:
+      log_->info(
+          "reuseport: set net.ipv4.tcp_migrate_req=1, so that connections queued on a retiring "
+          "worker's socket move to the other workers' sockets");
+      break;
+    case RequestMigration::State::off:
+      log_->warn(
+          "reuseport: net.ipv4.tcp_migrate_req: {}; a retiring worker serves what is queued on "
+          "its socket, but a connection arriving in the instant it closes is reset (sysctl "
+          "net.ipv4.tcp_migrate_req=1 avoids that)",
+          migration.detail);
+      break;
+  }
+}
+
 void Master::enforce_deadlines(TimePoint now) {
   if (upgrade_ && !upgrade_->handed_over && now >= upgrade_->deadline) {
     if (!upgrade_->stop_sent) {
@@ -399,7 +429,10 @@ void Master::maintain_worker_count(TimePoint now) {
   if (stopping_) return;
   while (slots_.size() < target_)
     slots_.emplace_back(static_cast<unsigned>(slots_.size()), config_.restart);
-  // Slots past the target drain away; a slot is dropped once its last process is gone.
+  // Slots past the target drain away; a slot is dropped once its last process is gone. Their
+  // reuseport sockets close first on our side, so that each lives on only in its draining
+  // worker, which takes what is queued on it before closing it (worker/http_server.cpp).
+  listeners_.trim_worker_sockets(target_);
   for (auto& slot : slots_) {
     if (slot.id < target_) continue;
     for (const auto& pid : {slot.current, slot.incoming}) {
@@ -416,7 +449,6 @@ void Master::maintain_worker_count(TimePoint now) {
     if (busy) break;
     slots_.pop_back();
   }
-  listeners_.trim_worker_sockets(static_cast<unsigned>(slots_.size()));
   for (auto& slot : slots_) {
     if (slot.id >= target_ || slot.current || slot.incoming || slot.failed) continue;
     if (slot.respawn_at && now < *slot.respawn_at) continue;
@@ -460,7 +492,7 @@ std::map<std::string, std::string> Master::worker_environment(const Slot& slot) 
 void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   if (!as_replacement) slot.respawn_at.reset();
   try {
-    listeners_.ensure_worker_sockets(static_cast<unsigned>(slots_.size()));
+    listeners_.ensure_worker_sockets(std::max(target_, slot.id + 1));
   } catch (const ListenError& e) {
     log_->error("worker {}: {}", slot.id, e.what());
     if (as_replacement && rollout_) fail_rollout(e.what());

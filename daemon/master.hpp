@@ -190,6 +190,7 @@ class Master {
 
   // Starts a worker for `slot`: as its current process, or as the replacement of it.
   void spawn_worker(Slot& slot, TimePoint now, bool as_replacement = false);
+  void check_request_migration();
   void schedule_restart(Slot& slot, const RestartDecision& decision, TimePoint now);
   void mark_ready(WorkerProcess& process);
   void stop_process(WorkerProcess& process, StopReason reason, common::Duration grace);
@@ -290,6 +291,7 @@ class Master {
   std::uint64_t ipc_to_worker_ = 0;
   std::uint64_t ipc_from_worker_ = 0;
   std::optional<TimePoint> next_memory_check_;
+  bool migration_checked_ = false;
   bool stopping_ = false;
   bool fast_stop_ = false;
   bool all_ready_announced_ = false;

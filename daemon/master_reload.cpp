@@ -115,6 +115,7 @@ void Master::start_reload() {
   listeners_ = std::move(next_listeners);
   ++generation_;
   target_ = next_target;
+  check_request_migration();
   all_ready_announced_ = false;
   for (auto& slot : slots_) slot.backoff.reconfigure(config_.restart);
   std::vector<unsigned> ids;

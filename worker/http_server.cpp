@@ -93,6 +93,8 @@ struct HttpServer::Core : std::enable_shared_from_this<HttpServer::Core> {
 
   void accept_next(Acceptor& a);
   void on_accept(Acceptor& a, std::error_code ec, Socket socket);
+  void adopt(Acceptor& a, Socket socket);
+  void take_queued(Acceptor& a);
   void stop();
   void close_all();
 
@@ -300,18 +302,7 @@ void HttpServer::Core::accept_next(Acceptor& a) {
 void HttpServer::Core::on_accept(Acceptor& a, std::error_code ec, Socket socket) {
   if (ec == asio::error::operation_aborted) return;
   if (!ec) {
-    a.failing = false;
-    if (a.family == AF_INET || a.family == AF_INET6) {
-      // Responses are written whole: Nagle would only delay the last segment.
-      const int one = 1;
-      ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    }
-    const std::uint64_t id = next_id++;
-    auto connection =
-        std::make_shared<Connection>(std::move(socket), settings, weak_from_this(), id);
-    connections.emplace(id, connection);
-    connection->start();
-    if (stopping) connection->begin_drain();
+    adopt(a, std::move(socket));
     accept_next(a);
     return;
   }
@@ -335,10 +326,45 @@ void HttpServer::Core::on_accept(Acceptor& a, std::error_code ec, Socket socket)
   });
 }
 
+void HttpServer::Core::adopt(Acceptor& a, Socket socket) {
+  a.failing = false;
+  if (a.family == AF_INET || a.family == AF_INET6) {
+    // Responses are written whole: Nagle would only delay the last segment.
+    const int one = 1;
+    ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  const std::uint64_t id = next_id++;
+  auto connection = std::make_shared<Connection>(std::move(socket), settings, weak_from_this(), id);
+  connections.emplace(id, connection);
+  connection->start();
+  if (stopping) connection->begin_drain();
+}
+
+// A reuseport socket is this worker's alone and closes with it: connections the kernel has
+// already completed on it would be reset (unless net.ipv4.tcp_migrate_req moves them), so
+// take them and answer them during the drain. A shared socket keeps its queue for the others.
+void HttpServer::Core::take_queued(Acceptor& a) {
+  int reuseport = 0;
+  socklen_t length = sizeof(reuseport);
+  if (::getsockopt(a.acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &reuseport, &length) !=
+          0 ||
+      reuseport == 0) {
+    return;
+  }
+  std::error_code ec;
+  a.acceptor.non_blocking(true, ec);
+  while (!ec) {
+    Socket socket(io);
+    a.acceptor.accept(socket, ec);
+    if (!ec) adopt(a, std::move(socket));
+  }
+}
+
 void HttpServer::Core::stop() {
   if (stopping) return;
   stopping = true;
   for (auto& a : acceptors) {
+    if (a->acceptor.is_open()) take_queued(*a);
     std::error_code ignored;
     a->acceptor.close(ignored);
     a->backoff.cancel();
