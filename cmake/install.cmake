@@ -64,18 +64,24 @@ set(FORKD_DEBIAN_DIR ${PROJECT_BINARY_DIR}/debian)
 # Maintainer scripts: create the user and directories, let systemd see the units; nothing is
 # enabled or started (the operator runs `systemctl enable --now forkd`). Removal stops the
 # units; purge drops the logs. The forkd user stays, as Debian does with system users.
+# DPKG_ROOT (dpkg --root=DIR --force-script-chrootless, as the package test installs it) is
+# honoured: the user goes into DIR's /etc, and the running system is left alone.
 file(CONFIGURE OUTPUT ${FORKD_DEBIAN_DIR}/postinst CONTENT [[#!/bin/sh
 set -e
 if [ "$1" = configure ]; then
     if command -v systemd-sysusers >/dev/null 2>&1; then
-        systemd-sysusers /usr/lib/sysusers.d/forkd.conf
-    elif ! getent passwd forkd >/dev/null && command -v adduser >/dev/null 2>&1; then
+        if [ -n "$DPKG_ROOT" ]; then
+            systemd-sysusers --root="$DPKG_ROOT" "$DPKG_ROOT/usr/lib/sysusers.d/forkd.conf"
+        else
+            systemd-sysusers /usr/lib/sysusers.d/forkd.conf
+        fi
+    elif [ -z "$DPKG_ROOT" ] && ! getent passwd forkd >/dev/null && command -v adduser >/dev/null 2>&1; then
         adduser --system --group --no-create-home --home /nonexistent --quiet forkd
     fi
-    if command -v systemd-tmpfiles >/dev/null 2>&1; then
+    if [ -z "$DPKG_ROOT" ] && command -v systemd-tmpfiles >/dev/null 2>&1; then
         systemd-tmpfiles --create /usr/lib/tmpfiles.d/forkd.conf || true
     fi
-    if [ -d /run/systemd/system ]; then
+    if [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
     fi
 fi
@@ -83,7 +89,7 @@ exit 0
 ]] @ONLY)
 file(CONFIGURE OUTPUT ${FORKD_DEBIAN_DIR}/prerm CONTENT [[#!/bin/sh
 set -e
-if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+if [ "$1" = remove ] && [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then
     systemctl stop forkd.socket forkd.service forkd-root.service >/dev/null 2>&1 || true
     systemctl disable forkd.socket forkd.service forkd-root.service >/dev/null 2>&1 || true
 fi
@@ -93,14 +99,14 @@ file(CONFIGURE OUTPUT ${FORKD_DEBIAN_DIR}/postrm CONTENT [[#!/bin/sh
 set -e
 case "$1" in
     remove|purge)
-        if [ -d /run/systemd/system ]; then
+        if [ -z "$DPKG_ROOT" ] && [ -d /run/systemd/system ]; then
             systemctl daemon-reload || true
         fi
         ;;
 esac
 if [ "$1" = purge ]; then
-    rm -rf /var/log/forkd /run/forkd
-    rmdir /etc/forkd 2>/dev/null || true
+    rm -rf "$DPKG_ROOT/var/log/forkd" "$DPKG_ROOT/run/forkd"
+    rmdir "$DPKG_ROOT/etc/forkd" 2>/dev/null || true
 fi
 exit 0
 ]] @ONLY)

@@ -1,7 +1,7 @@
-// The Debian package, built by CPack from this build directory into a temp dir and inspected
-// without installing it: control fields and maintainer scripts (dpkg-deb -I/-e), the file list
-// (dpkg-deb -c), and the extracted binaries run. It never touches the machine's package
-// database: `dpkg -i` belongs to a disposable CI machine, not to a test.
+// The Debian package, built by CPack from this build directory into a temp dir: control fields
+// and maintainer scripts (dpkg-deb -I/-e), the file list (dpkg-deb -c), the extracted binaries
+// run, and a real `dpkg -i`/`-r`/`-P` into a root directory of its own (dpkg --root), so that the
+// machine's package database and /usr are never touched.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -163,6 +163,55 @@ TEST_F(PackageTest, InstalledUnitsPointAtTheInstalledFiles) {
   EXPECT_TRUE(contains(unit, "\nExecReload=/usr/bin/forkctl -c /etc/forkd/forkd.yaml")) << unit;
   const auto man = read_text((root / "usr/share/man/man8/forkd.8").string());
   EXPECT_TRUE(man.starts_with(".TH FORKD 8")) << man.substr(0, 80);
+}
+
+// dpkg installs it for real, maintainer scripts included (run chrootless with DPKG_ROOT), into a
+// root of its own whose package database starts as a copy of this machine's: the Depends are
+// checked against what is really installed here.
+TEST_F(PackageTest, InstallsWithDpkgRunsAndRemovesCleanly) {
+  if (::geteuid() != 0) GTEST_SKIP() << "dpkg installs files owned by root";
+  const auto dpkg = find_tool("dpkg");
+  ASSERT_TRUE(dpkg) << "dpkg is not installed";
+  const fs::path root = fs::path(dir_->path()) / "dpkg-root";
+  const fs::path admin = root / "var/lib/dpkg";
+  fs::create_directories(admin / "info");
+  fs::create_directories(admin / "updates");
+  fs::copy_file("/var/lib/dpkg/status", admin / "status");
+  const auto in_root = [&](std::vector<std::string> args) {
+    args.insert(args.begin(),
+                {*dpkg, "--root=" + root.string(), "--force-script-chrootless", "--log=/dev/null"});
+    return run_command(std::move(args), 120s);
+  };
+
+  const auto installed = in_root({"-i", deb_});
+  ASSERT_EQ(installed.exit_code(), 0) << installed.out << installed.err;
+  EXPECT_TRUE(contains(in_root({"-s", "forkd"}).out, "Status: install ok installed"));
+  const std::string forkd = (root / "usr/bin/forkd").string();
+  const auto version = run_command({forkd, "--version"}, 10s);
+  EXPECT_EQ(version.exit_code(), 0) << version.err;
+  EXPECT_TRUE(contains(version.out, FORKD_VERSION)) << version.out;
+  const auto check =
+      run_command({forkd, "--check-config", "-c", (root / "etc/forkd/forkd.yaml").string()}, 10s);
+  EXPECT_EQ(check.exit_code(), 0) << check.out << check.err;
+  if (find_tool("systemd-sysusers")) {
+    EXPECT_TRUE(contains(read_text((root / "etc/passwd").string()), "forkd:x:"))
+        << "postinst did not create the forkd user in the package's root";
+  }
+
+  const auto removed = in_root({"-r", "forkd"});
+  ASSERT_EQ(removed.exit_code(), 0) << removed.out << removed.err;
+  EXPECT_FALSE(fs::exists(forkd));
+  EXPECT_TRUE(fs::exists(root / "etc/forkd/forkd.yaml")) << "remove keeps the conffile";
+  const auto purged = in_root({"-P", "forkd"});
+  ASSERT_EQ(purged.exit_code(), 0) << purged.out << purged.err;
+  EXPECT_FALSE(fs::exists(root / "etc/forkd"));
+  // Nothing of the package is left behind.
+  for (const char* top : {"usr", "lib", "etc/forkd"}) {
+    if (!fs::exists(root / top)) continue;
+    for (const auto& entry : fs::recursive_directory_iterator(root / top)) {
+      EXPECT_FALSE(entry.is_regular_file()) << entry.path() << " left after purge";
+    }
+  }
 }
 
 }  // namespace
