@@ -162,6 +162,11 @@ void run_child(const ChildPlan& const_plan) noexcept {
     }
     // Nor through a setuid binary it execs.
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die(plan, ChildStep::setuid, errno);
+    // setuid() made us non-dumpable, which exec would undo but an in-process app never gets:
+    // its master could not read its /proc files (max_memory) without CAP_SYS_PTRACE.
+    if (plan.uid != 0 && ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) {
+      die(plan, ChildStep::setuid, errno);
+    }
   }
   if (plan.drop_capabilities && ::geteuid() != 0) drop_all_capabilities(plan);
   if (plan.listen_pid_digits != nullptr) write_decimal(plan.listen_pid_digits, ::getpid());

@@ -628,6 +628,7 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   }
   WorkerProcess process;
   process.pid = result.pid;
+  if (spec.uid) process.owner = ProcOwner{*spec.uid, spec.gid.value_or(::getgid())};
   process.serial = next_serial_++;
   process.slot = slot.id;
   process.generation = generation_;

@@ -28,6 +28,7 @@
 #include "daemon/metrics.hpp"
 #include "daemon/metrics_server.hpp"
 #include "daemon/pidfile.hpp"
+#include "daemon/proc_stats.hpp"
 
 namespace spdlog {
 class logger;
@@ -90,6 +91,7 @@ struct WorkerProcess {
   std::vector<std::shared_ptr<OutputCapture>> outputs;
   std::shared_ptr<NotifyReceiver> notify;  // its NOTIFY_SOCKET
   std::string status_text;                 // the last STATUS= it sent
+  std::optional<ProcOwner> owner;          // worker.user/group, when it runs as another user
 };
 
 struct ExitRecord {

@@ -108,7 +108,7 @@ MetricsSnapshot Master::metrics_snapshot() const {
   MetricsSnapshot m;
   for (const auto& [pid, p] : processes_) {
     ++m.workers_by_state[to_string(p.state)];
-    m.memory.push_back({p.slot, pid, read_pss_bytes(pid), read_rss_bytes(pid)});
+    m.memory.push_back({p.slot, pid, read_pss_bytes(pid, p.owner), read_rss_bytes(pid, p.owner)});
   }
   for (const auto& slot : slots_) {
     if (!slot.current && !slot.incoming && slot.id < target_) {
@@ -328,7 +328,7 @@ json Master::status_json() const {
               {"last_exit", exit_json(slot.last_exit)},
               {"rss_bytes", nullptr}};
     if (p != nullptr) {
-      if (const auto rss = read_rss_bytes(p->pid)) w["rss_bytes"] = *rss;
+      if (const auto rss = read_rss_bytes(p->pid, p->owner)) w["rss_bytes"] = *rss;
       if (!p->status_text.empty()) w["status"] = p->status_text;
     }
     workers.push_back(std::move(w));

@@ -117,7 +117,7 @@ void Master::recycle_overgrown(TimePoint now) {
       continue;
     }
     if (!check_memory) continue;
-    const auto pss = read_pss_bytes(p->pid);
+    const auto pss = read_pss_bytes(p->pid, p->owner);
     if (pss && *pss > max_memory) {
       log_->warn("worker {} (pid {}) uses {} bytes PSS, over max_memory {}", slot.id, p->pid, *pss,
                  max_memory);

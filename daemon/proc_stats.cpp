@@ -1,6 +1,7 @@
 #include "daemon/proc_stats.hpp"
 
 #include <fcntl.h>
+#include <sys/fsuid.h>
 #include <unistd.h>
 
 #include <array>
@@ -37,16 +38,44 @@ std::optional<std::uint64_t> parse_number(std::string_view text, std::string_vie
   return value;
 }
 
+// Filesystem identity switched to a worker's user for the scope (see read_pss_bytes); only a
+// root master switches, and only away from root. The master is single-threaded, and the
+// fsuid is per thread anyway.
+class AsOwner {
+ public:
+  explicit AsOwner(const std::optional<ProcOwner>& owner) noexcept {
+    if (!owner || owner->uid == 0 || ::geteuid() != 0) return;
+    previous_gid_ = static_cast<gid_t>(::setfsgid(owner->gid));
+    previous_uid_ = static_cast<uid_t>(::setfsuid(owner->uid));
+    switched_ = true;
+  }
+  AsOwner(const AsOwner&) = delete;
+  AsOwner& operator=(const AsOwner&) = delete;
+  ~AsOwner() {
+    if (!switched_) return;
+    ::setfsuid(previous_uid_);
+    ::setfsgid(previous_gid_);
+  }
+
+ private:
+  bool switched_ = false;
+  uid_t previous_uid_ = 0;
+  gid_t previous_gid_ = 0;
+};
+
 // Reads /proc/PID/NAME whole into `buffer`; the view is empty on any failure. The kernel
 // generates these files at read time, so a short read is not the end: read until EOF.
-std::string_view read_proc_file(pid_t pid, const char* name,
+std::string_view read_proc_file(pid_t pid, const char* name, const std::optional<ProcOwner>& owner,
                                 std::array<char, kProcFileMax>& buffer) noexcept {
   if (pid <= 0) return {};
   std::array<char, 64> path{};
   const int length =
       std::snprintf(path.data(), path.size(), "/proc/%d/%s", static_cast<int>(pid), name);
   if (length < 0 || static_cast<std::size_t>(length) >= path.size()) return {};
-  const common::UniqueFd fd(::open(path.data(), O_RDONLY | O_CLOEXEC));
+  const common::UniqueFd fd = [&] {
+    const AsOwner as_owner(owner);
+    return common::UniqueFd(::open(path.data(), O_RDONLY | O_CLOEXEC));
+  }();
   if (!fd) return {};
   std::size_t used = 0;
   while (used < buffer.size()) {
@@ -93,14 +122,14 @@ std::optional<std::uint64_t> parse_statm_rss_pages(std::string_view text) noexce
   return resident;
 }
 
-std::optional<std::uint64_t> read_pss_bytes(pid_t pid) noexcept {
+std::optional<std::uint64_t> read_pss_bytes(pid_t pid, std::optional<ProcOwner> owner) noexcept {
   std::array<char, kProcFileMax> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
-  return parse_smaps_rollup_pss(read_proc_file(pid, "smaps_rollup", buffer));
+  return parse_smaps_rollup_pss(read_proc_file(pid, "smaps_rollup", owner, buffer));
 }
 
-std::optional<std::uint64_t> read_rss_bytes(pid_t pid) noexcept {
+std::optional<std::uint64_t> read_rss_bytes(pid_t pid, std::optional<ProcOwner> owner) noexcept {
   std::array<char, kProcFileMax> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
-  const auto pages = parse_statm_rss_pages(read_proc_file(pid, "statm", buffer));
+  const auto pages = parse_statm_rss_pages(read_proc_file(pid, "statm", owner, buffer));
   if (!pages) return std::nullopt;
   const long page_size = ::sysconf(_SC_PAGESIZE);
   if (page_size <= 0) return std::nullopt;

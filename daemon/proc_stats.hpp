@@ -12,6 +12,12 @@
 
 namespace forkd::daemon {
 
+// The user a worker runs as, when the master dropped it to another one.
+struct ProcOwner {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
 // The "Pss:" line of /proc/PID/smaps_rollup text, in bytes (the kernel writes kB = KiB).
 // nullopt when the line is missing or malformed.
 [[nodiscard]] std::optional<std::uint64_t> parse_smaps_rollup_pss(std::string_view text) noexcept;
@@ -21,8 +27,13 @@ namespace forkd::daemon {
 // Proportional set size of `pid`: pages shared after fork count 1/N to each sharer, so the sum
 // over workers is the memory they really use. Needs Linux >= 4.14 and ptrace-read access
 // (the parent, or root); nullopt otherwise, or when the process is gone or a zombie.
-[[nodiscard]] std::optional<std::uint64_t> read_pss_bytes(pid_t pid) noexcept;
+// A root master reads as `owner` (setfsuid/setfsgid for the one open): under systemd's
+// ProtectProc=invisible and without CAP_SYS_PTRACE (forkd-root.service) root sees only the
+// processes whose uid matches its filesystem uid.
+[[nodiscard]] std::optional<std::uint64_t> read_pss_bytes(
+    pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;
 // Resident set size of `pid` in bytes; nullopt when the process is gone.
-[[nodiscard]] std::optional<std::uint64_t> read_rss_bytes(pid_t pid) noexcept;
+[[nodiscard]] std::optional<std::uint64_t> read_rss_bytes(
+    pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;
 
 }  // namespace forkd::daemon
