@@ -75,9 +75,13 @@ def rss_bytes(pid):
 
 
 def sanitized(binary):
-    """True when the binary carries AddressSanitizer (its allocator keeps freed memory)."""
+    """The sanitizer the binary carries, "ASan" or "TSan" (their allocators and shadow memory
+    make its RSS meaningless), else ""."""
     with open(binary, "rb") as f:
-        return b"__asan_init" in f.read()
+        data = f.read()
+    if b"__asan_init" in data:
+        return "ASan"
+    return "TSan" if b"__tsan_init" in data else ""
 
 
 # ---- the daemon and its control plane --------------------------------------------------------
