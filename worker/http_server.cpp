@@ -227,8 +227,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
                         self->out_.clear();
                         if (ec) {
                           self->close();
-                        } else if (keep && !self->closing_) {
-                          self->enter_reading(self->settings_->options.idle_timeout);
+                        } else if (keep) {
+                          // The response promised keep-alive: when a drain began while it was
+                          // written, the client may already be sending its next request, which
+                          // then gets the Connection: close (closing now would lose it).
+                          self->enter_reading(self->closing_
+                                                  ? self->settings_->options.drain_idle_grace
+                                                  : self->settings_->options.idle_timeout);
                         } else {
                           self->linger();
                         }

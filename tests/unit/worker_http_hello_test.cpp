@@ -313,6 +313,9 @@ class Client {
     return read_response(method == "HEAD");
   }
 
+  // True once some bytes of a response can be read.
+  bool response_started() { return wait_readable(fd_.get(), Clock::now() + kTimeout); }
+
   // True once the server has closed the connection (EOF or reset) with nothing more to read.
   bool closed_by_server() {
     const auto deadline = Clock::now() + kTimeout;
@@ -667,6 +670,22 @@ int fd_starved_app_main() {
   return worker.run();
 }
 
+// An app whose "/big" answer (32 MiB) cannot fit in the socket buffers: while the client does not
+// read, the server stays in the middle of writing it.
+int big_body_app_main() {
+  forkd::worker::Worker worker(forkd::worker::Context::from_environment());
+  forkd::worker::HttpServer server(
+      worker.io(), worker.context().listeners,
+      [](const forkd::worker::HttpRequest& request, forkd::worker::HttpResponder respond) {
+        forkd::worker::HttpResponse response;
+        response.body = request.target == "/big" ? std::string(std::size_t{32} << 20, 'x') : "ok";
+        respond(std::move(response));
+      });
+  worker.on_stop([&server] { server.stop(); });
+  worker.ready();
+  return worker.run();
+}
+
 // utime + stime of a process, in clock ticks.
 long cpu_ticks(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -712,6 +731,34 @@ TEST(WorkerHttpServer, BacksOffWhenOutOfFdsAndKeepsServing) {
   auto r = starved.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+// A drain that begins while a keep-alive response is being written: that response already
+// promised the connection stays open, so the client's next request must still be answered (with
+// Connection: close), not met by a close.
+TEST(WorkerHttpServer, DrainDuringAKeepAliveResponseAnswersTheNextRequest) {
+  Harness h({&big_body_app_main, {}});
+  ASSERT_EQ(h.next_message(), json({{"forkd", "ready"}}));
+  Client idle(h.port());
+  ASSERT_TRUE(idle.get("/"));
+  Client writing(h.port());
+  writing.send("GET /big HTTP/1.1\r\nHost: test\r\n\r\n");
+  ASSERT_TRUE(writing.response_started()) << "no byte of the response came";
+
+  h.child().signal(SIGTERM);
+  ASSERT_TRUE(idle.closed_by_server());  // the drain has begun
+  auto big = writing.read_response();
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->body.size(), std::size_t{32} << 20);
+  EXPECT_NE(big->header("connection"), "close");  // sent before the drain began
+
+  writing.send("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+  auto next = writing.read_response();
+  ASSERT_TRUE(next) << "the connection was closed under the request it invited";
+  EXPECT_EQ(next->status, 200);
+  EXPECT_EQ(next->header("connection"), "close");
+  EXPECT_TRUE(writing.closed_by_server());
+  EXPECT_EQ(exit_code(h.child().wait_exit(5s)), 0);
 }
 
 }  // namespace
