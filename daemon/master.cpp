@@ -431,8 +431,10 @@ void Master::maintain_worker_count(TimePoint now) {
     slots_.emplace_back(static_cast<unsigned>(slots_.size()), config_.restart);
   // Slots past the target drain away; a slot is dropped once its last process is gone. Their
   // reuseport sockets close first on our side, so that each lives on only in its draining
-  // worker, which takes what is queued on it before closing it (worker/http_server.cpp).
+  // worker, which takes what is queued on it before closing it (worker/http_server.cpp). The
+  // set a reload keeps for its rollback lets go of them too: a rollback opens new ones.
   listeners_.trim_worker_sockets(target_);
+  if (reload_) reload_->listeners.trim_worker_sockets(target_);
   for (auto& slot : slots_) {
     if (slot.id < target_) continue;
     for (const auto& pid : {slot.current, slot.incoming}) {

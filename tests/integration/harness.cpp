@@ -5,9 +5,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1097,6 +1100,27 @@ ForkdProcess::~ForkdProcess() {
   } catch (const std::exception& e) {
     std::cerr << "ForkdProcess teardown: " << e.what() << '\n';
   }
+}
+
+PrivateNetwork::PrivateNetwork()
+    : original_(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) {
+  if (!original_.valid()) throw common::system_error_from_errno("open /proc/thread-self/ns/net");
+  if (::unshare(CLONE_NEWNET) != 0) throw common::system_error_from_errno("unshare(CLONE_NEWNET)");
+  const auto fail = [this](const char* what) {
+    const auto error = common::system_error_from_errno(what);
+    (void)::setns(original_.get(), CLONE_NEWNET);
+    throw error;
+  };
+  const common::UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ifreq request{};
+  std::strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+  if (!probe.valid() || ::ioctl(probe.get(), SIOCGIFFLAGS, &request) != 0) fail("SIOCGIFFLAGS lo");
+  request.ifr_flags = static_cast<short>(request.ifr_flags | IFF_UP);
+  if (::ioctl(probe.get(), SIOCSIFFLAGS, &request) != 0) fail("SIOCSIFFLAGS lo up");
+}
+
+PrivateNetwork::~PrivateNetwork() {
+  if (::setns(original_.get(), CLONE_NEWNET) != 0) std::perror("setns back to the test's network");
 }
 
 void ForkdProcess::start(TempDir& dir, ForkdOptions options) {

@@ -51,6 +51,22 @@ class TempDir {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The calling thread in a network namespace of its own, loopback up, until destruction puts it
+// back; threads and processes it starts meanwhile are born in it. Its sysctls start at their
+// defaults (net.ipv4.tcp_migrate_req = 0) and what forkd changes there stays there. Needs root;
+// throws std::system_error.
+class PrivateNetwork {
+ public:
+  PrivateNetwork();
+  PrivateNetwork(const PrivateNetwork&) = delete;
+  PrivateNetwork& operator=(const PrivateNetwork&) = delete;
+  ~PrivateNetwork();
+
+ private:
+  common::UniqueFd original_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // A bound, listening socket the test keeps (so the port stays reserved) and hands to forkd.
 class Listener {
  public:

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "tests/integration/test_support.hpp"
@@ -212,6 +213,10 @@ TEST(ReloadTest, BurstOfFiftySighupsEndsInOneConsistentState) {
 }
 
 TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
+  // In a network namespace of its own when it can: forkd, as root, turns tcp_migrate_req on,
+  // and that must not leak into the machine that runs the tests.
+  std::optional<PrivateNetwork> net;
+  if (::geteuid() == 0) net.emplace();
   TempDir dir;
   std::uint16_t port = 0;
   {
@@ -244,6 +249,10 @@ TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
 // completed on it are served, not reset, while a steady stream through the scale-down loses
 // nothing. The slot's worker is stopped meanwhile, so that its queue is sure to hold some.
 TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
+  // In a network namespace of its own when it can: forkd, as root, turns tcp_migrate_req on,
+  // and that must not leak into the machine that runs the tests.
+  std::optional<PrivateNetwork> net;
+  if (::geteuid() == 0) net.emplace();
   TempDir dir;
   std::uint16_t port = 0;
   {
@@ -304,6 +313,67 @@ TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
   ASSERT_TRUE(load.wait_for_ok(load.ok() + 20, 20s));
   load.stop();
   EXPECT_EQ(load.failed(), 0U) << ::testing::PrintToString(load.failures());
+}
+
+// A reload to fewer workers in reuseport mode, where the kernel cannot move queued connections
+// (tcp_migrate_req is 0 in a fresh network namespace and forkd, unprivileged, cannot change it):
+// once a retiring worker has drained, nothing may still hold its socket, or the connections
+// the kernel keeps queueing there while the rollout goes on are reset when it ends.
+TEST(ReloadTest, ReuseportReloadToFewerWorkersLeavesNoOrphanSocket) {
+  if (::geteuid() != 0) GTEST_SKIP() << "a network namespace and an unprivileged forkd need root";
+  const auto setpriv = find_tool("setpriv");
+  ASSERT_TRUE(setpriv) << "setpriv (util-linux) is missing";
+  PrivateNetwork net;
+  TempDir dir;
+  std::filesystem::permissions(dir.path(), std::filesystem::perms::all);
+  std::uint16_t port = 0;
+  {
+    Listener probe = Listener::tcp_v4();
+    port = probe.port();
+  }
+  const auto config = [&](unsigned workers) {
+    // `started` readiness with a min_uptime: each replacement proves itself for 2 s, so the
+    // rollout outlasts the retiring worker's drain by far.
+    return "workers: " + std::to_string(workers) +
+           "\nlisten:\n  - address: 127.0.0.1:" + std::to_string(port) +
+           "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") +
+           "}\nworker: {ready: started}\nrestart: {min_uptime: 2s}\n";
+  };
+  ForkdProcess forkd;
+  ForkdOptions options;
+  options.config_yaml = config(3);
+  options.binary = *setpriv;
+  options.use_config_flag = false;
+  options.extra_args = {
+      "--reuid=61234",       "--regid=61234", "--clear-groups", "--", forkd_bin(), "-c",
+      dir.file("forkd.yaml")};
+  forkd.start(dir, options);
+  const auto ready = forkd.wait_for_log("all 3 workers ready", 30s);
+  ASSERT_TRUE(ready) << forkd.log();
+  ASSERT_TRUE(forkd.wait_for_log("tcp_migrate_req: it is 0 and cannot be set", 1ms));
+
+  (void)dir.write_file("forkd.yaml", config(2));
+  auto reload = std::async(std::launch::async, [&] {
+    return run_command({forkctl_bin(), "-s", dir.file("forkd.sock"), "reload"}, 60s);
+  });
+  ASSERT_TRUE(forkd.wait_for_log(R"(worker 2 \(pid \d+\) stopped: exited with code 0)", 30s,
+                                 ready->end_offset))
+      << forkd.log();
+  // The rollout of slots 0 and 1 is still proving its new workers: connect now.
+  std::vector<std::unique_ptr<HttpConnection>> clients;
+  for (int i = 0; i < 24; ++i) {
+    clients.push_back(std::make_unique<HttpConnection>("127.0.0.1", port, 30s));
+  }
+  std::vector<std::future<std::optional<HttpResponse>>> answers;
+  for (auto& c : clients) {
+    answers.push_back(std::async(std::launch::async, [&c] { return c->get("/"); }));
+  }
+  const auto reloaded = reload.get();
+  EXPECT_EQ(reloaded.exit_code(), 0) << reloaded.out << reloaded.err;
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    const auto r = answers[i].get();
+    EXPECT_TRUE(r && r->status == 200) << "connection " << i << ": " << clients[i]->error();
+  }
 }
 
 TEST(ReloadTest, HotUpgradeLosesNoRequestAndChangesTheMaster) {
