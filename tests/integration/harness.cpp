@@ -1119,6 +1119,10 @@ PrivateNetwork::PrivateNetwork()
   if (::ioctl(probe.get(), SIOCSIFFLAGS, &request) != 0) fail("SIOCSIFFLAGS lo up");
 }
 
+std::unique_ptr<PrivateNetwork> private_network_when_root() {
+  return ::geteuid() == 0 ? std::make_unique<PrivateNetwork>() : nullptr;
+}
+
 PrivateNetwork::~PrivateNetwork() {
   if (::setns(original_.get(), CLONE_NEWNET) != 0) std::perror("setns back to the test's network");
 }

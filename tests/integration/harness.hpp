@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -65,6 +66,10 @@ class PrivateNetwork {
  private:
   common::UniqueFd original_;
 };
+
+// For tests where forkd, as root, turns tcp_migrate_req on (reuseport): a PrivateNetwork when
+// running as root, so that the change does not leak into the machine; else nothing.
+[[nodiscard]] std::unique_ptr<PrivateNetwork> private_network_when_root();
 
 // ---------------------------------------------------------------------------------------------
 // A bound, listening socket the test keeps (so the port stays reserved) and hands to forkd.

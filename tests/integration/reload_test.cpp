@@ -213,10 +213,7 @@ TEST(ReloadTest, BurstOfFiftySighupsEndsInOneConsistentState) {
 }
 
 TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
-  // In a network namespace of its own when it can: forkd, as root, turns tcp_migrate_req on,
-  // and that must not leak into the machine that runs the tests.
-  std::optional<PrivateNetwork> net;
-  if (::geteuid() == 0) net.emplace();
+  const auto net = private_network_when_root();
   TempDir dir;
   std::uint16_t port = 0;
   {
@@ -249,10 +246,7 @@ TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
 // completed on it are served, not reset, while a steady stream through the scale-down loses
 // nothing. The slot's worker is stopped meanwhile, so that its queue is sure to hold some.
 TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
-  // In a network namespace of its own when it can: forkd, as root, turns tcp_migrate_req on,
-  // and that must not leak into the machine that runs the tests.
-  std::optional<PrivateNetwork> net;
-  if (::geteuid() == 0) net.emplace();
+  const auto net = private_network_when_root();
   TempDir dir;
   std::uint16_t port = 0;
   {

@@ -274,10 +274,7 @@ TEST(SupervisionTest, ServesOnUnixAndIpv6Listeners) {
 }
 
 TEST(SupervisionTest, ReuseportGivesEachWorkerItsOwnSocket) {
-  // In a network namespace of its own when it can: forkd, as root, turns tcp_migrate_req on,
-  // and that must not leak into the machine that runs the tests.
-  std::optional<PrivateNetwork> net;
-  if (::geteuid() == 0) net.emplace();
+  const auto net = private_network_when_root();
   TempDir dir;
   // forkd binds this one itself (SO_REUSEPORT sockets must all be created with the option).
   std::uint16_t port = 0;
