@@ -213,28 +213,15 @@ TEST(ReloadTest, BurstOfFiftySighupsEndsInOneConsistentState) {
 }
 
 TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
-  const auto net = private_network_when_root();
-  TempDir dir;
-  std::uint16_t port = 0;
-  {
-    Listener probe = Listener::tcp_v4();
-    port = probe.port();
-  }
-  const std::string config = "workers: 2\nlisten:\n  - address: 127.0.0.1:" + std::to_string(port) +
-                             "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") +
-                             "}\n";
-  ForkdProcess forkd;
-  ForkdOptions options;
-  options.config_yaml = config;
-  forkd.start(dir, options);
-  ASSERT_TRUE(forkd.wait_for_log("all 2 workers ready", 30s));
+  ReuseportCluster c;
+  ASSERT_NO_FATAL_FAILURE(c.start(2));
   LoadOptions lo;
-  lo.address = "127.0.0.1:" + std::to_string(port);
+  lo.address = c.address();
   LoadGenerator load(lo);
   load.start();
   ASSERT_TRUE(load.wait_for_ok(20, 20s));
   for (int i = 0; i < 3; ++i) {
-    auto r = run_command({forkctl_bin(), "-s", dir.file("forkd.sock"), "reload"}, 60s);
+    auto r = c.forkctl({"reload"});
     ASSERT_EQ(r.exit_code(), 0) << r.out << r.err;
   }
   ASSERT_TRUE(load.wait_for_ok(load.ok() + 20, 20s));
@@ -246,25 +233,9 @@ TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
 // completed on it are served, not reset, while a steady stream through the scale-down loses
 // nothing. The slot's worker is stopped meanwhile, so that its queue is sure to hold some.
 TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
-  const auto net = private_network_when_root();
-  TempDir dir;
-  std::uint16_t port = 0;
-  {
-    Listener probe = Listener::tcp_v4();
-    port = probe.port();
-  }
-  ForkdProcess forkd;
-  ForkdOptions options;
-  options.config_yaml = "workers: 2\nlisten:\n  - address: 127.0.0.1:" + std::to_string(port) +
-                        "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") +
-                        "}\n";
-  forkd.start(dir, options);
-  ASSERT_TRUE(forkd.wait_for_log("all 2 workers ready", 30s));
-  const auto ctl = [&](std::vector<std::string> args) {
-    args.insert(args.begin(), {forkctl_bin(), "-s", dir.file("forkd.sock")});
-    return run_command(args, 30s);
-  };
-  const auto st = ctl({"--json", "status"});
+  ReuseportCluster c;
+  ASSERT_NO_FATAL_FAILURE(c.start(2));
+  const auto st = c.forkctl({"--json", "status"});
   ASSERT_EQ(st.exit_code(), 0) << st.err;
   pid_t retiring = 0;
   const json workers = json::parse(st.out)["workers"];
@@ -274,7 +245,7 @@ TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
   ASSERT_GT(retiring, 0) << st.out;
 
   LoadOptions lo;
-  lo.address = "127.0.0.1:" + std::to_string(port);
+  lo.address = c.address();
   lo.request_timeout = 30s;
   LoadGenerator load(lo);
   load.start();
@@ -285,14 +256,14 @@ TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
   // with 24 of them, slot 1's queue holds some (all 24 on slot 0: odds of 1 in 2^24).
   std::vector<std::unique_ptr<HttpConnection>> queued;
   for (int i = 0; i < 24; ++i) {
-    queued.push_back(std::make_unique<HttpConnection>("127.0.0.1", port, 30s));
+    queued.push_back(std::make_unique<HttpConnection>("127.0.0.1", c.port, 30s));
     ASSERT_TRUE(queued.back()->is_open()) << queued.back()->error();
   }
   std::vector<std::future<std::optional<HttpResponse>>> answers;
   for (auto& c : queued) {
     answers.push_back(std::async(std::launch::async, [&c] { return c->get("/"); }));
   }
-  const auto scaled = ctl({"scale", "1"});
+  const auto scaled = c.forkctl({"scale", "1"});
   ASSERT_EQ(scaled.exit_code(), 0) << scaled.out << scaled.err;
   ASSERT_EQ(::kill(retiring, SIGCONT), 0);
   std::size_t served = 0;
@@ -302,8 +273,8 @@ TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
     if (r && r->status == 200) ++served;
   }
   EXPECT_EQ(served, answers.size());
-  ASSERT_TRUE(forkd.wait_for_log(R"(worker 1 \(pid \d+\) stopped: exited with code 0)", 30s))
-      << forkd.log();
+  ASSERT_TRUE(c.forkd.wait_for_log(R"(worker 1 \(pid \d+\) stopped: exited with code 0)", 30s))
+      << c.forkd.log();
   ASSERT_TRUE(load.wait_for_ok(load.ok() + 20, 20s));
   load.stop();
   EXPECT_EQ(load.failed(), 0U) << ::testing::PrintToString(load.failures());

@@ -274,29 +274,16 @@ TEST(SupervisionTest, ServesOnUnixAndIpv6Listeners) {
 }
 
 TEST(SupervisionTest, ReuseportGivesEachWorkerItsOwnSocket) {
-  const auto net = private_network_when_root();
-  TempDir dir;
-  // forkd binds this one itself (SO_REUSEPORT sockets must all be created with the option).
-  std::uint16_t port = 0;
-  {
-    Listener probe = Listener::tcp_v4();
-    port = probe.port();
-  }
-  ForkdProcess forkd;
-  ForkdOptions options;
-  options.config_yaml = "workers: 2\nlisten:\n  - address: 127.0.0.1:" + std::to_string(port) +
-                        "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") +
-                        "}\n";
-  forkd.start(dir, options);
-  ASSERT_TRUE(forkd.wait_for_log("all 2 workers ready", 30s));
-  const auto workers = forkd.children();
+  ReuseportCluster c;
+  ASSERT_NO_FATAL_FAILURE(c.start(2));
+  const auto workers = c.forkd.children();
   ASSERT_EQ(workers.size(), 2U);
   const auto a = open_fds(workers[0]);
   const auto b = open_fds(workers[1]);
   ASSERT_GE(a.size(), 4U);
   ASSERT_GE(b.size(), 4U);
   EXPECT_NE(a[3].substr(a[3].find("->")), b[3].substr(b[3].find("->")));
-  auto r = http_get("127.0.0.1", port, "/", 10s);
+  auto r = http_get("127.0.0.1", c.port, "/", 10s);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
 }

@@ -63,6 +63,31 @@ inline RunResult forkctl(Cluster& c, std::vector<std::string> args,
   return run_command(argv, timeout);
 }
 
+// forkd with one reuseport listener on 127.0.0.1 that it binds itself (SO_REUSEPORT sockets must
+// all be created with the option, so none is passed in), in a network namespace of its own when
+// running as root (see private_network_when_root).
+struct ReuseportCluster {
+  std::unique_ptr<PrivateNetwork> net = private_network_when_root();
+  TempDir dir;
+  std::uint16_t port = Listener::tcp_v4().port();  // free again at once: forkd binds it
+  ForkdProcess forkd;
+
+  void start(unsigned workers) {
+    ForkdOptions options;
+    options.config_yaml =
+        "workers: " + std::to_string(workers) + "\nlisten:\n  - address: " + address() +
+        "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n";
+    forkd.start(dir, options);
+    ASSERT_TRUE(forkd.wait_for_log("all " + std::to_string(workers) + " workers ready", 30s))
+        << forkd.log();
+  }
+  [[nodiscard]] std::string address() const { return "127.0.0.1:" + std::to_string(port); }
+  [[nodiscard]] RunResult forkctl(std::vector<std::string> args) const {
+    args.insert(args.begin(), {forkctl_bin(), "-s", dir.file("forkd.sock")});
+    return run_command(std::move(args), 60s);
+  }
+};
+
 // One request line on a fresh control connection; the reply line, or "" on timeout/close.
 std::string control_request(const std::string& socket_path, const std::string& line,
                             std::chrono::milliseconds timeout = 10s);

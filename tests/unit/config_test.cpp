@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/temp_dir.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -74,31 +76,16 @@ fs::path repo_root() {
   return fs::path(__FILE__).parent_path().parent_path().parent_path();
 }
 
-// A private directory under the system temp dir, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "forkd-config-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = pattern;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-  fs::path write(const std::string& name, const std::string& text, fs::perms perms) const {
-    const fs::path file = path_ / name;
-    std::ofstream(file) << text;
-    fs::permissions(file, perms);
-    return file;
-  }
+using forkd::test::TempDir;
 
- private:
-  fs::path path_;
-};
+// A file in `dir` with these contents and permission bits.
+fs::path write_file(const TempDir& dir, const std::string& name, const std::string& text,
+                    fs::perms perms) {
+  const fs::path file = dir.file(name);
+  std::ofstream(file) << text;
+  fs::permissions(file, perms);
+  return file;
+}
 
 // ---- basics -------------------------------------------------------------------------------
 
@@ -163,7 +150,7 @@ TEST(ConfigLoad, ExampleFileMentionsEveryKeyOfThePrintedConfig) {
 
 TEST(ConfigLoad, UnreadableFileNamesThePathAndErrno) {
   TempDir dir;
-  const std::string missing = (dir.path() / "nope.yaml").string();
+  const std::string missing = dir.file("nope.yaml");
   try {
     (void)load_config_file(missing);
     FAIL() << "no error";
@@ -174,11 +161,11 @@ TEST(ConfigLoad, UnreadableFileNamesThePathAndErrno) {
     EXPECT_EQ(std::string(error.what()), error.issues()[0].to_string());
   }
   try {
-    (void)load_config_file(dir.path().string());
+    (void)load_config_file(dir.path());
     FAIL() << "no error";
   } catch (const ConfigError& error) {
     EXPECT_EQ(error.issues().at(0).to_string(),
-              dir.path().string() + ": cannot read config file: Is a directory");
+              dir.path() + ": cannot read config file: Is a directory");
   }
 }
 
@@ -190,7 +177,7 @@ TEST(ConfigLoad, IssueFormatting) {
 
 TEST(ConfigLoad, FileNameIsUsedExactlyAsGiven) {
   TempDir dir;
-  const fs::path file = dir.write("my.yaml", "\n\nworkers: 0\n", fs::perms::owner_read);
+  const fs::path file = write_file(dir, "my.yaml", "\n\nworkers: 0\n", fs::perms::owner_read);
   try {
     (void)load_config_file(file.string());
     FAIL() << "no error";
@@ -462,9 +449,9 @@ TEST(ConfigWorker, CommandMustBeExecutable) {
 
 TEST(ConfigWorker, CommandIsResolvedInTheWorkingDirectory) {
   TempDir dir;
-  dir.write("run.sh", "#!/bin/sh\n", fs::perms::owner_all);
-  dir.write("data.txt", "x\n", fs::perms::owner_read | fs::perms::owner_write);
-  const std::string cwd = dir.path().string();
+  write_file(dir, "run.sh", "#!/bin/sh\n", fs::perms::owner_all);
+  write_file(dir, "data.txt", "x\n", fs::perms::owner_read | fs::perms::owner_write);
+  const std::string cwd = dir.path();
   const Config config = load("worker:\n  cwd: " + cwd + "\n  command: [./run.sh]\n");
   EXPECT_EQ(config.worker.cwd, cwd);
   EXPECT_EQ(config.worker.command.front(), "./run.sh");
@@ -504,7 +491,7 @@ TEST(ConfigWorker, CwdMustBeAnExistingDirectory) {
   EXPECT_EQ(error_of("worker:\n  cwd: /no/such/dir\n"),
             "forkd.yaml:2:8: worker.cwd: \"/no/such/dir\": No such file or directory");
   TempDir dir;
-  const fs::path file = dir.write("f", "", fs::perms::owner_read);
+  const fs::path file = write_file(dir, "f", "", fs::perms::owner_read);
   EXPECT_TRUE(contains(error_of("worker:\n  cwd: " + file.string() + "\n"), "Not a directory"));
 }
 
