@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fd.hpp"
+#include "common/json_lines.hpp"
 
 namespace forkd::common::log {
 
@@ -98,7 +99,7 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
                             {"component", component},
                             {"pid", ::getpid()},
                             {"msg", text}};
-        return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+        return common::to_json_line(j);
       }
       case LogFormat::journal:
         return fmt::format("<{}>{}: {}\n", journal_priority(msg.level), component, text);

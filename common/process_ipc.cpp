@@ -6,6 +6,7 @@
 #include <string_view>
 #include <utility>
 
+#include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
 
 namespace forkd::common {
@@ -25,7 +26,7 @@ bool is_node_internal(const nlohmann::json& message) {
 
 struct IpcChannel::State : std::enable_shared_from_this<State> {
   State(asio::io_context& io, UniqueFd fd, std::size_t max)
-      : socket(io), decoder(max), max_message(max) {
+      : socket(io), decoder(max), max_message(max), queue(max * kQueueFactor) {
     // The socket type (not a plain descriptor) writes with MSG_NOSIGNAL: a child that went
     // away gives EPIPE, never SIGPIPE.
     socket.assign(asio::local::stream_protocol(), fd.get());
@@ -66,15 +67,23 @@ struct IpcChannel::State : std::enable_shared_from_this<State> {
       report("ipc: dropped a message longer than " + std::to_string(max_message) + " bytes");
       return;
     }
-    if (line.empty()) return;
-    auto message = nlohmann::json::parse(line, nullptr, false);
-    if (message.is_discarded()) {
-      report("ipc: dropped a line that is not JSON");
-      return;
+    auto parsed = parse_json_line(line);
+    switch (parsed.status) {
+      case ParsedLine::Status::value:
+        if (is_node_internal(parsed.value)) return;
+        // A copy: the handler may destroy the channel, and with it the stored handler.
+        if (auto handler = on_message) handler(parsed.value);
+        return;
+      case ParsedLine::Status::too_deep:
+        report("ipc: dropped a message nested deeper than " + std::to_string(kMaxJsonDepth) +
+               " levels");
+        return;
+      case ParsedLine::Status::malformed:
+        report("ipc: dropped a line that is not JSON");
+        return;
+      case ParsedLine::Status::blank:
+        return;
     }
-    if (is_node_internal(message)) return;
-    // A copy: the handler may destroy the channel, and with it the stored handler.
-    if (auto handler = on_message) handler(message);
   }
 
   void report(const std::string& what) const {
@@ -83,42 +92,36 @@ struct IpcChannel::State : std::enable_shared_from_this<State> {
 
   bool send(const nlohmann::json& message) {
     if (closed || closing) return false;
-    std::string line = message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    if (line.size() > max_message) return false;
-    if (pending.size() + writing.size() + line.size() + 1 > max_message * kQueueFactor) {
-      return false;
-    }
-    pending += line;
-    pending += '\n';
-    if (!write_active) write_next();
+    const std::string line = to_json_line(message);
+    if (line.size() - 1 > max_message || !queue.push(line)) return false;
+    write_next();
     return true;
   }
 
   void write_next() {
-    writing = std::exchange(pending, {});
-    write_active = true;
-    asio::async_write(socket, asio::buffer(writing),
+    if (!queue.start_batch()) return;
+    asio::async_write(socket, asio::buffer(queue.batch()),
                       [self = shared_from_this()](const std::error_code& ec, std::size_t) {
                         self->on_written(ec);
                       });
   }
 
   void on_written(const std::error_code& ec) {
-    write_active = false;
-    writing.clear();
+    queue.batch_written();
     if (closed) return;
-    if (!ec && !pending.empty()) {
-      write_next();
+    if (ec) {
+      close_now(true);
       return;
     }
-    if (ec || closing) close_now(true);
+    write_next();
+    if (closing && !queue.writing()) close_now(true);
   }
 
   void disconnect() {
     if (closed || closing) return;
     closing = true;
     reading = false;
-    if (!write_active && pending.empty()) close_now(true);
+    if (!queue.writing()) close_now(true);
   }
 
   void close_now(bool notify) {
@@ -127,7 +130,7 @@ struct IpcChannel::State : std::enable_shared_from_this<State> {
     reading = false;
     std::error_code ignored;
     socket.close(ignored);
-    pending.clear();
+    queue.clear();
     auto handler = std::exchange(on_disconnect, nullptr);
     // Handlers may hold whoever owns the channel: dropping them breaks that cycle.
     on_message = nullptr;
@@ -139,10 +142,8 @@ struct IpcChannel::State : std::enable_shared_from_this<State> {
   LineDecoder decoder;
   std::size_t max_message;
   std::array<char, std::size_t{64} * 1024> buffer{};
-  std::string pending;
-  std::string writing;
+  LineQueue queue;
   bool reading = false;
-  bool write_active = false;
   bool closing = false;
   bool closed = false;
   MessageHandler on_message;
@@ -185,7 +186,7 @@ bool IpcChannel::connected() const noexcept {
 }
 
 std::size_t IpcChannel::queued_bytes() const noexcept {
-  return state_ ? state_->pending.size() + state_->writing.size() : 0;
+  return state_ ? state_->queue.bytes() : 0;
 }
 
 }  // namespace forkd::common

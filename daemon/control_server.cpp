@@ -25,6 +25,7 @@
 #include <system_error>
 #include <utility>
 
+#include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
 
 namespace forkd::daemon {
@@ -45,20 +46,13 @@ std::shared_ptr<spdlog::logger> logger() {
   return named ? named : spdlog::default_logger();
 }
 
-// Never throws, even for strings a handler built from invalid UTF-8.
-std::string to_line(const Json& value) {
-  std::string line = value.dump(-1, ' ', false, Json::error_handler_t::replace);
-  line.push_back('\n');
-  return line;
-}
-
 Json error_reply(std::string message) {
   return Json{{"ok", false}, {"error", std::move(message)}};
 }
 
 std::string denial_line(const PeerCredentials& peer) {
-  return to_line(error_reply("permission denied: uid " + std::to_string(peer.uid) +
-                             " is not allowed to use this control socket"));
+  return common::to_json_line(error_reply("permission denied: uid " + std::to_string(peer.uid) +
+                                          " is not allowed to use this control socket"));
 }
 
 // nlohmann's messages start with "[json.exception.parse_error.101] "; operators need the rest.
@@ -467,7 +461,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
                                    [seq](const ReplySlot& s) { return s.seq == seq; });
     if (slot == slots_.end() || slot->line) return;  // answered twice: the first one counts
     const std::size_t before = outbound();
-    slot->line = to_line(reply);
+    slot->line = common::to_json_line(reply);
     held_bytes_ += slot->line->size();
     while (!slots_.empty() && slots_.front().line) {
       held_bytes_ -= slots_.front().line->size();
@@ -699,7 +693,8 @@ void ControlServerState::admit(LocalSocket socket) {
   if (clients_.size() >= options_.max_clients) {
     logger()->warn("control socket {}: {} clients already, refusing {}", options_.path,
                    clients_.size(), describe_peer(*peer));
-    const std::string line = to_line(error_reply("too many control clients, try again later"));
+    const std::string line =
+        common::to_json_line(error_reply("too many control clients, try again later"));
     // Best effort, never blocking: the socket is closed right after.
     (void)::send(fd, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     return;
@@ -740,7 +735,7 @@ void ControlServerState::dispatch(const Json& request, const PeerCredentials& pe
 
 void ControlServerState::publish_event(const Json& event) {
   if (closed_) return;
-  const std::string line = to_line(event);
+  const std::string line = common::to_json_line(event);
   // A snapshot: delivering may disconnect a slow subscriber and erase it from the map.
   std::vector<std::shared_ptr<ControlConnection>> subscribers;
   for (const auto& [id, connection] : clients_) {

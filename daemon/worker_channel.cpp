@@ -16,18 +16,13 @@ std::shared_ptr<WorkerChannel> WorkerChannel::open(asio::io_context& io, common:
 
 WorkerChannel::WorkerChannel(asio::io_context& io, common::UniqueFd fd, std::size_t max_message,
                              std::size_t max_queue, Callbacks callbacks)
-    : socket_(io), decoder_(max_message), max_queue_(max_queue), callbacks_(std::move(callbacks)) {
+    : socket_(io), decoder_(max_message), queue_(max_queue), callbacks_(std::move(callbacks)) {
   socket_.assign(asio::local::stream_protocol(), fd.release());
   socket_.non_blocking(true);
 }
 
 bool WorkerChannel::send(const nlohmann::json& message) {
-  if (closed_) return false;
-  std::string line = message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  line += '\n';
-  if (queued_bytes_ + line.size() > max_queue_) return false;
-  queued_bytes_ += line.size();
-  queue_.push_back(std::move(line));
+  if (closed_ || !queue_.push(common::to_json_line(message))) return false;
   write_next();
   return true;
 }
@@ -38,55 +33,61 @@ void WorkerChannel::close() {
   std::error_code ignored;
   socket_.close(ignored);
   queue_.clear();
-  queued_bytes_ = 0;
+}
+
+void WorkerChannel::fail() {
+  close();
+  if (callbacks_.closed) callbacks_.closed();
 }
 
 void WorkerChannel::read_next() {
-  socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](std::error_code ec,
-                                                                             std::size_t n) {
-    if (self->closed_) return;
-    if (ec) {
-      self->close();
-      if (self->callbacks_.closed) self->callbacks_.closed();
-      return;
-    }
-    self->decoder_.feed(std::string_view(self->buffer_.data(), n),
-                        [&](common::LineDecoder::Event event, std::string_view line) {
-                          if (self->closed_) return;
-                          if (event == common::LineDecoder::Event::oversized) {
-                            self->callbacks_.protocol_error("message over ipc.max_message dropped");
-                            return;
-                          }
-                          if (line.empty()) return;
-                          if (!common::nesting_within(line, common::kMaxJsonDepth)) {
-                            self->callbacks_.protocol_error("message nested too deep dropped");
-                            return;
-                          }
-                          auto parsed = nlohmann::json::parse(line, nullptr, false);
-                          if (parsed.is_discarded()) {
-                            self->callbacks_.protocol_error("malformed JSON line dropped");
-                            return;
-                          }
-                          self->callbacks_.message(std::move(parsed));
-                        });
-    if (!self->closed_) self->read_next();
-  });
+  socket_.async_read_some(
+      asio::buffer(buffer_), [self = shared_from_this()](std::error_code ec, std::size_t n) {
+        if (self->closed_) return;
+        if (ec) {
+          self->fail();
+          return;
+        }
+        self->decoder_.feed(std::string_view(self->buffer_.data(), n),
+                            [&](common::LineDecoder::Event event, std::string_view line) {
+                              self->on_line(event, line);
+                            });
+        if (!self->closed_) self->read_next();
+      });
+}
+
+void WorkerChannel::on_line(common::LineDecoder::Event event, std::string_view line) {
+  if (closed_) return;
+  if (event == common::LineDecoder::Event::oversized) {
+    callbacks_.protocol_error("message over ipc.max_message dropped");
+    return;
+  }
+  auto parsed = common::parse_json_line(line);
+  switch (parsed.status) {
+    case common::ParsedLine::Status::value:
+      callbacks_.message(std::move(parsed.value));
+      break;
+    case common::ParsedLine::Status::too_deep:
+      callbacks_.protocol_error("message nested too deep dropped");
+      break;
+    case common::ParsedLine::Status::malformed:
+      callbacks_.protocol_error("malformed JSON line dropped");
+      break;
+    case common::ParsedLine::Status::blank:
+      break;
+  }
 }
 
 void WorkerChannel::write_next() {
-  if (writing_ || queue_.empty() || closed_) return;
-  writing_ = true;
-  asio::async_write(socket_, asio::buffer(queue_.front()),
+  if (closed_ || !queue_.start_batch()) return;
+  asio::async_write(socket_, asio::buffer(queue_.batch()),
                     [self = shared_from_this()](std::error_code ec, std::size_t) {
-                      self->writing_ = false;
+                      self->queue_.batch_written();
                       if (self->closed_) return;
                       if (ec) {
-                        self->close();
-                        if (self->callbacks_.closed) self->callbacks_.closed();
+                        self->fail();
                         return;
                       }
-                      self->queued_bytes_ -= self->queue_.front().size();
-                      self->queue_.pop_front();
                       self->write_next();
                     });
 }

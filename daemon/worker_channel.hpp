@@ -6,13 +6,13 @@
 #include <array>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "common/fd.hpp"
+#include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
 
 namespace forkd::daemon {
@@ -35,20 +35,19 @@ class WorkerChannel : public std::enable_shared_from_this<WorkerChannel> {
   // Queues one message; false when the queue is over its bound (the message is dropped).
   [[nodiscard]] bool send(const nlohmann::json& message);
   void close();
-  [[nodiscard]] std::size_t queued_bytes() const noexcept { return queued_bytes_; }
+  [[nodiscard]] std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
 
  private:
   void read_next();
+  void on_line(common::LineDecoder::Event event, std::string_view line);
   void write_next();
+  void fail();
 
   asio::local::stream_protocol::socket socket_;
   common::LineDecoder decoder_;
-  std::size_t max_queue_;
+  common::LineQueue queue_;
   Callbacks callbacks_;
   std::array<char, 65536> buffer_{};
-  std::deque<std::string> queue_;
-  std::size_t queued_bytes_ = 0;
-  bool writing_ = false;
   bool closed_ = false;
 };
 

@@ -19,6 +19,7 @@
 #include "common/config.hpp"
 #include "common/ctl_args.hpp"
 #include "common/ctl_format.hpp"
+#include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
 #include "common/sd_notify.hpp"
 #include "common/units.hpp"
@@ -235,6 +236,18 @@ inline std::string check_ndjson(std::string_view data, bool /*skip_known_bugs*/ 
            std::to_string(want.size());
   }
   if (decoder.buffered() != tail) return "buffered() disagrees with the unterminated tail";
+  // Every line then meets the checks the channels apply; a value survives being written back.
+  for (const auto& decoded : got) {
+    if (decoded.event != common::LineDecoder::Event::line) continue;
+    const auto parsed = common::parse_json_line(decoded.line);
+    if (parsed.status != common::ParsedLine::Status::value) continue;
+    const std::string again = common::to_json_line(parsed.value);
+    if (again.find('\n') != again.size() - 1) return "a value was written as more than one line";
+    const auto back = common::parse_json_line(std::string_view(again).substr(0, again.size() - 1));
+    if (back.status != common::ParsedLine::Status::value || back.value != parsed.value) {
+      return "a value did not survive being written and read back";
+    }
+  }
   return {};
 }
 

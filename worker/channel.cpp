@@ -23,11 +23,11 @@ common::UniqueFd dup_cloexec(int fd) {
 
 Channel::Channel(asio::io_context& io, common::UniqueFd fd, std::size_t max_message)
     : max_message_(max_message),
-      // Room for a burst of replies without letting a stalled master grow us without bound.
-      max_queue_(std::max<std::size_t>(std::size_t{64} * 1024 * 1024, 4 * max_message)),
       writer_(io),
       reader_(io),
-      decoder_(max_message) {
+      decoder_(max_message),
+      // Room for a burst of replies without letting a stalled master grow us without bound.
+      queue_(std::max<std::size_t>(std::size_t{64} * 1024 * 1024, 4 * max_message)) {
   common::UniqueFd read_fd = dup_cloexec(fd.get());
   writer_.assign(asio::local::stream_protocol(), fd.release());
   reader_.assign(asio::local::stream_protocol(), read_fd.release());
@@ -73,27 +73,33 @@ void Channel::on_line(common::LineDecoder::Event event, std::string_view line) {
            " bytes skipped");
     return;
   }
-  if (line.empty()) return;
-  nlohmann::json message = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (message.is_discarded()) {
-    report("ipc: malformed JSON message from master skipped (" + std::to_string(line.size()) +
-           " bytes)");
-    return;
+  auto parsed = common::parse_json_line(line);
+  switch (parsed.status) {
+    case common::ParsedLine::Status::value:
+      if (on_message_) on_message_(parsed.value);
+      break;
+    case common::ParsedLine::Status::too_deep:
+      report("ipc: message from master nested deeper than " +
+             std::to_string(common::kMaxJsonDepth) + " levels skipped");
+      break;
+    case common::ParsedLine::Status::malformed:
+      report("ipc: malformed JSON message from master skipped (" + std::to_string(line.size()) +
+             " bytes)");
+      break;
+    case common::ParsedLine::Status::blank:
+      break;
   }
-  if (on_message_) on_message_(message);
 }
 
 void Channel::post(const nlohmann::json& message) {
   if (broken_) return;
-  // Invalid UTF-8 in a string is replaced rather than thrown: a message must never take the
-  // worker's loop down.
-  std::string line = message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (line.size() > max_message_) {
-    report("ipc: message of " + std::to_string(line.size()) + " bytes exceeds the " +
+  const std::string line = common::to_json_line(message);
+  if (line.size() - 1 > max_message_) {
+    report("ipc: message of " + std::to_string(line.size() - 1) + " bytes exceeds the " +
            std::to_string(max_message_) + "-byte limit, not sent");
     return;
   }
-  if (queued_bytes() + line.size() + 1 > max_queue_) {
+  if (!queue_.push(line)) {
     if (!dropped_reported_) {
       report("ipc: master is not reading (" + std::to_string(queued_bytes()) +
              " bytes queued), dropping messages");
@@ -102,20 +108,17 @@ void Channel::post(const nlohmann::json& message) {
     return;
   }
   dropped_reported_ = false;
-  pending_ += line;
-  pending_ += '\n';
-  if (writing_.empty()) write_next();
+  write_next();
 }
 
 void Channel::write_next() {
-  if (pending_.empty() || broken_) return;
-  writing_.swap(pending_);
-  asio::async_write(writer_, asio::buffer(writing_), [this](std::error_code ec, std::size_t) {
-    writing_.clear();
+  if (broken_ || !queue_.start_batch()) return;
+  asio::async_write(writer_, asio::buffer(queue_.batch()), [this](std::error_code ec, std::size_t) {
+    queue_.batch_written();
     if (ec) {
       // The master is gone (EPIPE): nothing queued can be delivered any more.
       broken_ = true;
-      pending_.clear();
+      queue_.clear();
       return;
     }
     write_next();

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "common/fd.hpp"
+#include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
 
 namespace forkd::worker {
@@ -39,9 +40,7 @@ class Channel {
   // the queue past its cap, is dropped with a line on stderr (the master would refuse it).
   void post(const nlohmann::json& message);
 
-  [[nodiscard]] std::size_t queued_bytes() const noexcept {
-    return pending_.size() + writing_.size();
-  }
+  [[nodiscard]] std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
 
  private:
   void read_next();
@@ -49,7 +48,6 @@ class Channel {
   void write_next();
 
   std::size_t max_message_;
-  std::size_t max_queue_;
   // Reading and writing use separate descriptors of the same socket (the reader is a dup), so
   // that stopping the reader cannot cancel a write still in flight.
   asio::local::stream_protocol::socket writer_;
@@ -60,8 +58,7 @@ class Channel {
   EofHandler on_eof_;
   bool reading_ = false;
   bool broken_ = false;
-  std::string pending_;  // lines waiting for the write in flight to finish
-  std::string writing_;  // the bytes of the write in flight
+  common::LineQueue queue_;
   bool dropped_reported_ = false;
 };
 

@@ -260,8 +260,9 @@ TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
     ASSERT_TRUE(queued.back()->is_open()) << queued.back()->error();
   }
   std::vector<std::future<std::optional<HttpResponse>>> answers;
-  for (auto& c : queued) {
-    answers.push_back(std::async(std::launch::async, [&c] { return c->get("/"); }));
+  for (auto& connection : queued) {
+    answers.push_back(
+        std::async(std::launch::async, [&connection] { return connection->get("/"); }));
   }
   const auto scaled = c.forkctl({"scale", "1"});
   ASSERT_EQ(scaled.exit_code(), 0) << scaled.out << scaled.err;
