@@ -47,6 +47,16 @@ std::optional<pid_t> read_pid_from(int fd) noexcept {
   return parse_pidfile({buffer.data(), static_cast<std::size_t>(got)});
 }
 
+// flock() without waiting: another holder means another forkd, named by the pid it wrote.
+void lock_or_refuse(int fd, const std::string& path) {
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return;
+  const int err = errno;
+  if (err != EWOULDBLOCK) fail(path, "cannot lock", err);
+  const auto pid = read_pid_from(fd);
+  const std::string who = pid ? "pid " + std::to_string(*pid) : "pid unknown";
+  throw PidfileError("already running (" + who + "): pidfile " + path + " is locked", pid);
+}
+
 // The lock is held through fd; true when `path` still names the same inode, which is not the
 // case when the previous holder unlinked the file between our open() and our flock().
 bool path_names(const std::string& path, int fd, struct stat& held) {
@@ -89,13 +99,7 @@ Pidfile Pidfile::acquire(const std::string& path) {
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) fail(path, "fstat", errno);
     check_file_kind(path, st);
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-      const int err = errno;
-      if (err != EWOULDBLOCK) fail(path, "cannot lock", err);
-      const auto pid = read_pid_from(fd.get());
-      const std::string who = pid ? "pid " + std::to_string(*pid) : "pid unknown";
-      throw PidfileError("already running (" + who + "): pidfile " + path + " is locked", pid);
-    }
+    lock_or_refuse(fd.get(), path);
     if (!path_names(path, fd.get(), st)) continue;  // lost a race with a remove(): retry
     check_file_kind(path, st);
     Pidfile pidfile(std::move(fd), path);
@@ -114,13 +118,7 @@ Pidfile Pidfile::adopt(common::UniqueFd fd, const std::string& path) {
   check_file_kind(path, st);
   // On the description we share with the previous master this succeeds at once; on any other
   // description some other process holds the lock and it fails, as it should.
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    if (err != EWOULDBLOCK) fail(path, "cannot lock", err);
-    const auto pid = read_pid_from(fd.get());
-    const std::string who = pid ? "pid " + std::to_string(*pid) : "pid unknown";
-    throw PidfileError("already running (" + who + "): pidfile " + path + " is locked", pid);
-  }
+  lock_or_refuse(fd.get(), path);
   if (const auto error = common::set_cloexec(fd.get(), true)) {
     fail(path, "fcntl FD_CLOEXEC", error.value());
   }
