@@ -28,6 +28,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from peers import free_port, write_forkd_conf, write_nginx_conf
+
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 # forkd treats an exit within restart.min_uptime (default 1s) of a start as a crash and backs
@@ -43,10 +45,6 @@ def now_ns() -> int:
     return time.monotonic_ns()
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -270,50 +268,8 @@ def wait_for_workers(server: Server, workers: int, timeout_s: float) -> bool:
     return False
 
 
-def write_nginx_conf(tmp: str, port: int, workers: int) -> str:
-    path = os.path.join(tmp, "nginx.conf")
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {tmp}/nginx-{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    with open(path, "w", encoding="ascii") as f:
-        f.write(f"""daemon off;
-master_process on;
-worker_processes {workers};
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-{temp_paths}
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            # The same kind of header forkd sends, so both answers cost about the same.
-            add_header X-Worker-Pid $pid always;
-            default_type text/plain;
-            return 200 "hello";
-        }}
-    }}
-}}
-""")
-    return path
 
 
-def write_forkd_conf(tmp: str, port: int, workers: int) -> str:
-    path = os.path.join(tmp, "forkd.yaml")
-    with open(path, "w", encoding="ascii") as f:
-        f.write(f"""workers: {workers}
-listen:
-  - 127.0.0.1:{port}
-log:
-  level: warn
-control:
-  socket: {tmp}/forkd.sock
-""")
-    return path
 
 
 def fmt(value: float | None, digits: int = 2) -> str:

@@ -25,6 +25,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from peers import free_port, write_forkd_conf, write_nginx_conf  # noqa: E402 (bench/peers.py)
+
 PEERS = ("forkd", "nginx", "node")
 
 
@@ -47,10 +50,6 @@ class Run:
         return sum(self.errors.values()) + self.non2xx
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_time(pid: int) -> str | None:
@@ -112,51 +111,8 @@ class Processes:
             del self.known[pid]
 
 
-def write_forkd_conf(tmp: str, port: int, workers: int) -> str:
-    path = os.path.join(tmp, "forkd.yaml")
-    with open(path, "w", encoding="ascii") as f:
-        f.write(f"""workers: {workers}
-listen:
-  - 127.0.0.1:{port}
-worker:
-  app: http-hello
-control:
-  socket: {tmp}/forkd.sock
-log:
-  level: warn
-""")
-    return path
 
 
-def write_nginx_conf(tmp: str, port: int, workers: int) -> str:
-    path = os.path.join(tmp, "nginx.conf")
-    temp_paths = "\n".join(
-        f"    {kind}_temp_path {tmp}/nginx-{kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    with open(path, "w", encoding="ascii") as f:
-        f.write(f"""daemon off;
-master_process on;
-worker_processes {workers};
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-{temp_paths}
-    keepalive_requests 1000000;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            add_header X-Worker-Pid $pid always;
-            default_type text/plain;
-            return 200 "hello";
-        }}
-    }}
-}}
-""")
-    return path
 
 
 class Server:
