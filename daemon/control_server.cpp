@@ -27,6 +27,7 @@
 
 #include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
+#include "daemon/accept_retry.hpp"
 
 namespace forkd::daemon {
 namespace {
@@ -39,7 +40,6 @@ constexpr std::size_t kReadChunk = 16 * 1024;
 // Requests a client may have outstanding before we stop reading from it: pipelining is
 // allowed, flooding the master with unanswered work is not.
 constexpr std::size_t kMaxPendingRequests = 64;
-constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
 std::shared_ptr<spdlog::logger> logger() {
   auto named = spdlog::get("control");
@@ -666,13 +666,7 @@ void ControlServerState::on_accept(std::error_code error, LocalSocket socket) {
   if (closed_ || error == asio::error::operation_aborted) return;
   if (error) {
     logger()->error("control socket {}: accept failed: {}", options_.path, error.message());
-    // Out of descriptors or memory: retrying at once would spin the loop.
-    accept_retry_.expires_after(kAcceptRetryDelay);
-    accept_retry_.async_wait(
-        [this, alive = std::weak_ptr<const bool>(alive_)](std::error_code wait_error) {
-          if (alive.expired() || wait_error) return;
-          accept_next();
-        });
+    retry_accept_later(accept_retry_, alive_, [this] { accept_next(); });
     return;
   }
   admit(std::move(socket));

@@ -19,6 +19,7 @@
 #include <variant>
 
 #include "common/log.hpp"
+#include "daemon/accept_retry.hpp"
 #include "worker/http_parser.hpp"
 
 namespace forkd::daemon {
@@ -27,7 +28,6 @@ namespace {
 using Tcp = asio::ip::tcp;
 
 constexpr std::size_t kReadChunk = 2048;
-constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
 
 struct HttpResponse {
   int status = 200;
@@ -422,13 +422,7 @@ void MetricsServerState::on_accept(std::error_code error, Tcp::socket socket) {
   if (closed_ || error == asio::error::operation_aborted) return;
   if (error) {
     log_->error("metrics {}: accept failed: {}", bound_address_, error.message());
-    // Out of descriptors or memory: retrying at once would spin the loop.
-    accept_retry_.expires_after(kAcceptRetryDelay);
-    accept_retry_.async_wait(
-        [this, alive = std::weak_ptr<const bool>(alive_)](std::error_code wait_error) {
-          if (alive.expired() || wait_error) return;
-          accept_next();
-        });
+    retry_accept_later(accept_retry_, alive_, [this] { accept_next(); });
     return;
   }
   admit(std::move(socket));

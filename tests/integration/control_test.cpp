@@ -1,8 +1,14 @@
 // The operator's control plane end to end: forkctl against a real forkd, worker messages
 // relayed by the master, the control socket's defences, health checks that kill and replace.
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -294,6 +300,63 @@ TEST(ControlTest, MetricsParseAsPrometheusTextAndHealthzFollowsReadiness) {
        path},
       30s);
   EXPECT_EQ(parsed.exit_code(), 0) << parsed.out << parsed.err;
+}
+
+// Out of descriptors, accept() on the control socket fails: the master retries every 100 ms
+// rather than spinning, its workers serve on, and the socket answers again once fds are free.
+TEST(ControlTest, AcceptFailingForLackOfFdsIsRetriedWithoutSpinning) {
+  Cluster c;
+  c.start("workers: 1\n");
+  const auto ready = c.forkd.wait_for_log("all 1 workers ready", 20s);
+  ASSERT_TRUE(ready) << c.forkd.log();
+  const pid_t master = c.forkd.pid();
+  int highest = 0;
+  for (const auto& fd : open_fds(master)) highest = std::max(highest, std::stoi(fd));
+  // Room for the free numbers below the highest one and two more: 32 clients exhaust it.
+  // Only the soft limit moves: raising it back needs no privilege.
+  rlimit saved{};
+  ASSERT_EQ(::prlimit(master, RLIMIT_NOFILE, nullptr, &saved), 0) << std::strerror(errno);
+  const rlimit tight{static_cast<rlim_t>(highest + 3), saved.rlim_max};
+  ASSERT_EQ(::prlimit(master, RLIMIT_NOFILE, &tight, nullptr), 0) << std::strerror(errno);
+
+  std::vector<forkd::common::UniqueFd> clients;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  const std::string path = c.dir.file("forkd.sock");
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  for (int i = 0; i < 32; ++i) {
+    forkd::common::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)), 0)
+        << std::strerror(errno);
+    clients.push_back(std::move(fd));
+  }
+  const std::string failed = "control socket .*: accept failed: Too many open files";
+  const auto first = c.forkd.wait_for_log(failed, 20s, ready->end_offset);
+  ASSERT_TRUE(first) << c.forkd.log();
+  const long before = cpu_ticks(master);
+  auto later = c.forkd.wait_for_log(failed, 20s, first->end_offset);
+  ASSERT_TRUE(later);
+  later = c.forkd.wait_for_log(failed, 20s, later->end_offset);
+  ASSERT_TRUE(later);
+  // Two retries 100 ms apart each (by the log's own clock), and little CPU meanwhile: a loop
+  // retrying at once would log thousands of lines and burn the whole interval.
+  const auto ms_of_day = [](const std::string& line) {  // "2026-11-29T15:56:51.138Z ..."
+    return ((std::stol(line.substr(11, 2)) * 60 + std::stol(line.substr(14, 2))) * 60 +
+            std::stol(line.substr(17, 2))) *
+               1000 +
+           std::stol(line.substr(20, 3));
+  };
+  const long apart = (ms_of_day(later->line) - ms_of_day(first->line) + 86400000) % 86400000;
+  EXPECT_GE(apart, 190) << first->line << later->line;
+  EXPECT_LT(cpu_ticks(master) - before, ::sysconf(_SC_CLK_TCK) / 10);
+  auto r = c.get("/");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+
+  clients.clear();
+  ASSERT_EQ(::prlimit(master, RLIMIT_NOFILE, &saved, nullptr), 0);
+  const auto status = forkctl(c, {"status"});
+  EXPECT_EQ(status.exit_code(), 0) << status.out << status.err;
 }
 
 }  // namespace

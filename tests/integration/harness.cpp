@@ -1410,6 +1410,19 @@ std::optional<unsigned long long> process_start_time(pid_t pid) {
   return stat->start_time;
 }
 
+long cpu_ticks(pid_t pid) {
+  const std::string text = read_text("/proc/" + std::to_string(pid) + "/stat");
+  const auto close_paren = text.rfind(')');
+  if (close_paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close_paren + 2));
+  std::string field;
+  long ticks = 0;
+  for (int i = 3; fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stol(field);
+  }
+  return ticks;
+}
+
 std::vector<std::string> open_fds(pid_t pid) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   std::vector<std::pair<int, std::string>> fds;

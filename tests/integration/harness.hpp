@@ -266,6 +266,8 @@ class ForkdProcess {
 [[nodiscard]] std::optional<unsigned long long> process_start_time(pid_t pid);  // clock ticks
 // "N -> target" per open fd, sorted by fd number, e.g. "3 -> socket:[123]".
 [[nodiscard]] std::vector<std::string> open_fds(pid_t pid);
+// utime + stime of a process so far, in clock ticks (sysconf(_SC_CLK_TCK) per second).
+[[nodiscard]] long cpu_ticks(pid_t pid);
 // The "socket:[inode]" text a /proc fd link shows for one of our own fds.
 [[nodiscard]] std::string fd_link_target(int fd);
 

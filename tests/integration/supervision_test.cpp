@@ -28,19 +28,6 @@ std::set<pid_t> pids_answering(Cluster& c, std::size_t want, std::chrono::millis
   return seen;
 }
 
-// utime + stime of a process, in clock ticks.
-long cpu_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::istringstream fields(text.substr(text.rfind(')') + 2));
-  std::string field;
-  long ticks = 0;
-  for (int i = 3; fields >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stol(field);
-  }
-  return ticks;
-}
-
 TEST(SupervisionTest, NWorkersWithDistinctPidsAnswer) {
   Cluster c;
   c.start("workers: 3\n");
