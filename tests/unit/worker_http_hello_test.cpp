@@ -27,18 +27,10 @@
 #include <utility>
 
 #include "common/fd.hpp"
+#include "tests/sanitizer_build.hpp"
 #include "worker/apps/http_hello.hpp"
 #include "worker/apps/registry.hpp"
 #include "worker/worker.hpp"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define FORKD_TEST_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(undefined_behavior_sanitizer) || \
-    __has_feature(thread_sanitizer)
-#define FORKD_TEST_SANITIZED 1
-#endif
-#endif
 
 namespace {
 
@@ -702,11 +694,10 @@ long cpu_ticks(pid_t pid) {
 }
 
 TEST(WorkerHttpServer, BacksOffWhenOutOfFdsAndKeepsServing) {
-#if defined(FORKD_TEST_SANITIZED)
-  // The sanitizers' runtime needs fds of its own (a pipe to probe memory) and fails spuriously
-  // in a process that has none left.
-  GTEST_SKIP() << "fd exhaustion is not testable under the sanitizers";
-#endif
+  if (forkd::test::kSanitizerBuild) {
+    GTEST_SKIP()
+        << "fd exhaustion is not testable under the sanitizers (tests/sanitizer_build.hpp)";
+  }
   Harness h({&fd_starved_app_main, {}});
   ASSERT_EQ(h.next_message(), json({{"forkd", "ready"}}));
   std::optional<Client> first(std::in_place, h.port());
