@@ -206,16 +206,6 @@ class ExecOperation : public std::enable_shared_from_this<ExecOperation> {
   bool done_ = false;
 };
 
-SpawnOptions spawn_options_for(const ExecOptions& options) {
-  SpawnOptions spawn_options;
-  spawn_options.cwd = options.cwd;
-  spawn_options.env = options.env;
-  spawn_options.replace_env = options.replace_env;
-  spawn_options.uid = options.uid;
-  spawn_options.gid = options.gid;
-  return spawn_options;
-}
-
 }  // namespace
 
 std::optional<ExecError> judge_exec_run(const ExecRun& run) {

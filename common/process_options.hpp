@@ -64,6 +64,17 @@ struct ExecOptions {
   std::string shell = "/bin/sh";               // exec() and exec_sync() only
 };
 
+// The spawn options an exec()/exec_file() (and their Sync forms) start their child with.
+[[nodiscard]] inline SpawnOptions spawn_options_for(const ExecOptions& options) {
+  SpawnOptions spawn_options;
+  spawn_options.cwd = options.cwd;
+  spawn_options.env = options.env;
+  spawn_options.replace_env = options.replace_env;
+  spawn_options.uid = options.uid;
+  spawn_options.gid = options.gid;
+  return spawn_options;
+}
+
 // spawn_sync(): spawn's options plus what a blocking run needs. Pipes are allowed at fds 0-2
 // only, and no ipc.
 struct SpawnSyncOptions : SpawnOptions {

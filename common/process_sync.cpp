@@ -186,11 +186,7 @@ class SyncRun {
 
 SpawnSyncOptions sync_options_for(const ExecOptions& options) {
   SpawnSyncOptions sync;
-  sync.cwd = options.cwd;
-  sync.env = options.env;
-  sync.replace_env = options.replace_env;
-  sync.uid = options.uid;
-  sync.gid = options.gid;
+  static_cast<SpawnOptions&>(sync) = spawn_options_for(options);
   sync.input = options.input;
   sync.timeout = options.timeout;
   sync.kill_signal = options.kill_signal;

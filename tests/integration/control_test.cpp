@@ -275,11 +275,7 @@ TEST(ControlTest, MaxLifetimeRecyclesGracefully) {
 }
 
 TEST(ControlTest, MetricsParseAsPrometheusTextAndHealthzFollowsReadiness) {
-  std::uint16_t port = 0;
-  {
-    Listener probe = Listener::tcp_v4();
-    port = probe.port();
-  }
+  const std::uint16_t port = free_tcp_port();
   Cluster c;
   c.start("workers: 2\nmetrics:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n");
   c.wait_all_ready(2);

@@ -1267,6 +1267,29 @@ std::vector<pid_t> ForkdProcess::children() {
   return pids;
 }
 
+std::uint16_t free_tcp_port() {
+  return Listener::tcp_v4().port();
+}
+
+std::vector<std::string> setpriv_as(uid_t uid) {
+  const auto setpriv = find_tool("setpriv");
+  if (!setpriv) throw std::runtime_error("setpriv (util-linux) is missing");
+  const std::string id = std::to_string(uid);
+  return {*setpriv, "--reuid=" + id, "--regid=" + id, "--clear-groups"};
+}
+
+uid_t spare_uid() {
+  return 60000 + static_cast<uid_t>(::getpid() % 5000);
+}
+
+std::optional<LogMatch> ForkdProcess::hot_upgrade(std::size_t from,
+                                                  std::chrono::milliseconds timeout) {
+  if (!signal(SIGUSR2)) return std::nullopt;
+  auto ready = wait_for_log(R"(hot upgrade: new master \(pid (\d+)\) is ready)", timeout, from);
+  if (ready) track(std::stoi((*ready)[1]));
+  return ready;
+}
+
 void ForkdProcess::track(pid_t pid) {
   if (pid <= 1) return;
   const auto start = process_start_time(pid);

@@ -127,6 +127,18 @@ struct RunResult {
   [[nodiscard]] int term_signal() const noexcept;  // 0 unless killed by a signal
 };
 
+// A 127.0.0.1 port the kernel just handed out and that is free again, for a daemon that must
+// bind it itself (reuseport sockets, metrics, socket activation).
+[[nodiscard]] std::uint16_t free_tcp_port();
+
+// The start of an argv that runs the rest as `uid` (group `uid`, no supplementary groups)
+// through setpriv, which keeps the pid, so LISTEN_PID still holds. Needs root; throws
+// std::runtime_error when setpriv is missing.
+[[nodiscard]] std::vector<std::string> setpriv_as(uid_t uid);
+// A uid no account has, different for each test process: nothing else counts against its
+// process limit.
+[[nodiscard]] uid_t spare_uid();
+
 // Runs argv[0] (a path, no PATH search) with the test's environment plus env, stdin /dev/null, in
 // its own process group; captures stdout and stderr. On timeout SIGKILLs the group. Throws
 // std::system_error when the program cannot be started (exec or setuid failed).
@@ -211,6 +223,10 @@ class ForkdProcess {
   [[nodiscard]] std::vector<pid_t> children();
   // Remember pid (if it exists) so teardown kills it even after the master is gone.
   void track(pid_t pid);
+  // SIGUSR2, then waits (past log offset `from`) until the new master says it is ready; tracks
+  // it and returns its log match (pid in [1]), or nullopt.
+  [[nodiscard]] std::optional<LogMatch> hot_upgrade(
+      std::size_t from = 0, std::chrono::milliseconds timeout = std::chrono::seconds{30});
   // Teardown now (what the destructor does, minus the failure log). Idempotent.
   void kill_all();
 

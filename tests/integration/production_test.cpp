@@ -113,14 +113,7 @@ struct UnprivilegedForkd {
   TempDir dir;
   Listener listener = Listener::tcp_v4();
   ForkdProcess forkd;
-  uid_t uid = 60000 + static_cast<uid_t>(::getpid() % 5000);
-
-  [[nodiscard]] std::vector<std::string> as_uid() const {
-    const std::string id = std::to_string(uid);
-    const auto setpriv = find_tool("setpriv");
-    if (!setpriv) throw std::runtime_error("setpriv (util-linux) is missing");
-    return {*setpriv, "--reuid=" + id, "--regid=" + id, "--clear-groups"};
-  }
+  uid_t uid = spare_uid();
 
   // `prefix` runs first (e.g. prlimit), then setpriv with `setpriv_flags`, then forkd.
   void start(const std::string& body, const std::vector<std::string>& setpriv_flags,
@@ -130,7 +123,7 @@ struct UnprivilegedForkd {
         "forkd.yaml", "listen: [" + listener.address() +
                           "]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n" + body);
     std::vector<std::string> argv = std::move(prefix);
-    for (auto& arg : as_uid()) argv.push_back(std::move(arg));
+    for (auto& arg : setpriv_as(uid)) argv.push_back(std::move(arg));
     argv.insert(argv.end(), setpriv_flags.begin(), setpriv_flags.end());
     argv.insert(argv.end(), {"--", forkd_bin(), "-c", config});
     ForkdOptions options;
@@ -192,7 +185,7 @@ TEST(ProductionTest, ForkFailingWithEagainBacksOffAndRecovers) {
   EXPECT_EQ(r->status, 200);
 
   // Raising a soft limit up to the hard one needs no privilege, only the same user.
-  auto raise = u.as_uid();
+  auto raise = setpriv_as(u.uid);
   raise.insert(raise.end(), {*prlimit, "--pid", std::to_string(u.forkd.pid()), "--nproc=4096"});
   const auto raised = run_command(raise, 10s);
   ASSERT_EQ(raised.exit_code(), 0) << raised.err;

@@ -287,16 +287,10 @@ TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
 // the kernel keeps queueing there while the rollout goes on are reset when it ends.
 TEST(ReloadTest, ReuseportReloadToFewerWorkersLeavesNoOrphanSocket) {
   if (::geteuid() != 0) GTEST_SKIP() << "a network namespace and an unprivileged forkd need root";
-  const auto setpriv = find_tool("setpriv");
-  ASSERT_TRUE(setpriv) << "setpriv (util-linux) is missing";
   PrivateNetwork net;
   TempDir dir;
   std::filesystem::permissions(dir.path(), std::filesystem::perms::all);
-  std::uint16_t port = 0;
-  {
-    Listener probe = Listener::tcp_v4();
-    port = probe.port();
-  }
+  const std::uint16_t port = free_tcp_port();
   const auto config = [&](unsigned workers) {
     // `started` readiness with a min_uptime: each replacement proves itself for 2 s, so the
     // rollout outlasts the retiring worker's drain by far.
@@ -308,11 +302,11 @@ TEST(ReloadTest, ReuseportReloadToFewerWorkersLeavesNoOrphanSocket) {
   ForkdProcess forkd;
   ForkdOptions options;
   options.config_yaml = config(3);
-  options.binary = *setpriv;
+  auto argv = setpriv_as(spare_uid());
+  argv.insert(argv.end(), {"--", forkd_bin(), "-c", dir.file("forkd.yaml")});
+  options.binary = argv.front();
+  options.extra_args.assign(argv.begin() + 1, argv.end());
   options.use_config_flag = false;
-  options.extra_args = {
-      "--reuid=61234",       "--regid=61234", "--clear-groups", "--", forkd_bin(), "-c",
-      dir.file("forkd.yaml")};
   forkd.start(dir, options);
   const auto ready = forkd.wait_for_log("all 3 workers ready", 30s);
   ASSERT_TRUE(ready) << forkd.log();
@@ -347,12 +341,9 @@ TEST(ReloadTest, HotUpgradeLosesNoRequestAndChangesTheMaster) {
   c.start("workers: 2\n");
   auto from = c.wait_all_ready(2);
   Load load(c.listener.address());
-  ASSERT_TRUE(c.forkd.signal(SIGUSR2));
-  auto handed =
-      c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s, from);
-  ASSERT_TRUE(handed);
+  const auto handed = c.forkd.hot_upgrade(from);
+  ASSERT_TRUE(handed) << c.forkd.log();
   const pid_t successor = std::stoi((*handed)[1]);
-  c.forkd.track(successor);
   auto old_status = c.forkd.wait_exit(30s);
   ASSERT_TRUE(old_status);
   EXPECT_EQ(WEXITSTATUS(*old_status), 0);

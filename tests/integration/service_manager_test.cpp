@@ -100,10 +100,8 @@ TEST(ServiceManagerTest, HotUpgradeTellsTheServiceManagerTheNewMainPid) {
   options.env = {{"NOTIFY_SOCKET", c.dir.file("notify.sock")}};
   c.forkd.start(c.dir, options);
   ASSERT_TRUE(receiver.next());
-  ASSERT_TRUE(c.forkd.signal(SIGUSR2));
-  auto handed = c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s);
-  ASSERT_TRUE(handed);
-  c.forkd.track(std::stoi((*handed)[1]));
+  const auto handed = c.forkd.hot_upgrade();
+  ASSERT_TRUE(handed) << c.forkd.log();
   // The new master's READY=1 (systemd drops it under NotifyAccess=main: not yet the main
   // process), then the old master names it the main process.
   EXPECT_EQ(receiver.next(), "READY=1\nSTATUS=1/1 workers ready, generation 1");
@@ -115,11 +113,7 @@ TEST(ServiceManagerTest, ServesOnTheSocketSystemdSocketActivatePasses) {
   const std::string activate = "/usr/bin/systemd-socket-activate";
   ASSERT_EQ(::access(activate.c_str(), X_OK), 0)
       << "systemd-socket-activate comes with Debian's systemd package";
-  std::uint16_t port = 0;
-  {
-    Listener probe = Listener::tcp_v4();
-    port = probe.port();
-  }
+  const std::uint16_t port = free_tcp_port();
   TempDir dir;
   const std::string config = dir.write_file(
       "forkd.yaml", "workers: 2\nlisten:\n  - address: 127.0.0.1:" + std::to_string(port) +
@@ -182,12 +176,9 @@ TEST(PidfileTest, SecondInstanceIsRefusedAndTheFileFollowsAHotUpgrade) {
             std::string::npos)
       << second.err;
   // After a hot upgrade the file names the new master, and the lock went with it.
-  ASSERT_TRUE(c.forkd.signal(SIGUSR2));
-  auto handed =
-      c.forkd.wait_for_log("hot upgrade: new master \\(pid (\\d+)\\) is ready", 30s, from);
-  ASSERT_TRUE(handed);
+  const auto handed = c.forkd.hot_upgrade(from);
+  ASSERT_TRUE(handed) << c.forkd.log();
   const pid_t successor = std::stoi((*handed)[1]);
-  c.forkd.track(successor);
   ASSERT_TRUE(c.forkd.wait_exit(30s));
   EXPECT_EQ(read_text(pidfile), std::to_string(successor) + "\n");
   auto third = run_command({forkd_bin(), "-c", config}, 20s);

@@ -69,7 +69,7 @@ inline RunResult forkctl(Cluster& c, std::vector<std::string> args,
 struct ReuseportCluster {
   std::unique_ptr<PrivateNetwork> net = private_network_when_root();
   TempDir dir;
-  std::uint16_t port = Listener::tcp_v4().port();  // free again at once: forkd binds it
+  std::uint16_t port = free_tcp_port();
   ForkdProcess forkd;
 
   void start(unsigned workers) {

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/process_test_support.hpp"
+
 namespace {
 
 using forkd::common::exec;
@@ -19,8 +21,8 @@ using forkd::common::exec_file;
 using forkd::common::ExecError;
 using forkd::common::ExecOptions;
 using namespace std::chrono_literals;
-
-constexpr auto kPatience = 10s;
+using forkd::test::pid_is_gone;
+using forkd::test::run_until;
 
 struct ExecOutcome {
   bool called = false;
@@ -38,25 +40,6 @@ struct ExecOutcome {
     };
   }
 };
-
-bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  io.restart();
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    io.run_one_for(50ms);
-    io.restart();
-  }
-  return true;
-}
-
-bool pid_is_gone(pid_t pid) {
-  siginfo_t info{};
-  const bool not_a_child =
-      ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) < 0 &&
-      errno == ECHILD;
-  return not_a_child && ::kill(pid, 0) < 0 && errno == ESRCH;
-}
 
 ExecOutcome run_exec(const std::string& command, const ExecOptions& options = {}) {
   asio::io_context io;

@@ -12,23 +12,15 @@
 
 #include "common/fd.hpp"
 
+#include "tests/unit/process_test_support.hpp"
+
 namespace {
 
 using forkd::common::IpcChannel;
 using forkd::common::make_socketpair;
 using forkd::common::UniqueFd;
 using namespace std::chrono_literals;
-
-bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  io.restart();
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    io.run_one_for(50ms);
-    io.restart();
-  }
-  return true;
-}
+using forkd::test::run_until;
 
 void write_all(int fd, const std::string& bytes) {
   ASSERT_EQ(::write(fd, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));

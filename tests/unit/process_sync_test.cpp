@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/process_test_support.hpp"
+
 namespace {
 
 using forkd::common::exec_file_sync;
@@ -22,16 +24,9 @@ using forkd::common::spawn_sync;
 using forkd::common::SpawnSyncOptions;
 using forkd::common::StdioSpec;
 using namespace std::chrono_literals;
+using forkd::test::pid_is_gone;
 
 constexpr std::size_t kMiB = 1024 * 1024;
-
-bool pid_is_gone(pid_t pid) {
-  siginfo_t info{};
-  const bool not_a_child =
-      ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) < 0 &&
-      errno == ECHILD;
-  return not_a_child && ::kill(pid, 0) < 0 && errno == ESRCH;
-}
 
 TEST(ProcessSyncTest, SpawnSyncCapturesOutputAndStatus) {
   const auto result = spawn_sync("/bin/sh", {"-c", "echo out; echo err >&2; exit 6"});

@@ -23,6 +23,8 @@
 #include "common/fd.hpp"
 #include "common/process_exit_watch.hpp"
 
+#include "tests/unit/process_test_support.hpp"
+
 namespace {
 
 using forkd::common::ChildProcess;
@@ -35,20 +37,9 @@ using forkd::common::SpawnOptions;
 using forkd::common::StdioSpec;
 using forkd::common::UniqueFd;
 using namespace std::chrono_literals;
-
-constexpr auto kPatience = 10s;
-
-// Runs the loop until `done` holds or kPatience passes; never a fixed sleep.
-bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  io.restart();
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    io.run_one_for(50ms);
-    io.restart();
-  }
-  return true;
-}
+using forkd::test::kPatience;
+using forkd::test::pid_is_gone;
+using forkd::test::run_until;
 
 // Reads a stream to EOF into `out`; sets `*eof` at the end.
 void read_all(asio::posix::stream_descriptor& stream, std::shared_ptr<std::string> out,
@@ -93,16 +84,6 @@ std::optional<Outcome> collect(asio::io_context& io, ChildProcess& child) {
     return std::nullopt;
   }
   return Outcome{*out, *err, *exit};
-}
-
-bool pid_is_gone(pid_t pid) {
-  // Not our child any more (reaped: not even a zombie), and no process has that pid. WNOWAIT:
-  // looking must not reap it in the library's place.
-  siginfo_t info{};
-  const bool not_a_child =
-      ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) < 0 &&
-      errno == ECHILD;
-  return not_a_child && ::kill(pid, 0) < 0 && errno == ESRCH;
 }
 
 class TempDir {
