@@ -1,7 +1,6 @@
 // ControlServer over real Unix sockets: an io_context runs on a background thread, the test
 // thread plays the clients with blocking sockets and waits on replies with deadlines.
 #include "daemon/control_server.hpp"
-#include "tests/unit/temp_dir.hpp"
 
 #include <grp.h>
 #include <gtest/gtest.h>
@@ -31,6 +30,8 @@
 
 #include "common/control_paths.hpp"
 #include "common/fd.hpp"
+#include "tests/unit/temp_dir.hpp"
+#include "tests/unit/wait_until.hpp"
 
 namespace {
 
@@ -47,12 +48,7 @@ constexpr auto kPatience = 5s;
 using forkd::test::TempDir;
 
 bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds patience = kPatience) {
-  const auto deadline = std::chrono::steady_clock::now() + patience;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
+  return forkd::test::wait_until(done, patience);
 }
 
 sockaddr_un address_of(const std::string& path) {

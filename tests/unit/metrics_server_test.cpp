@@ -27,6 +27,7 @@
 #include "common/config.hpp"
 #include "common/fd.hpp"
 #include "daemon/metrics.hpp"
+#include "tests/unit/wait_until.hpp"
 
 namespace {
 
@@ -348,24 +349,21 @@ TEST_F(MetricsServerTest, ConnectionsBeyondTheLimitAreClosedAtOnce) {
   EXPECT_EQ(on_loop([this] { return server_->connection_count(); }), 4U);
   // One leaves: its slot is free again once the server has seen it go.
   idle.pop_back();
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
   int status = 0;
-  while (std::chrono::steady_clock::now() < deadline) {
-    status = get("/healthz").status;
-    if (status == 200) break;
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_EQ(status, 200);
+  EXPECT_TRUE(forkd::test::wait_until(
+      [&] {
+        status = get("/healthz").status;
+        return status == 200;
+      },
+      kPatience, 10ms))
+      << "last status " << status;
 }
 
 TEST_F(MetricsServerTest, ManySequentialScrapesLeaveNoConnectionBehind) {
   start();
   for (int i = 0; i < 200; ++i) ASSERT_EQ(get(i % 2 == 0 ? "/metrics" : "/healthz").status, 200);
-  const auto deadline = std::chrono::steady_clock::now() + kPatience;
-  while (on_loop([this] { return server_->connection_count(); }) != 0U &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-  }
+  (void)forkd::test::wait_until(
+      [&] { return on_loop([this] { return server_->connection_count(); }) == 0U; }, kPatience);
   EXPECT_EQ(on_loop([this] { return server_->connection_count(); }), 0U);
 }
 
