@@ -2,8 +2,8 @@
 #
 # FORKD_STATIC_RUNTIME (the default outside sanitizer and fuzz builds) links libstdc++, libgcc,
 # yaml-cpp, spdlog and fmt into the binaries, so they need only libc and libm at run time. The
-# master then maps no dynamic symbol tables and relocates no library at start-up: its resident
-# memory idles at about 4.3 MiB instead of 6.1 MiB: of each library only what forkd calls is linked.
+# master then maps no dynamic symbol tables and relocates no library at start-up, and of each
+# library only what forkd calls is linked: its resident memory idles at about 4.3 MiB, not 6.1.
 # Sanitizer runtimes must interpose on the shared C++ runtime, so those builds keep it shared.
 option(FORKD_STATIC_RUNTIME "Link the C++ runtime, yaml-cpp, spdlog and fmt statically" ON)
 if(FORKD_SANITIZERS OR FORKD_TSAN OR FORKD_FUZZ)
