@@ -1,6 +1,6 @@
 // spdlog's compiled part, built into forkd when it is linked statically (cmake/libraries.cmake):
 // the headers only declare it under SPDLOG_COMPILED_LIB, and Debian ships it only as a shared
-// library. The sink templates are instantiated for the one mutex policy forkd's sink uses.
+// library. The sink templates are instantiated for the sinks forkd and spdlog's registry use.
 #include <spdlog/common-inl.h>
 #include <spdlog/details/backtracer-inl.h>
 #include <spdlog/details/log_msg-inl.h>
@@ -15,8 +15,6 @@
 #include <spdlog/sinks/base_sink-inl.h>
 #include <spdlog/sinks/sink-inl.h>
 #include <spdlog/spdlog-inl.h>
-
-#include <mutex>
 
 template class spdlog::sinks::base_sink<spdlog::details::null_mutex>;
 // The registry's default logger writes to a colour console sink.

@@ -39,9 +39,8 @@ std::set<std::string> library_packages(const fs::path& binary) {
     // "\tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x...)", "\t/lib64/ld-linux...so.2 (0x...)"
     const auto slash = line.find('/');
     if (slash == std::string::npos) continue;  // the vDSO
-    const auto path = fs::path(line.substr(slash, line.find(' ', slash) - slash));
+    const std::string text = line.substr(slash, line.find(' ', slash) - slash);
     // A package registers the path under /lib or under /usr/lib (merged /usr): ask for both.
-    const std::string text = path.string();
     const std::string other = text.starts_with("/usr/") ? text.substr(4) : "/usr" + text;
     auto owner = run_command({dpkg_query, "-S", text}, 30s);
     if (owner.exit_code() != 0) owner = run_command({dpkg_query, "-S", other}, 30s);
