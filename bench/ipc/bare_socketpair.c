@@ -1,15 +1,19 @@
 /* The floor for IPC between two processes: a Unix stream socketpair, blocking write(2) and
  * read(2) of the same small lines ({"n":i}\n) that the other runners exchange, no event loop and
  * no JSON parsing. Prints "<messages> <seconds>".
- * Usage: bare_socketpair pingpong SECONDS | bare_socketpair oneway COUNT
+ * Usage: bare_socketpair [--epoll] pingpong SECONDS | bare_socketpair [--epoll] oneway COUNT
  *   pingpong: the parent writes a line and waits for the child to echo it back;
- *   oneway:   the child writes COUNT lines, one write(2) each; the parent counts newlines. */
+ *   oneway:   the child writes COUNT lines, one write(2) each; the parent counts newlines.
+ *   --epoll:  both ends read as an event loop does (the floor for any of them, forkd's too):
+ *             a non-blocking read, and when it finds nothing, epoll_wait(2) on the socket
+ *             (edge-triggered) before the next one. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,6 +23,31 @@ static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One end of the pair: reads block in read(2), or in epoll_wait(2) when epoll_fd >= 0. */
+struct end {
+  int fd;
+  int epoll_fd;
+};
+
+static int open_end(struct end* end, int fd, int use_epoll) {
+  end->fd = fd;
+  end->epoll_fd = -1;
+  if (!use_epoll) return 0;
+  end->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event event = {.events = EPOLLIN | EPOLLET, .data = {.fd = fd}};
+  return end->epoll_fd < 0 ? -1 : epoll_ctl(end->epoll_fd, EPOLL_CTL_ADD, fd, &event);
+}
+
+static ssize_t read_some(const struct end* end, char* buf, size_t n) {
+  if (end->epoll_fd < 0) return read(end->fd, buf, n);
+  for (;;) {
+    ssize_t r = recv(end->fd, buf, n, MSG_DONTWAIT);
+    if (r >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return r;
+    struct epoll_event event;
+    if (epoll_wait(end->epoll_fd, &event, 1, -1) < 0 && errno != EINTR) return -1;
+  }
 }
 
 static int write_all(int fd, const char* p, size_t n) {
@@ -35,16 +64,16 @@ static int write_all(int fd, const char* p, size_t n) {
 }
 
 /* Echoes every byte back: lines come back whole, in order. */
-static int child_echo(int fd) {
+static int child_echo(const struct end* end) {
   char buf[65536];
   for (;;) {
-    ssize_t r = read(fd, buf, sizeof buf);
+    ssize_t r = read_some(end, buf, sizeof buf);
     if (r == 0) return 0;
     if (r < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
-    if (write_all(fd, buf, (size_t)r) != 0) return 1;
+    if (write_all(end->fd, buf, (size_t)r) != 0) return 1;
   }
 }
 
@@ -61,17 +90,17 @@ static int child_send(int fd, long count) {
   return 0;
 }
 
-static long parent_pingpong(int fd, double seconds, double* elapsed) {
+static long parent_pingpong(const struct end* end, double seconds, double* elapsed) {
   char line[64], reply[64];
   long count = 0;
   const double start = now_s();
   double t = start;
   while (t - start < seconds) {
     int n = snprintf(line, sizeof line, "{\"n\":%ld}\n", count);
-    if (write_all(fd, line, (size_t)n) != 0) return -1;
+    if (write_all(end->fd, line, (size_t)n) != 0) return -1;
     size_t got = 0;
     while (got == 0 || reply[got - 1] != '\n') {
-      ssize_t r = read(fd, reply + got, sizeof reply - got);
+      ssize_t r = read_some(end, reply + got, sizeof reply - got);
       if (r <= 0) return -1;
       got += (size_t)r;
     }
@@ -83,12 +112,12 @@ static long parent_pingpong(int fd, double seconds, double* elapsed) {
   return count;
 }
 
-static long parent_count(int fd, long count, double* elapsed) {
+static long parent_count(const struct end* end, long count, double* elapsed) {
   char buf[65536];
   long lines = 0;
   const double start = now_s();
   while (lines < count) {
-    ssize_t r = read(fd, buf, sizeof buf);
+    ssize_t r = read_some(end, buf, sizeof buf);
     if (r <= 0) return -1;
     for (ssize_t i = 0; i < r; ++i) lines += buf[i] == '\n';
   }
@@ -97,8 +126,14 @@ static long parent_count(int fd, long count, double* elapsed) {
 }
 
 int main(int argc, char** argv) {
+  const int use_epoll = argc > 1 && strcmp(argv[1], "--epoll") == 0;
+  argc -= use_epoll;
+  argv += use_epoll;
   if (argc != 3 || (strcmp(argv[1], "pingpong") != 0 && strcmp(argv[1], "oneway") != 0)) {
-    fputs("usage: bare_socketpair pingpong SECONDS | bare_socketpair oneway COUNT\n", stderr);
+    fputs(
+        "usage: bare_socketpair [--epoll] pingpong SECONDS | bare_socketpair [--epoll] oneway"
+        " COUNT\n",
+        stderr);
     return 64;
   }
   const int pingpong = strcmp(argv[1], "pingpong") == 0;
@@ -114,15 +149,22 @@ int main(int argc, char** argv) {
     perror("fork");
     return 1;
   }
+  struct end end;
   if (pid == 0) {
     close(fds[0]);
-    _exit(pingpong ? child_echo(fds[1]) : child_send(fds[1], (long)amount));
+    if (open_end(&end, fds[1], use_epoll) != 0) _exit(1);
+    _exit(pingpong ? child_echo(&end) : child_send(fds[1], (long)amount));
   }
   close(fds[1]);
+  if (open_end(&end, fds[0], use_epoll) != 0) {
+    perror("epoll");
+    return 1;
+  }
   double elapsed = 0;
-  long messages = pingpong ? parent_pingpong(fds[0], amount, &elapsed)
-                           : parent_count(fds[0], (long)amount, &elapsed);
+  long messages = pingpong ? parent_pingpong(&end, amount, &elapsed)
+                           : parent_count(&end, (long)amount, &elapsed);
   close(fds[0]);
+  if (end.epoll_fd >= 0) close(end.epoll_fd);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
