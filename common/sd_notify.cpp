@@ -4,13 +4,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
+#include "common/decimal.hpp"
 #include "common/fd.hpp"
 
 namespace forkd::common {
@@ -51,19 +52,7 @@ bool is_name_char(char c) noexcept {
 }
 
 bool is_valid_key(std::string_view key) noexcept {
-  if (key.empty() || !is_name_start(key.front())) return false;
-  for (const char c : key) {
-    if (!is_name_char(c)) return false;
-  }
-  return true;
-}
-
-template <typename T>
-std::optional<T> parse_decimal(std::string_view text) noexcept {
-  T value{};
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc{} || end != text.data() + text.size()) return std::nullopt;
-  return value;
+  return !key.empty() && is_name_start(key.front()) && std::ranges::all_of(key, is_name_char);
 }
 
 }  // namespace

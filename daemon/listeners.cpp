@@ -11,10 +11,11 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+
+#include "common/decimal.hpp"
 
 namespace forkd::daemon {
 
@@ -148,12 +149,8 @@ std::vector<PassedSocket> take_passed_sockets() {
   const auto fds_env = take("LISTEN_FDS");
   const std::string names = take("LISTEN_FDNAMES").value_or("");
   if (!pid_env || !fds_env) return out;
-  long pid = 0;
-  int count = 0;
-  const std::string& pid_s = *pid_env;
-  const std::string& fds_s = *fds_env;
-  std::from_chars(pid_s.data(), pid_s.data() + pid_s.size(), pid);
-  std::from_chars(fds_s.data(), fds_s.data() + fds_s.size(), count);
+  const auto pid = common::parse_decimal<pid_t>(*pid_env);
+  const int count = common::parse_decimal<int>(*fds_env).value_or(0);
   if (pid != ::getpid() || count <= 0) return out;
   std::size_t pos = 0;
   for (int i = 0; i < count; ++i) {

@@ -14,7 +14,9 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
+#include "common/decimal.hpp"
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
 #include "common/spawner.hpp"
@@ -24,8 +26,6 @@
 #include "daemon/request_migration.hpp"
 #include "daemon/worker_channel.hpp"
 #include "worker/apps/registry.hpp"
-
-extern char** environ;
 
 namespace forkd::daemon {
 
@@ -62,13 +62,25 @@ std::string format_duration(Clock::duration d) {
   return std::to_string(ms / 1000) + "s";
 }
 
-// Variables the master must not pass on: they describe the master's own relation to systemd
-// or its own parent, and each worker gets its own values.
 // The in-process entry of a built-in app worker, after the child's set-up.
 void enter_builtin_app(const void* app) noexcept {
   worker::run_builtin_app(*static_cast<const worker::AppEntry*>(app));
 }
 
+// A descriptor the old master of a hot upgrade passed down by number in `variable`.
+common::UniqueFd inherited_fd(std::string_view variable, std::string_view text) {
+  const auto fd = common::parse_decimal<int>(text);
+  if (!fd || *fd <= STDERR_FILENO || ::fcntl(*fd, F_GETFD) < 0) {
+    throw std::runtime_error(std::string(variable) + "=" + std::string(text) +
+                             ": not a descriptor the old master passed on");
+  }
+  common::UniqueFd owned(*fd);
+  (void)common::set_cloexec(owned.get(), true);
+  return owned;
+}
+
+// Variables the master must not pass on: they describe the master's own relation to systemd
+// or its own parent, and each worker gets its own values.
 bool inherited_variable_allowed(std::string_view name) {
   constexpr std::array<std::string_view, 7> kOwnPrefixes = {
       "LISTEN_",       "NOTIFY_SOCKET",  "WATCHDOG_",    "FORKD_",
@@ -98,13 +110,13 @@ const char* to_string(SlotState state) noexcept {
 Master::Master(common::Config config, std::string config_path, LaunchInfo launch)
     : config_(std::move(config)),
       config_path_(std::move(config_path)),
+      target_(config_.workers == 0 ? usable_cpus() : config_.workers),
       started_at_(Clock::now()),
       wakeup_(io_),
       log_(common::log::get("master")),
       audit_(common::log::get("audit")),
       watchdog_(io_),
       launch_(std::move(launch)) {
-  target_ = config_.workers == 0 ? usable_cpus() : config_.workers;
   // Orphans of our workers (their own children) are reparented to us and reaped, never left
   // as zombies: the job of tini/dumb-init when forkd is a container's PID 1.
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
@@ -137,12 +149,10 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   // shares its predecessor's pidfile lock, so no third forkd can slip in between.
   common::UniqueFd inherited_pidfile;
   if (const char* fd_text = std::getenv("FORKD_UPGRADE_FD")) {
-    predecessor_ = common::UniqueFd(std::atoi(fd_text));
-    (void)common::set_cloexec(predecessor_.get(), true);
+    predecessor_ = inherited_fd("FORKD_UPGRADE_FD", fd_text);
     predecessor_pid_ = ::getppid();
     if (const char* pidfile_fd = std::getenv("FORKD_PIDFILE_FD")) {
-      inherited_pidfile = common::UniqueFd(std::atoi(pidfile_fd));
-      (void)common::set_cloexec(inherited_pidfile.get(), true);
+      inherited_pidfile = inherited_fd("FORKD_PIDFILE_FD", pidfile_fd);
     }
   }
   ::unsetenv("FORKD_UPGRADE_FD");

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "common/decimal.hpp"
 #include "common/fd.hpp"
 
 namespace forkd::daemon {
@@ -42,7 +43,8 @@ pid_t parent_of(pid_t pid) {
   const auto close = text.rfind(')');
   if (close == std::string::npos || close + 4 > text.size()) return 0;
   // "pid (comm) S ppid ..."
-  return static_cast<pid_t>(std::atoi(text.c_str() + close + 4));
+  const std::string_view rest = std::string_view(text).substr(close + 4);
+  return common::parse_decimal<pid_t>(rest.substr(0, rest.find(' '))).value_or(0);
 }
 
 }  // namespace

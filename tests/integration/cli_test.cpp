@@ -99,4 +99,18 @@ TEST(CliTest, PermissionDeniedOrBadUnixPathIsExit1NamingThePath) {
   EXPECT_NE(r.err.find(dir.file("missing-dir/x.sock")), std::string::npos) << r.err;
 }
 
+// FORKD_UPGRADE_FD is set only by an old master for its successor; a value that names no
+// descriptor it could have passed (stdin included) must stop forkd, not be adopted.
+TEST(CliTest, BadUpgradeDescriptorIsExit1NamingTheVariable) {
+  TempDir dir;
+  const auto path =
+      dir.write_file("c.yaml", "workers: 1\nlisten: [unix:" + dir.file("app.sock") +
+                                   "]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n");
+  for (const char* value : {"not-a-number", "0", "999"}) {
+    auto r = run_command({forkd_bin(), "-c", path}, 20s, {{"FORKD_UPGRADE_FD", value}});
+    EXPECT_EQ(r.exit_code(), 1) << value << ": " << r.err;
+    EXPECT_NE(r.err.find(std::string("FORKD_UPGRADE_FD=") + value), std::string::npos) << r.err;
+  }
+}
+
 }  // namespace
