@@ -15,8 +15,6 @@
 #include <array>
 #include <cerrno>
 
-extern char** environ;
-
 namespace forkd::common {
 
 const char* to_string(ChildStep step) noexcept {
@@ -79,7 +77,7 @@ void close_from(int first) noexcept {
   rlimit lim{};
   const rlim_t top =
       ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY ? lim.rlim_cur : 65536;
-  for (rlim_t fd = static_cast<rlim_t>(first); fd < top; ++fd) ::close(static_cast<int>(fd));
+  for (auto fd = static_cast<rlim_t>(first); fd < top; ++fd) ::close(static_cast<int>(fd));
 }
 
 // Moves every source above the target range first, so no dup2 overwrites a source still
@@ -133,8 +131,7 @@ void write_decimal(char* out, long value) noexcept {
 
 }  // namespace
 
-void run_child(const ChildPlan& const_plan) noexcept {
-  ChildPlan& plan = const_cast<ChildPlan&>(const_plan);  // our own copy-on-write page now
+void run_child(ChildPlan& plan) noexcept {
   reset_signals(plan);
   // The master may die between fork() and prctl(): then our parent is already someone else.
   if (plan.die_with_master) {
@@ -171,6 +168,8 @@ void run_child(const ChildPlan& const_plan) noexcept {
   if (plan.drop_capabilities && ::geteuid() != 0) drop_all_capabilities(plan);
   if (plan.listen_pid_digits != nullptr) write_decimal(plan.listen_pid_digits, ::getpid());
   if (plan.entry != nullptr) {
+    // environ is not const-qualified, but nothing in the child writes through it.
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
     environ = const_cast<char**>(plan.envp);
     ::close(plan.error_pipe);  // EOF tells the parent the set-up succeeded
     plan.entry(plan.entry_arg);

@@ -66,7 +66,9 @@ struct ChildPlan {
 };
 
 // Runs in the child; never returns. Only async-signal-safe calls: no allocation, no logging,
-// no exceptions — the parent's heap and locks are in an unknown state after fork().
-[[noreturn]] void run_child(const ChildPlan& plan) noexcept;
+// no exceptions — the parent's heap and locks are in an unknown state after fork(). It
+// rewrites the plan's descriptor numbers as it moves them: after fork() that is the child's
+// own copy; under vfork() it is the parent's, which does not read the plan again.
+[[noreturn]] void run_child(ChildPlan& plan) noexcept;
 
 }  // namespace forkd::common

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -232,9 +233,7 @@ std::optional<unsigned> parse_octal(std::string_view text) {
 }
 
 std::string format_mode(unsigned mode) {
-  std::array<char, 16> buffer{};
-  std::snprintf(buffer.data(), buffer.size(), "%04o", mode);
-  return buffer.data();
+  return fmt::format("{:04o}", mode);
 }
 
 bool name_char_ok(char c) {
@@ -290,7 +289,7 @@ bool found_in_path(const std::string& program, std::string_view search_path) {
     if (end == std::string_view::npos) end = search_path.size();
     std::string dir(search_path.substr(start, end - start));
     if (dir.empty()) dir = ".";
-    if (why_not_executable(dir + "/" + program).empty()) return true;
+    if (why_not_executable(dir.append("/").append(program)).empty()) return true;
     start = end + 1;
   }
   return false;
@@ -323,8 +322,8 @@ class Loader {
 
  private:
   void report(const YAML::Mark& mark, std::string_view path, const std::string& message);
-  std::string describe(const Field& field) const;
-  std::string null_spelling(const YAML::Node& node) const;
+  [[nodiscard]] std::string describe(const Field& field) const;
+  [[nodiscard]] std::string null_spelling(const YAML::Node& node) const;
 
   Fields read_map(const Field& field, std::string_view path,
                   std::optional<std::span<const std::string_view>> known);
@@ -565,15 +564,15 @@ class DocumentCounter final : public YAML::EventHandler {
     if (++documents_ == 2) second_ = mark;
   }
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {}
+  void OnNull(const YAML::Mark& /*mark*/, YAML::anchor_t /*anchor*/) override {}
+  void OnAlias(const YAML::Mark& /*mark*/, YAML::anchor_t /*anchor*/) override {}
+  void OnScalar(const YAML::Mark& /*mark*/, const std::string& /*tag*/, YAML::anchor_t /*anchor*/,
+                const std::string& /*value*/) override {}
+  void OnSequenceStart(const YAML::Mark& /*mark*/, const std::string& /*tag*/,
+                       YAML::anchor_t /*anchor*/, YAML::EmitterStyle::value /*style*/) override {}
   void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {}
+  void OnMapStart(const YAML::Mark& /*mark*/, const std::string& /*tag*/, YAML::anchor_t /*anchor*/,
+                  YAML::EmitterStyle::value /*style*/) override {}
   void OnMapEnd() override {}
   [[nodiscard]] std::optional<YAML::Mark> second() const { return second_; }
 
@@ -673,7 +672,8 @@ void Loader::load_listen(const Field& field, Config& config) {
     std::size_t index = 0;
     for (const auto& element : field.value) {
       const YAML::Mark mark = has_position(element.Mark()) ? element.Mark() : field.mark;
-      items.push_back(Field{element, mark, mark});
+      // A sequence's iterator yields a Node that is also an (unused) key-value pair.
+      items.push_back(Field{static_cast<const YAML::Node&>(element), mark, mark});
       paths.push_back("listen[" + std::to_string(index++) + "]");
     }
   } else if (field.value.IsScalar() || field.value.IsMap()) {
@@ -842,6 +842,7 @@ void Loader::load_worker(const Field& field, WorkerConfig& worker) {
       return a.second->key_mark.pos < b.second->key_mark.pos;
     });
     std::vector<std::string_view> names;
+    names.reserve(programs.size());
     for (const auto& program : programs) names.push_back(program.first);
     report(last->second->key_mark, "worker",
            "set only one of app, command and shell (found " + join_names(names, " and ") + ")");
@@ -871,7 +872,9 @@ void Loader::load_worker(const Field& field, WorkerConfig& worker) {
         const std::string element_path = "worker.command[" + std::to_string(index++) + "]";
         const YAML::Mark mark = has_position(element.Mark()) ? element.Mark() : command->mark;
         if (!element.IsScalar()) {
-          report(mark, element_path, "expected a string, got " + describe({element, {}, {}}));
+          report(mark, element_path,
+                 "expected a string, got " +
+                     describe({static_cast<const YAML::Node&>(element), {}, {}}));
           continue;
         }
         argv.push_back(element.Scalar());
@@ -1255,9 +1258,7 @@ std::string yaml_string(std::string_view text) {
     } else if (c == '\t') {
       out += "\\t";
     } else if (byte < 0x20 || byte == 0x7f) {
-      std::array<char, 8> escape{};
-      std::snprintf(escape.data(), escape.size(), "\\x%02x", byte);
-      out += escape.data();
+      out += fmt::format("\\x{:02x}", byte);
     } else {
       out += c;
     }

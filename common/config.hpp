@@ -85,7 +85,7 @@ struct ControlConfig {
 };
 
 struct IpcConfig {
-  std::uint64_t max_message = 1024 * 1024;
+  std::uint64_t max_message = std::uint64_t{1024} * 1024;
   bool operator==(const IpcConfig&) const = default;
 };
 

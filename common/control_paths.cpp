@@ -1,10 +1,10 @@
 #include "common/control_paths.hpp"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string_view>
@@ -75,9 +75,8 @@ void ensure_private_dir(const std::string& dir) {
                              std::to_string(::geteuid()) + " (refusing to use it)");
   }
   if ((st.st_mode & 07777) != kPrivateDirMode) {
-    char octal[8];
-    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    throw std::runtime_error("control socket directory " + dir + " has mode " + octal +
+    throw std::runtime_error("control socket directory " + dir + " has mode " +
+                             fmt::format("{:04o}", st.st_mode & 07777) +
                              ", expected 0700 (refusing to use it)");
   }
 }

@@ -171,7 +171,7 @@ std::string_view command_name(Command command) {
 }
 
 milliseconds parse_duration(std::string_view text) {
-  const auto digits_end =
+  const auto* const digits_end =
       std::find_if(text.begin(), text.end(), [](char c) { return c < '0' || c > '9'; });
   const std::string_view digits =
       text.substr(0, static_cast<std::size_t>(digits_end - text.begin()));
@@ -183,9 +183,9 @@ milliseconds parse_duration(std::string_view text) {
   } else if (unit.empty() || unit == "s") {
     scale = 1000;
   } else if (unit == "m") {
-    scale = 60 * 1000;
+    scale = std::int64_t{60} * 1000;
   } else if (unit == "h") {
-    scale = 3600 * 1000;
+    scale = std::int64_t{3600} * 1000;
   }
   constexpr std::int64_t kMaxMs = std::int64_t{1} << 40;  // ~35 years: plenty, no overflow
   if (digits.empty() || !value || scale == 0 || *value > kMaxMs / scale) {
@@ -269,8 +269,9 @@ Invocation parse_args(const std::vector<std::string>& args) {
 
   if (invocation.help || invocation.show_version) return invocation;
   if (positional.empty()) throw UsageError("missing command");
-  const auto found = std::find_if(kCommands.begin(), kCommands.end(),
-                                  [&](const auto& entry) { return entry.first == positional[0]; });
+  const auto* const found =
+      std::find_if(kCommands.begin(), kCommands.end(),
+                   [&](const auto& entry) { return entry.first == positional[0]; });
   if (found == kCommands.end()) throw UsageError("unknown command '" + positional[0] + "'");
   invocation.command = found->second;
   invocation.request = build_request(invocation.command, positional, flags);

@@ -1,9 +1,10 @@
 #include "common/ctl_format.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstdio>
 #include <vector>
 
 namespace forkd::ctl {
@@ -126,9 +127,7 @@ std::string format_bytes(std::uint64_t bytes) {
     value /= 1024.0;
     ++unit;
   }
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f%s", value, kUnits[unit]);
-  return text;
+  return fmt::format("{:.1f}{}", value, kUnits[unit]);
 }
 
 std::string format_uptime(double seconds) {

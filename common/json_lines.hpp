@@ -16,6 +16,7 @@ namespace forkd::common {
 // One received line (without its '\n'), checked before it is used: blank lines are nothing,
 // lines nested deeper than kMaxJsonDepth are refused before parsing (see nesting_within), and
 // what is not JSON is malformed.
+// NOLINTNEXTLINE(bugprone-exception-escape): its implicit moves are nlohmann::json's, noexcept
 struct ParsedLine {
   enum class Status { value, blank, too_deep, malformed };
   Status status = Status::blank;

@@ -88,7 +88,7 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
   void flush_() override {}
 
  private:
-  std::string render(const spdlog::details::log_msg& msg) const {
+  [[nodiscard]] std::string render(const spdlog::details::log_msg& msg) const {
     const std::string_view text(msg.payload.data(), msg.payload.size());
     const std::string_view component(msg.logger_name.data(), msg.logger_name.size());
     const auto level = spdlog::level::to_string_view(msg.level);

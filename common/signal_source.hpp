@@ -21,6 +21,8 @@ class SignalSource {
   SignalSource(asio::io_context& io, std::initializer_list<int> signals, Handler handler);
   SignalSource(const SignalSource&) = delete;
   SignalSource& operator=(const SignalSource&) = delete;
+  SignalSource(SignalSource&&) = delete;
+  SignalSource& operator=(SignalSource&&) = delete;
   ~SignalSource();
 
   // The set it blocked (what a forked child must unblock before exec or app entry).

@@ -38,7 +38,7 @@ class CStringArray {
 constexpr std::size_t kVforkStackSize = std::size_t{64} * 1024;
 
 int enter_vfork_child(void* plan) {
-  run_child(*static_cast<const ChildPlan*>(plan));
+  run_child(*static_cast<ChildPlan*>(plan));
 }
 
 // The child shares our memory until it execs, so none of our signal handlers may run in it:
@@ -87,10 +87,10 @@ std::optional<std::string> find_program(const std::string& name, const std::stri
   std::size_t start = 0;
   while (start <= path.size()) {
     const auto colon = path.find(':', start);
-    std::string dir =
+    std::string candidate =
         path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    if (dir.empty()) dir = ".";
-    const std::string candidate = dir + "/" + name;
+    if (candidate.empty()) candidate = ".";
+    candidate.append("/").append(name);
     if (::access(candidate.c_str(), X_OK) == 0) {
       error = 0;
       return candidate;
@@ -121,7 +121,7 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   CStringArray argv;
   for (const auto& a : spec.argv) argv.add(a);
   CStringArray envp;
-  for (const auto& [k, v] : spec.env) envp.add(k + "=" + v);
+  for (const auto& [k, v] : spec.env) envp.add(std::string(k).append("=").append(v));
   ChildPlan plan;
   if (spec.listen_pid) {
     envp.add("LISTEN_PID=" + std::string(21, '\0'));

@@ -36,10 +36,19 @@ using Json = nlohmann::json;
 using LocalSocket = asio::local::stream_protocol::socket;
 
 constexpr int kListenBacklog = 128;
-constexpr std::size_t kReadChunk = 16 * 1024;
+constexpr std::size_t kReadChunk = std::size_t{16} * 1024;
 // Requests a client may have outstanding before we stop reading from it: pipelining is
 // allowed, flooding the master with unanswered work is not.
 constexpr std::size_t kMaxPendingRequests = 64;
+
+// asio's cancel() reports failure by exception, but a timer's cancel cannot fail; this is
+// for the paths that must not throw (closing, destructors).
+void cancel_timer(asio::steady_timer& timer) noexcept {
+  try {
+    timer.cancel();
+  } catch (const std::system_error&) {
+  }
+}
 
 std::shared_ptr<spdlog::logger> logger() {
   auto named = spdlog::get("control");
@@ -244,10 +253,12 @@ class ControlServerState {
                      ino_t inode);
   ControlServerState(const ControlServerState&) = delete;
   ControlServerState& operator=(const ControlServerState&) = delete;
+  ControlServerState(ControlServerState&&) = delete;
+  ControlServerState& operator=(ControlServerState&&) = delete;
   ~ControlServerState() { close(); }
 
   void publish_event(const Json& event);
-  void close();
+  void close() noexcept;
   void remove_socket_file();
   [[nodiscard]] std::size_t client_count() const { return clients_.size(); }
   [[nodiscard]] std::size_t subscriber_count() const;
@@ -257,8 +268,8 @@ class ControlServerState {
 
   // Called by connections.
   [[nodiscard]] const ControlServerOptions& options() const { return options_; }
-  void dispatch(const Json& request, const PeerCredentials& peer, Respond respond);
-  void forget(std::uint64_t id) { clients_.erase(id); }
+  void dispatch(const Json& request, const PeerCredentials& peer, const Respond& respond);
+  void forget(std::uint64_t id) noexcept { clients_.erase(id); }
 
  private:
   void accept_next();
@@ -326,7 +337,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     closed_ = true;
     std::error_code ignored;
     socket_.close(ignored);
-    idle_timer_.cancel();
+    cancel_timer(idle_timer_);
   }
 
   [[nodiscard]] bool subscriber() const { return subscriber_; }
@@ -571,7 +582,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     close_connection();
   }
 
-  void close_connection() {
+  void close_connection() noexcept {
     if (closed_) return;
     shut_down();
     server_.forget(id_);  // may drop the last owner but the running handler's
@@ -713,7 +724,7 @@ bool ControlServerState::authorised(const PeerCredentials& peer) const {
 }
 
 void ControlServerState::dispatch(const Json& request, const PeerCredentials& peer,
-                                  Respond respond) {
+                                  const Respond& respond) {
   if (const auto log = logger(); log->should_log(spdlog::level::debug)) {
     log->debug("control client {}: {}", describe_peer(peer),
                request.dump(-1, ' ', false, Json::error_handler_t::replace));
@@ -738,12 +749,12 @@ void ControlServerState::publish_event(const Json& event) {
   for (const auto& connection : subscribers) connection->deliver_event(line);
 }
 
-void ControlServerState::close() {
+void ControlServerState::close() noexcept {
   if (closed_) return;
   closed_ = true;
   std::error_code ignored;
   acceptor_.close(ignored);
-  accept_retry_.cancel();
+  cancel_timer(accept_retry_);
   for (auto& [id, connection] : clients_) connection->shut_down();
   clients_.clear();
 }

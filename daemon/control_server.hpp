@@ -74,6 +74,8 @@ class ControlServer {
                 common::UniqueFd listening);
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
+  ControlServer(ControlServer&&) = delete;
+  ControlServer& operator=(ControlServer&&) = delete;
   // Closes every socket; never unlinks (see remove_socket_file).
   ~ControlServer();
 

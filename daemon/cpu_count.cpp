@@ -43,7 +43,8 @@ std::optional<unsigned> cpus_from_cpu_max(std::string_view line) {
   return static_cast<unsigned>(std::max<std::uint64_t>(cpus, 1));
 }
 
-std::optional<std::string_view> cgroup_v2_path(std::string_view text) {
+std::optional<std::string_view> cgroup_v2_path(std::string_view proc_self_cgroup) {
+  std::string_view text = proc_self_cgroup;
   while (!text.empty()) {
     const auto nl = text.find('\n');
     const auto line = text.substr(0, nl);

@@ -54,8 +54,8 @@ int run(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
   const auto outcome = forkd::daemon::parse_command_line(args);
   if (!outcome.options) {
-    std::fputs(outcome.out.c_str(), stdout);
-    std::fputs(outcome.err.c_str(), stderr);
+    (void)std::fputs(outcome.out.c_str(), stdout);
+    (void)std::fputs(outcome.err.c_str(), stderr);
     return outcome.exit_code;
   }
   const auto& options = *outcome.options;

@@ -170,6 +170,8 @@ class Master {
   Master(common::Config config, std::string config_path, LaunchInfo launch = {});
   Master(const Master&) = delete;
   Master& operator=(const Master&) = delete;
+  Master(Master&&) = delete;
+  Master& operator=(Master&&) = delete;
   ~Master();
 
   // Runs until stopped; returns the process exit code.

@@ -159,17 +159,19 @@ void Master::on_control_request(const json& request, const PeerCredentials& peer
   tick();
 }
 
-void Master::cmd_status(const json&, Respond& respond) {
+void Master::cmd_status(const json& /*request*/, Respond& respond) {
   json reply = status_json();
   reply["ok"] = true;
   respond(std::move(reply));
 }
 
-void Master::cmd_version(const json&, Respond& respond) {
+// A member like every entry of the command table, though it needs nothing of the master.
+// NOLINTNEXTLINE(readability-convert-member-functions-to-static)
+void Master::cmd_version(const json& /*request*/, Respond& respond) {
   respond({{"ok", true}, {"version", FORKD_VERSION}});
 }
 
-void Master::cmd_reopen_logs(const json&, Respond& respond) {
+void Master::cmd_reopen_logs(const json& /*request*/, Respond& respond) {
   reopen_logs();
   respond({{"ok", true}, {"message", "log files reopened"}});
 }
@@ -242,7 +244,7 @@ void Master::cmd_restart(const json& request, Respond& respond) {
                                ? "worker " + std::to_string(ids.front())
                                : "all workers";
   start_rollout(std::move(ids),
-                [this, what, respond = std::move(respond)](bool ok, const std::string& error) {
+                [what, respond = std::move(respond)](bool ok, const std::string& error) {
                   respond(ok ? json{{"ok", true}, {"message", what + " restarted"}}
                              : error_reply("restart of " + what + " failed: " + error));
                 });

@@ -15,8 +15,6 @@
 #include "common/spawner.hpp"
 #include "daemon/master.hpp"
 
-extern char** environ;
-
 namespace forkd::daemon {
 
 using common::find_program;

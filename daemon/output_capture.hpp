@@ -15,7 +15,7 @@ namespace forkd::daemon {
 
 class OutputCapture : public std::enable_shared_from_this<OutputCapture> {
  public:
-  static constexpr std::size_t kMaxLine = 16 * 1024;
+  static constexpr std::size_t kMaxLine = std::size_t{16} * 1024;
 
   // `tag` prefixes every line, e.g. "worker 0 (pid 4242) stdout".
   static std::shared_ptr<OutputCapture> open(asio::io_context& io, common::UniqueFd read_end,

@@ -122,7 +122,7 @@ Pidfile Pidfile::adopt(common::UniqueFd fd, const std::string& path) {
   if (const auto error = common::set_cloexec(fd.get(), true)) {
     fail(path, "fcntl FD_CLOEXEC", error.value());
   }
-  return Pidfile(std::move(fd), path);
+  return {std::move(fd), path};
 }
 
 std::error_code Pidfile::rewrite(pid_t pid) noexcept {

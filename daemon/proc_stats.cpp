@@ -51,6 +51,8 @@ class AsOwner {
   }
   AsOwner(const AsOwner&) = delete;
   AsOwner& operator=(const AsOwner&) = delete;
+  AsOwner(AsOwner&&) = delete;
+  AsOwner& operator=(AsOwner&&) = delete;
   ~AsOwner() {
     if (!switched_) return;
     ::setfsuid(previous_uid_);

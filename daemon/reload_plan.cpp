@@ -1,5 +1,6 @@
 #include "daemon/reload_plan.hpp"
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -14,8 +15,8 @@ void flatten(const YAML::Node& node, const std::string& prefix,
              std::map<std::string, std::string>& out) {
   if (node.IsMap()) {
     for (const auto& kv : node) {
-      const std::string key = kv.first.as<std::string>();
-      flatten(kv.second, prefix.empty() ? key : prefix + "." + key, out);
+      const auto key = kv.first.as<std::string>();
+      flatten(kv.second, prefix.empty() ? key : fmt::format("{}.{}", prefix, key), out);
     }
   } else if (node.IsSequence()) {
     YAML::Emitter e;
@@ -63,14 +64,14 @@ ReloadPlan plan_reload(const common::Config& current, const common::Config& next
   for (const auto& [key, value] : after) {
     auto it = before.find(key);
     if (it == before.end()) {
-      plan.changed_keys.push_back(key + ": (unset) -> " + value);
+      plan.changed_keys.push_back(fmt::format("{}: (unset) -> {}", key, value));
     } else if (it->second != value) {
-      plan.changed_keys.push_back(key + ": " + it->second + " -> " + value);
+      plan.changed_keys.push_back(fmt::format("{}: {} -> {}", key, it->second, value));
     }
   }
   for (const auto& [key, value] : before) {
     if (after.find(key) == after.end())
-      plan.changed_keys.push_back(key + ": " + value + " -> (unset)");
+      plan.changed_keys.push_back(fmt::format("{}: {} -> (unset)", key, value));
   }
   return plan;
 }
@@ -86,7 +87,7 @@ std::vector<std::string> ReloadPlan::describe() const {
   for (const auto& k : changed_keys) {
     if (!k.starts_with("workers:")) lines.push_back(k);
   }
-  if (lines.empty()) lines.push_back("no configuration change (workers are still replaced)");
+  if (lines.empty()) lines.emplace_back("no configuration change (workers are still replaced)");
   return lines;
 }
 

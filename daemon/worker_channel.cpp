@@ -56,7 +56,7 @@ void WorkerChannel::read_next() {
       });
 }
 
-void WorkerChannel::on_line(common::LineDecoder::Event event, std::string_view line) {
+void WorkerChannel::on_line(common::LineDecoder::Event event, std::string_view line) const {
   if (closed_) return;
   if (event == common::LineDecoder::Event::oversized) {
     callbacks_.protocol_error("message over ipc.max_message dropped");

@@ -39,7 +39,7 @@ class WorkerChannel : public std::enable_shared_from_this<WorkerChannel> {
 
  private:
   void read_next();
-  void on_line(common::LineDecoder::Event event, std::string_view line);
+  void on_line(common::LineDecoder::Event event, std::string_view line) const;
   void write_next();
   void fail();
 

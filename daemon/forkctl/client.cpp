@@ -86,7 +86,7 @@ ControlClient::ReadStatus ControlClient::read_line(std::string& line, Deadline d
       if (left.count() <= 0) return ReadStatus::timeout;
       // Rounded up, so we never wake a hair early and spin.
       wait_ms =
-          static_cast<int>(std::min<std::chrono::milliseconds::rep>(left.count() + 1, 1000 * 1000));
+          static_cast<int>(std::min<std::chrono::milliseconds::rep>(left.count() + 1, 1'000'000));
     }
     std::array<pollfd, 2> fds{{{fd_.get(), POLLIN, 0}, {interrupt_fd, POLLIN, 0}}};
     const nfds_t count = interrupt_fd >= 0 ? 2 : 1;
