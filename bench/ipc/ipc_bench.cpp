@@ -133,20 +133,18 @@ Outcome run_master_oneway(forkd::common::UniqueFd fd, long count) {
 }
 
 int usage() {
-  std::fputs("usage: ipc_bench pingpong SECONDS | ipc_bench oneway COUNT\n", stderr);
+  (void)std::fputs("usage: ipc_bench pingpong SECONDS | ipc_bench oneway COUNT\n", stderr);
   return 64;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   if (argc != 3) return usage();
   const std::string_view mode = argv[1];
   if (mode != "pingpong" && mode != "oneway") return usage();
   const double amount = std::strtod(argv[2], nullptr);
   if (amount <= 0) return usage();
   // A peer gone mid-write must show up as an error code, not kill the process.
-  std::signal(SIGPIPE, SIG_IGN);
+  (void)std::signal(SIGPIPE, SIG_IGN);
 
   auto [master_end, worker_end] = forkd::common::make_socketpair(SOCK_STREAM);
   const pid_t pid = ::fork();
@@ -161,9 +159,9 @@ int main(int argc, char** argv) {
       Worker worker(std::move(worker_end));
       code = worker.run();
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "ipc_bench worker: %s\n", e.what());
+      (void)std::fprintf(stderr, "ipc_bench worker: %s\n", e.what());
     }
-    std::fflush(stderr);
+    (void)std::fflush(stderr);
     ::_exit(code);
   }
   worker_end.reset();
@@ -174,10 +172,21 @@ int main(int argc, char** argv) {
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (!outcome.ok || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::fprintf(stderr, "ipc_bench %s: run failed after %ld messages\n", argv[1],
-                 outcome.messages);
+    (void)std::fprintf(stderr, "ipc_bench %s: run failed after %ld messages\n", argv[1],
+                       outcome.messages);
     return 1;
   }
   std::printf("%ld %.6f\n", outcome.messages, outcome.seconds);
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    (void)std::fprintf(stderr, "ipc_bench: %s\n", e.what());
+    return 1;
+  }
 }

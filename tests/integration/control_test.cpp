@@ -192,7 +192,7 @@ TEST(ControlTest, ScaleUpAndDown) {
   auto from = c.wait_all_ready(1);
   auto up = forkctl(c, {"scale", "+2"});
   ASSERT_EQ(up.exit_code(), 0) << up.err;
-  from = c.wait_all_ready(3, from);
+  c.wait_all_ready(3, from);
   EXPECT_EQ(status(c)["workers"].size(), 3U);
   ASSERT_EQ(forkctl(c, {"scale", "-1"}).exit_code(), 0);
   EXPECT_TRUE(wait_until([&] { return c.forkd.children().size() == 2; }, 20s));

@@ -349,9 +349,7 @@ std::optional<LogMatch> search_lines(const std::string& text, const std::regex& 
     if (!std::regex_search(first, last, m, re, flags)) return true;
     LogMatch match;
     match.text = m.str(0);
-    for (std::size_t i = 0; i < m.size(); ++i) {
-      match.groups.push_back(m[i].matched ? m[i].str() : std::string());
-    }
+    for (const auto& group : m) match.groups.push_back(group.matched ? group.str() : std::string());
     const auto line_start = line_begin_of(text, begin);
     match.line = text.substr(line_start, end - line_start);
     const auto match_end = static_cast<std::size_t>(m[0].second - text.cbegin());
@@ -702,8 +700,7 @@ class ResponseReader {
 
   // Appends what the socket has; false on EOF (eof_ set), error, timeout or cancel.
   bool fill() {
-    std::array<char, std::size_t{16} * 1024>
-        chunk;  // NOLINT(cppcoreguidelines-pro-type-member-init)
+    std::array<char, std::size_t{16} * 1024> chunk{};
     while (true) {
       const ssize_t got = ::recv(fd_, chunk.data(), chunk.size(), 0);
       if (got > 0) {
@@ -926,13 +923,13 @@ std::uint16_t bound_port(int fd) {
 Listener Listener::tcp_v4(int backlog) {
   auto fd = bind_loopback(AF_INET, backlog);
   const auto port = bound_port(fd.get());
-  return Listener(std::move(fd), port, "127.0.0.1", "127.0.0.1:" + std::to_string(port));
+  return {std::move(fd), port, "127.0.0.1", "127.0.0.1:" + std::to_string(port)};
 }
 
 Listener Listener::tcp_v6(int backlog) {
   auto fd = bind_loopback(AF_INET6, backlog);
   const auto port = bound_port(fd.get());
-  return Listener(std::move(fd), port, "::1", "[::1]:" + std::to_string(port));
+  return {std::move(fd), port, "::1", "[::1]:" + std::to_string(port)};
 }
 
 Listener Listener::unix_socket(const std::string& path, int backlog) {
@@ -950,7 +947,7 @@ Listener Listener::unix_socket(const std::string& path, int backlog) {
     throw_errno("bind unix:" + path);
   }
   if (::listen(fd.get(), backlog) != 0) throw_errno("listen unix:" + path);
-  return Listener(std::move(fd), 0, "unix:" + path, "unix:" + path);
+  return {std::move(fd), 0, "unix:" + path, "unix:" + path};
 }
 
 bool ipv6_loopback_available() {
@@ -1109,7 +1106,7 @@ PrivateNetwork::PrivateNetwork()
   const auto fail = [this](const char* what) {
     const auto error = common::system_error_from_errno(what);
     (void)::setns(original_.get(), CLONE_NEWNET);
-    throw error;
+    throw std::system_error(error);
   };
   const common::UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   ifreq request{};
@@ -1234,7 +1231,7 @@ bool ForkdProcess::group_has_members() const {
   });
 }
 
-bool ForkdProcess::signal(int sig) {
+bool ForkdProcess::signal(int sig) const {
   if (pid_ <= 0 || reaped_) return false;
   return ::kill(pid_, sig) == 0;
 }

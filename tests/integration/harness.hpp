@@ -212,7 +212,7 @@ class ForkdProcess {
                                       std::size_t from_offset = 0) const;
 
   // kill(pid, sig); false (and no signal) once the process has been reaped.
-  bool signal(int sig);
+  bool signal(int sig) const;
   // Raw wait status once the master exits within timeout (polls waitpid WNOHANG).
   [[nodiscard]] std::optional<int> wait_exit(std::chrono::milliseconds timeout);
   [[nodiscard]] bool running();  // reaps (and keeps the status) if it has exited

@@ -98,7 +98,7 @@ class PackageTest : public ::testing::Test {
 
   // The package unpacked under the temp dir (once).
   static fs::path extracted() {
-    const fs::path root = fs::path(dir_->path()) / "root";
+    fs::path root = fs::path(dir_->path()) / "root";
     if (!fs::exists(root)) {
       const auto r = dpkg_deb({"-x", deb_, root.string()});
       EXPECT_EQ(r.exit_code(), 0) << r.err;

@@ -145,9 +145,11 @@ TEST(ProductionTest, WorkersKeepNoneOfAnUnprivilegedMastersCapabilities) {
   EXPECT_EQ(proc_status_line(u.forkd.pid(), "CapAmb"), "CapAmb:\t0000000000000400");
   const auto workers = u.forkd.children();
   ASSERT_EQ(workers.size(), 2U);
-  const std::string id = std::to_string(u.uid);
+  // Real, effective, saved and filesystem uid.
+  std::string uids = "Uid:";
+  for (int i = 0; i < 4; ++i) uids.append("\t").append(std::to_string(u.uid));
   for (pid_t w : workers) {
-    EXPECT_EQ(proc_status_line(w, "Uid"), "Uid:\t" + id + "\t" + id + "\t" + id + "\t" + id);
+    EXPECT_EQ(proc_status_line(w, "Uid"), uids);
     for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapAmb"}) {
       EXPECT_EQ(proc_status_line(w, set), std::string(set) + ":\t0000000000000000")
           << "worker " << w;

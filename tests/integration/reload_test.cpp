@@ -260,6 +260,7 @@ TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
     ASSERT_TRUE(queued.back()->is_open()) << queued.back()->error();
   }
   std::vector<std::future<std::optional<HttpResponse>>> answers;
+  answers.reserve(queued.size());
   for (auto& connection : queued) {
     answers.push_back(
         std::async(std::launch::async, [&connection] { return connection->get("/"); }));
@@ -321,10 +322,12 @@ TEST(ReloadTest, ReuseportReloadToFewerWorkersLeavesNoOrphanSocket) {
       << forkd.log();
   // The rollout of slots 0 and 1 is still proving its new workers: connect now.
   std::vector<std::unique_ptr<HttpConnection>> clients;
+  clients.reserve(24);
   for (int i = 0; i < 24; ++i) {
     clients.push_back(std::make_unique<HttpConnection>("127.0.0.1", port, 30s));
   }
   std::vector<std::future<std::optional<HttpResponse>>> answers;
+  answers.reserve(clients.size());
   for (auto& c : clients) {
     answers.push_back(std::async(std::launch::async, [&c] { return c->get("/"); }));
   }

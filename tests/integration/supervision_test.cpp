@@ -51,9 +51,9 @@ TEST(SupervisionTest, KilledWorkerIsReplacedInItsSlot) {
   const pid_t pid = std::stoi(victim->header("x-worker-pid"));
   const std::string slot = victim->header("x-worker-id");
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  auto exited = c.forkd.wait_for_log(
-      "worker " + slot + " \\(pid " + std::to_string(pid) + "\\) killed by signal 9 \\(SIGKILL\\)",
-      10s, ready);
+  auto exited = c.forkd.wait_for_log("worker " + slot + R"( \(pid )" + std::to_string(pid) +
+                                         R"(\) killed by signal 9 \(SIGKILL\))",
+                                     10s, ready);
   ASSERT_TRUE(exited);
   auto started =
       c.forkd.wait_for_log("worker " + slot + " started \\(pid (\\d+)", 10s, exited->end_offset);

@@ -31,7 +31,7 @@ fs::path source_dir() {
   std::istringstream cache(read_text((build / "CMakeCache.txt").string()));
   for (std::string text; std::getline(cache, text);) {
     std::smatch m;
-    if (std::regex_match(text, m, line)) return fs::path(m[1].str());
+    if (std::regex_match(text, m, line)) return {m[1].str()};
   }
   return fs::path(__FILE__).parent_path().parent_path().parent_path();
 }

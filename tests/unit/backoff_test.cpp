@@ -20,6 +20,7 @@ forkd::common::RestartConfig restart(unsigned max_failures = 0) {
 TEST(BackoffTest, CrashDelaysDoubleUpToMaxDelay) {
   Backoff b(restart());
   std::vector<long> delays;
+  delays.reserve(7);
   for (int i = 0; i < 7; ++i)
     delays.push_back(b.on_unexpected_exit(milliseconds(10)).delay.count());
   EXPECT_EQ(delays, (std::vector<long>{100, 200, 400, 800, 1000, 1000, 1000}));

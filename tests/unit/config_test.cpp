@@ -81,7 +81,7 @@ using forkd::test::TempDir;
 // A file in `dir` with these contents and permission bits.
 fs::path write_file(const TempDir& dir, const std::string& name, const std::string& text,
                     fs::perms perms) {
-  const fs::path file = dir.file(name);
+  fs::path file = dir.file(name);
   std::ofstream(file) << text;
   fs::permissions(file, perms);
   return file;
@@ -451,7 +451,7 @@ TEST(ConfigWorker, CommandIsResolvedInTheWorkingDirectory) {
   TempDir dir;
   write_file(dir, "run.sh", "#!/bin/sh\n", fs::perms::owner_all);
   write_file(dir, "data.txt", "x\n", fs::perms::owner_read | fs::perms::owner_write);
-  const std::string cwd = dir.path();
+  const std::string& cwd = dir.path();
   const Config config = load("worker:\n  cwd: " + cwd + "\n  command: [./run.sh]\n");
   EXPECT_EQ(config.worker.cwd, cwd);
   EXPECT_EQ(config.worker.command.front(), "./run.sh");

@@ -131,7 +131,7 @@ class ServerFixture : public ::testing::Test {
  protected:
   void TearDown() override { stop(); }
 
-  ControlServerOptions options() const {
+  [[nodiscard]] ControlServerOptions options() const {
     ControlServerOptions options;
     options.path = dir_.file("control.sock");
     return options;
@@ -339,7 +339,7 @@ TEST_F(ServerFixture, EventSubscribersReceivePublishedEvents) {
 
 TEST_F(ServerFixture, ASubscriberThatDoesNotReadIsDroppedAndOthersContinue) {
   auto opts = options();
-  opts.max_outbound = 64 * 1024;
+  opts.max_outbound = std::size_t{64} * 1024;
   start(opts);
   Client stalled(path_);
   Client reader(path_);
@@ -368,7 +368,7 @@ TEST_F(ServerFixture, ASubscriberThatDoesNotReadIsDroppedAndOthersContinue) {
 TEST_F(ServerFixture, StalledClientsTogetherAreBoundedByTheTotal) {
   auto opts = options();
   opts.max_outbound = 8 << 20;  // never reached here: only the total cuts them off
-  opts.max_outbound_total = 256 * 1024;
+  opts.max_outbound_total = std::size_t{256} * 1024;
   start(opts);
   std::vector<std::unique_ptr<Client>> stalled;
   for (int i = 0; i < 4; ++i) {
@@ -500,7 +500,8 @@ TEST_F(ServerFixture, ALiveSocketIsNotStolen) {
   start(options());
   asio::io_context other;
   try {
-    ControlServer second(other, options(), [](const Json&, const PeerCredentials&, Respond) {});
+    ControlServer second(other, options(),
+                         [](const Json&, const PeerCredentials&, const Respond&) {});
     FAIL() << "a second server bound a live socket";
   } catch (const std::exception& error) {
     EXPECT_NE(std::string(error.what()).find("in use by a running forkd"), std::string::npos)
@@ -515,7 +516,7 @@ TEST_F(ServerFixture, ALiveSocketIsNotStolen) {
 void expect_refused(const ControlServerOptions& options, const std::string& why) {
   asio::io_context io;
   try {
-    ControlServer server(io, options, [](const Json&, const PeerCredentials&, Respond) {});
+    ControlServer server(io, options, [](const Json&, const PeerCredentials&, const Respond&) {});
     ADD_FAILURE() << "accepted " << why;
   } catch (const std::exception& error) {
     EXPECT_NE(std::string(error.what()).find(options.path), std::string::npos) << error.what();
@@ -555,8 +556,9 @@ TEST(ControlServerPath, ReportsAMissingDirectoryAndAnUnknownGroup) {
   options.path = dir.file("control.sock");
   options.group = "no-such-group-forkd-test";
   asio::io_context io;
-  EXPECT_THROW(ControlServer(io, options, [](const Json&, const PeerCredentials&, Respond) {}),
-               std::runtime_error);
+  EXPECT_THROW(
+      ControlServer(io, options, [](const Json&, const PeerCredentials&, const Respond&) {}),
+      std::runtime_error);
   EXPECT_FALSE(std::filesystem::exists(options.path));
 }
 
@@ -597,7 +599,8 @@ class ChildAsOtherUser {
     auto pipe = forkd::common::make_pipe();
     const sockaddr_un address = address_of(path);
     const char request[] = "{\"cmd\":\"echo\"}\n";
-    pid_ = ::fork();
+    // Forked only once the pipe exists, so not in the initializer list.
+    pid_ = ::fork();  // NOLINT(cppcoreguidelines-prefer-member-initializer)
     if (pid_ == 0) {
       ::alarm(10);  // bounded, even if the parent is gone
       char buffer[512];
@@ -624,6 +627,8 @@ class ChildAsOtherUser {
   }
   ChildAsOtherUser(const ChildAsOtherUser&) = delete;
   ChildAsOtherUser& operator=(const ChildAsOtherUser&) = delete;
+  ChildAsOtherUser(ChildAsOtherUser&&) = delete;
+  ChildAsOtherUser& operator=(ChildAsOtherUser&&) = delete;
   ~ChildAsOtherUser() {
     if (pid_ > 0) {
       ::kill(pid_, SIGKILL);

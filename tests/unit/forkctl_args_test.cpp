@@ -134,6 +134,8 @@ class ConfigFile {
   }
   ConfigFile(const ConfigFile&) = delete;
   ConfigFile& operator=(const ConfigFile&) = delete;
+  ConfigFile(ConfigFile&&) = delete;
+  ConfigFile& operator=(ConfigFile&&) = delete;
   ~ConfigFile() { std::filesystem::remove(path_); }
   [[nodiscard]] const std::string& path() const { return path_; }
 

@@ -83,8 +83,8 @@ void bound_this_process(unsigned seconds) {
     broken = "unknown exception escaped";
   }
   if (!broken.empty()) {
-    std::fprintf(stderr, "property broken: %s\n", broken.c_str());
-    std::fflush(stderr);
+    (void)std::fprintf(stderr, "property broken: %s\n", broken.c_str());
+    (void)std::fflush(stderr);
     std::_Exit(1);
   }
   std::_Exit(0);
@@ -138,11 +138,11 @@ TEST_F(FuzzRegressionsTest, EveryKeptFindingNowPasses) {
   bound_this_process(10);
   try {
     (void)forkd::common::load_config_string(yaml, "comma.yaml");
-    std::fprintf(stderr, "loaded without an error\n");
+    (void)std::fprintf(stderr, "loaded without an error\n");
   } catch (const forkd::common::ConfigError& error) {
     std::_Exit(error.issues().empty() ? 1 : 0);
   } catch (const std::exception& error) {
-    std::fprintf(stderr, "escaped: %s\n", error.what());
+    (void)std::fprintf(stderr, "escaped: %s\n", error.what());
   }
   std::_Exit(1);
 }

@@ -11,21 +11,15 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/unit/temp_dir.hpp"
+
 namespace {
 
 using forkd::common::AddressKind;
 using forkd::common::ListenConfig;
 using forkd::daemon::ListenError;
 using forkd::daemon::open_listener;
-
-struct TempPath {
-  std::string dir;
-  TempPath() {
-    std::string templ = std::filesystem::temp_directory_path() / "forkd-listen-XXXXXX";
-    dir = ::mkdtemp(templ.data());
-  }
-  ~TempPath() { std::filesystem::remove_all(dir); }
-};
+using forkd::test::TempDir;
 
 ListenConfig unix_config(const std::string& path) {
   ListenConfig c;
@@ -46,8 +40,8 @@ ListenConfig tcp4(std::uint16_t port) {
 }
 
 TEST(ListenersTest, UnixSocketGetsItsModeAndStaleFileIsReplaced) {
-  TempPath t;
-  auto config = unix_config(t.dir + "/s.sock");
+  TempDir t;
+  auto config = unix_config(t.file("s.sock"));
   config.mode = 0660;
   {
     auto fd = open_listener(config, false);
@@ -63,8 +57,8 @@ TEST(ListenersTest, UnixSocketGetsItsModeAndStaleFileIsReplaced) {
 }
 
 TEST(ListenersTest, RefusesToReplaceSomethingThatIsNotASocket) {
-  TempPath t;
-  const std::string path = t.dir + "/file";
+  TempDir t;
+  const std::string path = t.file("file");
   std::ofstream(path) << "data";
   try {
     (void)open_listener(unix_config(path), false);

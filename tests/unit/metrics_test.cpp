@@ -67,6 +67,7 @@ TEST(RenderPrometheus, RendersEveryFamilyLineByLine) {
       "# HELP forkd_workers_target Number of worker slots the master maintains.",
       "# TYPE forkd_workers_target gauge",
       "forkd_workers_target 4",
+      // One line, split for width. NOLINTNEXTLINE(bugprone-suspicious-missing-comma)
       "# HELP forkd_worker_restarts_total Worker restarts by slot and reason (signal, exit, "
       "timeout, memory, lifetime).",
       "# TYPE forkd_worker_restarts_total counter",

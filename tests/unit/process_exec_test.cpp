@@ -228,7 +228,9 @@ TEST(ProcessExecTest, DestroyingTheLoopKillsAndReapsARunningExec) {
   {
     asio::io_context io;
     pid = exec(io, "exec sleep 30", {},
-               [&](const std::optional<ExecError>&, std::string, std::string) { called = true; });
+               [&](const std::optional<ExecError>&, const std::string&, const std::string&) {
+                 called = true;
+               });
     ASSERT_GT(pid, 0);
     io.poll();
   }

@@ -26,7 +26,7 @@ using forkd::common::StdioSpec;
 using namespace std::chrono_literals;
 using forkd::test::pid_is_gone;
 
-constexpr std::size_t kMiB = 1024 * 1024;
+constexpr std::size_t kMiB = std::size_t{1024} * 1024;
 
 TEST(ProcessSyncTest, SpawnSyncCapturesOutputAndStatus) {
   const auto result = spawn_sync("/bin/sh", {"-c", "echo out; echo err >&2; exit 6"});
@@ -149,7 +149,7 @@ TEST(ProcessSyncTest, SpawnSyncSurvivesSignalsInterruptingItsWait) {
   itimerval every_ms{{0, 1000}, {0, 1000}};
   ASSERT_EQ(::setitimer(ITIMER_REAL, &every_ms, nullptr), 0);
   SpawnSyncOptions options;
-  options.input = std::string(256 * 1024, 'z');
+  options.input = std::string(std::size_t{256} * 1024, 'z');
   const auto result = spawn_sync("/bin/sh", {"-c", "sleep 0.3; cat"}, options);
   itimerval off{};
   ::setitimer(ITIMER_REAL, &off, nullptr);

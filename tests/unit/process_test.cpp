@@ -24,6 +24,7 @@
 #include "common/process_exit_watch.hpp"
 
 #include "tests/unit/process_test_support.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 namespace {
 
@@ -36,14 +37,15 @@ using forkd::common::SpawnError;
 using forkd::common::SpawnOptions;
 using forkd::common::StdioSpec;
 using forkd::common::UniqueFd;
+using forkd::test::TempDir;
 using namespace std::chrono_literals;
 using forkd::test::kPatience;
 using forkd::test::pid_is_gone;
 using forkd::test::run_until;
 
 // Reads a stream to EOF into `out`; sets `*eof` at the end.
-void read_all(asio::posix::stream_descriptor& stream, std::shared_ptr<std::string> out,
-              std::shared_ptr<bool> eof) {
+void read_all(asio::posix::stream_descriptor& stream, const std::shared_ptr<std::string>& out,
+              const std::shared_ptr<bool>& eof) {
   auto chunk = std::make_shared<std::array<char, 4096>>();
   stream.async_read_some(asio::buffer(*chunk),
                          [&stream, out, eof, chunk](const std::error_code& ec, std::size_t n) {
@@ -85,26 +87,6 @@ std::optional<Outcome> collect(asio::io_context& io, ChildProcess& child) {
   }
   return Outcome{*out, *err, *exit};
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "forkd-process-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = std::filesystem::canonical(pattern);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Prints the open fds of the python3 child, space-separated.
 const char* const kListFds =
@@ -176,21 +158,21 @@ TEST(ProcessSpawnTest, RunsInTheGivenCwd) {
   TempDir dir;
   asio::io_context io;
   SpawnOptions options;
-  options.cwd = dir.path().string();
+  options.cwd = dir.path();
   auto child = spawn(io, "/bin/pwd", {"-P"}, options);
   const auto outcome = collect(io, child);
   ASSERT_TRUE(outcome);
-  EXPECT_EQ(outcome->out, dir.path().string() + "\n");
+  EXPECT_EQ(outcome->out, dir.path() + "\n");
 }
 
 TEST(ProcessSpawnTest, RelativeProgramPathResolvesInCwd) {
   TempDir dir;
-  const auto script = dir.path() / "tool.sh";
+  const std::string script = dir.file("tool.sh");
   std::ofstream(script) << "#!/bin/sh\necho from tool\n";
   std::filesystem::permissions(script, std::filesystem::perms::owner_all);
   asio::io_context io;
   SpawnOptions options;
-  options.cwd = dir.path().string();
+  options.cwd = dir.path();
   auto child = spawn(io, "./tool.sh", {}, options);
   const auto outcome = collect(io, child);
   ASSERT_TRUE(outcome);
@@ -268,12 +250,12 @@ TEST(ProcessSpawnTest, MissingProgramIsSpawnEnoentWithThePath) {
 
 TEST(ProcessSpawnTest, NonExecutableIsSpawnEaccesNotExit127) {
   TempDir dir;
-  const auto file = dir.path() / "not-executable";
+  const std::string file = dir.file("not-executable");
   std::ofstream(file) << "#!/bin/sh\nexit 0\n";
   std::filesystem::permissions(
       file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   asio::io_context io;
-  for (const auto& target : {file.string(), dir.path().string()}) {
+  for (const auto& target : {file, dir.path()}) {
     try {
       auto child = spawn(io, target);
       FAIL() << "spawned " << target;

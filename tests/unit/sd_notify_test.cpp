@@ -83,6 +83,8 @@ class ScopedEnv {
     }
   }
   ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv(ScopedEnv&&) = delete;
+  ScopedEnv& operator=(ScopedEnv&&) = delete;
   ScopedEnv& operator=(const ScopedEnv&) = delete;
   ~ScopedEnv() {
     if (old_) {

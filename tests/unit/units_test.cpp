@@ -126,7 +126,7 @@ TEST(UnitsSize, FormatsWithTheLargestExactUnit) {
   EXPECT_EQ(format_size(512), "512B");
   EXPECT_EQ(format_size(1536), "1536B");
   EXPECT_EQ(format_size(1024), "1KiB");
-  EXPECT_EQ(format_size(1536 * 1024), "1536KiB");
+  EXPECT_EQ(format_size(std::uint64_t{1536} * 1024), "1536KiB");
   EXPECT_EQ(format_size(1048576), "1MiB");
   EXPECT_EQ(format_size(1ULL << 30), "1GiB");
   EXPECT_EQ(format_size(3ULL << 40), "3TiB");

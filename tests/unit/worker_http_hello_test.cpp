@@ -26,6 +26,7 @@
 #include <string>
 #include <utility>
 
+#include "common/decimal.hpp"
 #include "common/fd.hpp"
 #include "tests/sanitizer_build.hpp"
 #include "worker/apps/http_hello.hpp"
@@ -64,6 +65,8 @@ class Child {
   explicit Child(pid_t pid) : pid_(pid) {}
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
+  Child(Child&&) = delete;
+  Child& operator=(Child&&) = delete;
   ~Child() {
     if (pid_ > 0) {
       ::kill(pid_, SIGKILL);
@@ -122,7 +125,7 @@ struct SpawnOptions {
 // The test's stand-in for the master: one worker, its listener and its IPC socket.
 class Harness {
  public:
-  explicit Harness(SpawnOptions options = {}) {
+  explicit Harness(const SpawnOptions& options = {}) {
     listener_ = listen_loopback(port_);
     auto pair = forkd::common::make_socketpair(SOCK_STREAM);
     ipc_ = std::move(pair.first);
@@ -645,7 +648,7 @@ int fd_starved_app_main() {
     if (dir == nullptr) return 90;
     while (const dirent* entry = ::readdir(dir)) {
       if (entry->d_name[0] == '.') continue;
-      const int fd = std::atoi(entry->d_name);
+      const int fd = forkd::common::parse_decimal<int>(entry->d_name).value_or(-1);
       if (fd == ::dirfd(dir)) continue;
       highest = std::max(highest, fd);
       ++open_count;
@@ -668,7 +671,7 @@ int big_body_app_main() {
   forkd::worker::Worker worker(forkd::worker::Context::from_environment());
   forkd::worker::HttpServer server(
       worker.io(), worker.context().listeners,
-      [](const forkd::worker::HttpRequest& request, forkd::worker::HttpResponder respond) {
+      [](const forkd::worker::HttpRequest& request, const forkd::worker::HttpResponder& respond) {
         forkd::worker::HttpResponse response;
         response.body = request.target == "/big" ? std::string(std::size_t{32} << 20, 'x') : "ok";
         respond(std::move(response));
