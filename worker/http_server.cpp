@@ -345,20 +345,17 @@ void HttpServer::Core::adopt(Acceptor& a, Socket socket) {
   if (stopping) connection->begin_drain();
 }
 
-// A reuseport socket is this worker's alone and closes with it: connections the kernel has
-// already completed on it would be reset (unless net.ipv4.tcp_migrate_req moves them), so
-// take them and answer them during the drain. A shared socket keeps its queue for the others.
+// Connections the kernel has already completed on a socket we are about to close are taken
+// and answered during the drain. When we are the socket's last holder they would be reset
+// otherwise: a reuseport socket is this worker's alone (unless net.ipv4.tcp_migrate_req moves
+// them), and a shared one may be closing for good (a reload removed its listener). When others
+// still hold it, what we take is merely not served by one of them. Bounded, so a busy shared
+// queue cannot keep us here.
 void HttpServer::Core::take_queued(Acceptor& a) {
-  int reuseport = 0;
-  socklen_t length = sizeof(reuseport);
-  if (::getsockopt(a.acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &reuseport, &length) !=
-          0 ||
-      reuseport == 0) {
-    return;
-  }
+  constexpr int kMaxTaken = 4096;  // the kernel's default cap on a listen backlog
   std::error_code ec;
   a.acceptor.non_blocking(true, ec);
-  while (!ec) {
+  for (int taken = 0; !ec && taken < kMaxTaken; ++taken) {
     Socket socket(io);
     a.acceptor.accept(socket, ec);
     if (!ec) adopt(a, std::move(socket));

@@ -55,9 +55,10 @@ class HttpServer {
   // Closes acceptors and every connection at once (no drain).
   ~HttpServer();  // NOLINT(bugprone-exception-escape): asio's destructors do not throw
 
-  // Graceful drain: closes the acceptors, closes idle connections now, lets requests in flight
-  // finish (answered with Connection: close) and then closes their connections. Once drained
-  // the server holds no pending operation, so the loop can run out of work.
+  // Graceful drain: accepts what is already queued on the listeners, closes the acceptors,
+  // closes idle connections now, lets requests in flight (and those queued) finish, answered
+  // with Connection: close, and then closes their connections. Once drained the server holds
+  // no pending operation, so the loop can run out of work.
   void stop();
 
   [[nodiscard]] std::size_t connection_count() const noexcept;

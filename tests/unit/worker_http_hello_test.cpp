@@ -4,6 +4,7 @@
 // client on a loopback port.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -20,17 +21,21 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "common/decimal.hpp"
 #include "common/fd.hpp"
 #include "tests/sanitizer_build.hpp"
 #include "worker/apps/http_hello.hpp"
 #include "worker/apps/registry.hpp"
+#include "worker/http_server.hpp"
 #include "worker/worker.hpp"
 
 namespace {
@@ -753,6 +758,38 @@ TEST(WorkerHttpServer, DrainDuringAKeepAliveResponseAnswersTheNextRequest) {
   EXPECT_EQ(next->header("connection"), "close");
   EXPECT_TRUE(writing.closed_by_server());
   EXPECT_EQ(exit_code(h.child().wait_exit(5s)), 0);
+}
+
+// stop() on a socket others hold too (here the test's own descriptor, as other workers' would
+// be): what the kernel has already queued on it is answered, not left behind. When this worker
+// is the socket's last holder (a reload removed its listener), leaving it would reset it.
+TEST(WorkerHttpServer, StopAnswersWhatIsQueuedOnASharedSocket) {
+  std::uint16_t port = 0;
+  const UniqueFd shared = listen_loopback(port);
+  asio::io_context io;
+  const std::vector<forkd::worker::Listener> listeners{
+      {::fcntl(shared.get(), F_DUPFD_CLOEXEC, 3), "http"}};
+  forkd::worker::HttpServer server(
+      io, listeners,
+      [](const forkd::worker::HttpRequest&, const forkd::worker::HttpResponder& respond) {
+        forkd::worker::HttpResponse response;
+        response.body = "ok";
+        respond(std::move(response));
+      });
+  // Completed by the kernel and waiting in the backlog: the loop has not run yet.
+  std::vector<std::unique_ptr<Client>> queued;
+  for (int i = 0; i < 3; ++i) {
+    queued.push_back(std::make_unique<Client>(port));
+    queued.back()->send("GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+  }
+  server.stop();
+  std::thread loop([&io] { io.run_for(30s); });
+  for (auto& client : queued) {
+    const auto response = client->read_response();
+    EXPECT_TRUE(response && response->status == 200 && response->body == "ok");
+    EXPECT_TRUE(response && response->header("connection") == "close");
+  }
+  loop.join();
 }
 
 }  // namespace
