@@ -1,6 +1,6 @@
 // spdlog's compiled part, built into forkd when it is linked statically (cmake/libraries.cmake):
 // the headers only declare it under SPDLOG_COMPILED_LIB, and Debian ships it only as a shared
-// library. The sink templates are instantiated for the sinks forkd and spdlog's registry use.
+// library.
 #include <spdlog/common-inl.h>
 #include <spdlog/details/backtracer-inl.h>
 #include <spdlog/details/log_msg-inl.h>
@@ -16,7 +16,6 @@
 #include <spdlog/sinks/sink-inl.h>
 #include <spdlog/spdlog-inl.h>
 
+// forkd's sink (common/log.cpp) derives from it; the registry's default colour console sink
+// is instantiated by registry-inl.h itself.
 template class spdlog::sinks::base_sink<spdlog::details::null_mutex>;
-// The registry's default logger writes to a colour console sink.
-template class spdlog::sinks::ansicolor_sink<spdlog::details::console_mutex>;
-template class spdlog::sinks::ansicolor_stdout_sink<spdlog::details::console_mutex>;
