@@ -44,6 +44,7 @@ constexpr std::int64_t kMaxWorkers = 4096;
 constexpr Duration kMaxDuration = std::chrono::hours(24 * 365 * 100);
 constexpr std::size_t kMaxListenNameLength = 255;  // systemd's limit for FileDescriptorName
 constexpr std::int64_t kMaxRestartFailures = 1'000'000;
+constexpr std::int64_t kMaxRestartBurst = 1'000'000;
 
 // Every key of every mapping, in SPEC order (which is also the order to_yaml prints).
 constexpr std::array<std::string_view, 10> kTopKeys{"workers", "listen",  "worker", "restart",
@@ -68,8 +69,8 @@ constexpr std::array<std::string_view, 17> kWorkerKeys{"app",
                                                        "rlimit_nofile",
                                                        "stdout",
                                                        "stderr"};
-constexpr std::array<std::string_view, 5> kRestartKeys{"delay", "max_delay", "min_uptime",
-                                                       "max_failures", "exit_on_failed"};
+constexpr std::array<std::string_view, 6> kRestartKeys{"delay", "max_delay",    "min_uptime",
+                                                       "burst", "max_failures", "exit_on_failed"};
 constexpr std::array<std::string_view, 1> kReloadKeys{"batch"};
 constexpr std::array<std::string_view, 3> kControlKeys{"socket", "mode", "group"};
 constexpr std::array<std::string_view, 1> kIpcKeys{"max_message"};
@@ -1099,6 +1100,12 @@ void Loader::load_restart(const Field& field, RestartConfig& restart) {
   if (const Field* f = find(fields, "min_uptime")) {
     if (auto value = read_duration(*f, "restart.min_uptime")) restart.min_uptime = *value;
   }
+  if (const Field* f = find(fields, "burst")) {
+    if (auto value = read_integer(*f, "restart.burst", 0, kMaxRestartBurst,
+                                  "0 = no brake, or up to 1000000")) {
+      restart.burst = static_cast<unsigned>(*value);
+    }
+  }
   if (const Field* f = find(fields, "max_failures")) {
     if (auto value = read_integer(*f, "restart.max_failures", 0, kMaxRestartFailures,
                                   "0 = never give up, or up to 1000000")) {
@@ -1402,6 +1409,7 @@ std::string to_yaml(const Config& config) {
   out.line(2, "delay", format_duration(config.restart.delay));
   out.line(2, "max_delay", format_duration(config.restart.max_delay));
   out.line(2, "min_uptime", format_duration(config.restart.min_uptime));
+  out.line(2, "burst", std::to_string(config.restart.burst));
   out.line(2, "max_failures", std::to_string(config.restart.max_failures));
   out.line(2, "exit_on_failed", yaml_bool(config.restart.exit_on_failed));
 

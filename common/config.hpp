@@ -56,10 +56,14 @@ struct WorkerConfig {
   bool operator==(const WorkerConfig&) const = default;
 };
 
+// The most workers one master runs: config, SIGTTIN and `forkctl scale` share this bound.
+inline constexpr unsigned kMaxWorkers = 4096;
+
 struct RestartConfig {
   Duration delay{100};
   Duration max_delay = std::chrono::seconds(30);
   Duration min_uptime = std::chrono::seconds(1);
+  unsigned burst = 20;  // runtime exits per second in one slot before a respawn waits `delay`
   unsigned max_failures = 0;
   bool exit_on_failed = false;
   bool operator==(const RestartConfig&) const = default;

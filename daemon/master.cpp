@@ -15,6 +15,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <type_traits>
+#include <variant>
 
 #include "common/decimal.hpp"
 #include "common/log.hpp"
@@ -54,13 +56,8 @@ constexpr std::array kSignalTable = {
 };
 
 constexpr common::Duration kFastStopGrace = std::chrono::seconds(1);
-constexpr unsigned kMaxWorkers = 4096;
-
-std::string format_duration(Clock::duration d) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-  if (ms < 10000) return std::to_string(ms) + "ms";
-  return std::to_string(ms / 1000) + "s";
-}
+constexpr common::Duration kMemoryCheckInterval = std::chrono::seconds(2);
+constexpr int kPassRounds = 4;
 
 // The in-process entry of a built-in app worker, after the child's set-up.
 void enter_builtin_app(const void* app) noexcept {
@@ -91,28 +88,12 @@ bool inherited_variable_allowed(std::string_view name) {
 
 }  // namespace
 
-const char* to_string(SlotState state) noexcept {
-  switch (state) {
-    case SlotState::starting:
-      return "starting";
-    case SlotState::ready:
-      return "ready";
-    case SlotState::stopping:
-      return "stopping";
-    case SlotState::backoff:
-      return "backoff";
-    case SlotState::failed:
-      return "failed";
-  }
-  return "unknown";
-}
-
 Master::Master(common::Config config, std::string config_path, LaunchInfo launch)
     : config_(std::move(config)),
       config_path_(std::move(config_path)),
-      target_(config_.workers == 0 ? usable_cpus() : config_.workers),
       started_at_(Clock::now()),
       wakeup_(io_),
+      pool_(pool_settings(), config_.workers == 0 ? usable_cpus() : config_.workers, 1),
       log_(common::log::get("master")),
       audit_(common::log::get("audit")),
       watchdog_(io_),
@@ -129,7 +110,14 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       io_,
       std::initializer_list<int>{SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN,
                                  SIGTTOU, SIGCHLD},
-      [this](int signo) { on_signal(signo); });
+      [this](int signo) {
+        for (const auto& m : kSignalTable) {
+          if (m.signo != signo) continue;
+          if (signo != SIGCHLD) log_->info("received {}", signal_name(signo));
+          guarded(signal_name(signo), [&] { handle(m.event); });
+          return;
+        }
+      });
   devnull_ = common::UniqueFd(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devnull_) throw common::system_error_from_errno("open /dev/null");
   std::vector<PassedSocket> passed = take_passed_sockets();
@@ -162,7 +150,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
                                  : Pidfile::acquire(config_.pidfile);
   }
   listeners_.open_all(config_.listen, std::move(passed), predecessor_.valid());
-  listeners_.ensure_worker_sockets(target_);
+  listeners_.ensure_worker_sockets(pool_.target());
   for (const auto& l : listeners_.listeners()) {
     const int fd = l.config.reuseport ? l.per_worker.front().get() : l.shared.get();
     log_->info("listening on {} ({}{}{})", describe_socket(fd), l.config.name,
@@ -179,27 +167,26 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
 
 Master::~Master() = default;
 
-int Master::run() {
-  log_->info("forkd {} started (pid {}), {} workers, config {}", FORKD_VERSION, ::getpid(), target_,
-             config_.source);
-  tick();
-  io_.run();
-  return exit_code_;
+void log_error_and_go_on(spdlog::logger& log, std::string_view what, std::string_view error) {
+  log.error("{}: {}; the master goes on", what, error);
 }
 
-void Master::on_signal(int signo) {
-  for (const auto& m : kSignalTable) {
-    if (m.signo != signo) continue;
-    if (signo != SIGCHLD) log_->info("received {}", signal_name(signo));
-    handle(m.event);
-    return;
-  }
+PoolSettings Master::pool_settings() const {
+  return PoolSettings::from(config_, exec_mode());
+}
+
+int Master::run() {
+  log_->info("forkd {} started (pid {}), {} workers, config {}", FORKD_VERSION, ::getpid(),
+             pool_.target(), config_.source);
+  guarded("start", [] {});
+  io_.run();
+  return exit_code_;
 }
 
 void Master::handle(MasterEvent event) {
   switch (event) {
     case MasterEvent::graceful_stop:
-      begin_stop(stopping_);
+      begin_stop(pool_.stopping());
       break;
     case MasterEvent::fast_stop:
       begin_stop(true);
@@ -214,34 +201,84 @@ void Master::handle(MasterEvent event) {
       reopen_logs();
       break;
     case MasterEvent::scale_up:
-      scale_to(std::min(target_ + 1, kMaxWorkers));
+    case MasterEvent::scale_down: {
+      const long long step = event == MasterEvent::scale_up ? 1 : -1;
+      if (const auto error = request_scale(pool_.target() + step); !error.empty()) {
+        log_->warn("{}", error);
+      }
       break;
-    case MasterEvent::scale_down:
-      scale_to(target_ > 1 ? target_ - 1 : 1);
-      break;
+    }
     case MasterEvent::child_exited:
-      break;  // tick() reaps
+      break;  // the pass reaps
   }
-  tick();
 }
 
-void Master::tick() {
+void Master::pass() {
+  if (finished_) return;
   const TimePoint now = Clock::now();
   reap_children();
-  enforce_deadlines(now);
+  enforce_upgrade_deadline(now);
+  check_memory(now);
   expire_reply_waiters(now);
-  maintain_worker_count(now);
-  recycle_overgrown(now);
-  promote_replacements(now);
-  advance_rollout(now);
   start_queued_reload();
-  announce_readiness();
+  // What the actions report back (a spawn's pid, readiness at exec) can let the pool decide
+  // more at once; a few rounds settle it (each round needs a new fact, so this ends).
+  for (int round = 0; round < kPassRounds; ++round) {
+    pool_.tick(now);
+    if (!run_pool_actions()) break;
+  }
+  // Reuseport sockets of slots past the target close on our side first, so each lives on only
+  // in its draining worker, which takes what is queued on it before closing it. The set a
+  // reload keeps for its rollback lets go of them too: a rollback opens new ones.
+  if (!pool_.stopping()) {
+    listeners_.trim_worker_sockets(pool_.target());
+    if (reload_) reload_->listeners.trim_worker_sockets(pool_.target());
+  }
   const bool upgrade_pending = upgrade_ && !upgrade_->handed_over;
-  if (stopping_ && processes_.empty() && !upgrade_pending) {
+  if (pool_.stopping() && pool_.process_count() == 0 && !upgrade_pending) {
     finish();
     return;
   }
   schedule_wakeup();
+}
+
+bool Master::run_pool_actions() {
+  bool any = false;
+  for (auto actions = pool_.take_actions(); !actions.empty(); actions = pool_.take_actions()) {
+    any = true;
+    for (auto& action : actions) {
+      std::visit(
+          [this](auto& a) {
+            using A = std::decay_t<decltype(a)>;
+            if constexpr (std::is_same_v<A, SpawnOrder>) {
+              spawn_worker(a);
+            } else if constexpr (std::is_same_v<A, SignalOrder>) {
+              if (::kill(a.pid, a.signo) != 0) {
+                log_->warn("worker pid {}: {} failed: {}", a.pid, signal_name(a.signo),
+                           std::strerror(errno));
+              }
+            } else if constexpr (std::is_same_v<A, PublishOrder>) {
+              publish(std::move(a.event));
+            } else if constexpr (std::is_same_v<A, LogOrder>) {
+              const auto level = a.level == LogLevel::error  ? spdlog::level::err
+                                 : a.level == LogLevel::warn ? spdlog::level::warn
+                                                             : spdlog::level::info;
+              log_->log(level, "{}", a.text);
+            } else if constexpr (std::is_same_v<A, RolloutOutcome>) {
+              auto done = rollout_done_.extract(a.id);
+              if (!done.empty() && done.mapped()) done.mapped()(a.ok, a.error);
+            } else if constexpr (std::is_same_v<A, AllReady>) {
+              announce_ready();
+            } else if constexpr (std::is_same_v<A, AllSlotsFailed>) {
+              log_->error("every worker slot has failed; exiting (restart.exit_on_failed)");
+              exit_code_ = 1;
+              begin_stop(true);
+            }
+          },
+          action);
+    }
+  }
+  return any;
 }
 
 void Master::reap_children() {
@@ -253,121 +290,27 @@ void Master::reap_children() {
   }
 }
 
-WorkerProcess* Master::find_process(pid_t pid) {
-  auto it = processes_.find(pid);
-  return it == processes_.end() ? nullptr : &it->second;
-}
-
 void Master::on_child_exit(pid_t pid, int wait_status) {
   if (upgrade_ && upgrade_->pid == pid) {
     on_upgrade_exit(wait_status);
     return;
   }
-  auto it = processes_.find(pid);
-  if (it == processes_.end()) {
-    log_->debug("reaped process {} ({}), not a worker", pid,
-                ExitStatus::from_wait_status(wait_status).describe());
-    return;
+  if (auto io = workers_.extract(pid); !io.empty()) {
+    if (io.mapped().channel) io.mapped().channel->close();
+    if (io.mapped().notify) io.mapped().notify->close();
+    for (auto& output : io.mapped().outputs) output->close();
   }
-  WorkerProcess process = std::move(it->second);
-  processes_.erase(it);
-  if (process.channel) process.channel->close();
-  if (process.notify) process.notify->close();
-  for (auto& output : process.outputs) output->close();
-
-  const auto now = Clock::now();
-  const auto uptime = now - process.started_at;
   const ExitStatus status = ExitStatus::from_wait_status(wait_status);
-  auto slot_it = std::find_if(slots_.begin(), slots_.end(),
-                              [&](const Slot& s) { return s.id == process.slot; });
-  if (slot_it == slots_.end()) {
-    log_->info("worker {} (pid {}) {} after {}", process.slot, pid, status.describe(),
-               format_duration(uptime));
-    return;
+  if (!pool_.exited(pid, status, Clock::now())) {
+    log_->debug("reaped process {} ({}), not a worker", pid, status.describe());
   }
-  Slot& slot = *slot_it;
-  slot.last_exit = ExitRecord{status, std::chrono::system_clock::now()};
-  nlohmann::json event = {
-      {"event", "worker_exited"},
-      {"worker", slot.id},
-      {"pid", pid},
-      {"generation", process.generation},
-      {"uptime_ms", std::chrono::duration_cast<std::chrono::milliseconds>(uptime).count()}};
-  if (status.code) event["code"] = *status.code;
-  if (status.signal) event["signal"] = *status.signal;
-  publish(std::move(event));
-  const bool was_current = slot.current == pid;
-  if (was_current) slot.current.reset();
-  const bool was_incoming = slot.incoming == pid;
-  if (was_incoming) slot.incoming.reset();
-  const bool expected = stopping_ || process.stop_reason == StopReason::shutdown ||
-                        process.stop_reason == StopReason::scale_down ||
-                        process.stop_reason == StopReason::restart;
-  if (expected) {
-    log_->info("worker {} (pid {}) stopped: {} after {}", slot.id, pid, status.describe(),
-               format_duration(uptime));
-    return;
-  }
-  if (was_incoming) {
-    // A replacement that never became ready: its predecessor keeps serving.
-    const std::string why =
-        "replacement for worker " + std::to_string(slot.id) + " (pid " + std::to_string(pid) +
-        ") " + (process.spawn_error.empty() ? status.describe() : process.spawn_error) +
-        " before it was ready";
-    log_->error("{}", why);
-    if (rollout_) fail_rollout(why);
-    if (slot.current) return;
-  } else if (!was_current) {
-    return;
-  }
-
-  const std::string reason = process.stop_reason == StopReason::heartbeat ||
-                                     process.stop_reason == StopReason::ready_timeout
-                                 ? "timeout"
-                                 : (status.signal ? "signal" : "exit");
-  ++slot.restarts_by_reason[reason];
-  const bool failed_start =
-      !process.spawn_error.empty() || process.stop_reason == StopReason::ready_timeout;
-  RestartDecision decision =
-      failed_start
-          ? slot.backoff.on_failed_start()
-          : slot.backoff.on_unexpected_exit(std::chrono::duration_cast<common::Duration>(uptime));
-  if (process.stop_reason == StopReason::heartbeat) {
-    log_->error("worker {} (pid {}) {} after missing heartbeats", slot.id, pid, status.describe());
-  } else if (!process.spawn_error.empty()) {
-    log_->error("worker {} (pid {}) could not start: {}", slot.id, pid, process.spawn_error);
-  } else {
-    log_->warn("worker {} (pid {}) {} after {}", slot.id, pid, status.describe(),
-               format_duration(uptime));
-  }
-  schedule_restart(slot, decision, now);
 }
 
-// After a crash or a failed start: respawn after the backoff delay, or give the slot up once
-// restart.max_failures is reached (never an immediate retry: that would be a fork storm).
-void Master::schedule_restart(Slot& slot, const RestartDecision& decision, TimePoint now) {
-  if (decision.kind == RestartDecision::Kind::give_up) {
-    slot.failed = true;
-    log_->error("worker {} failed {} times in a row (restart.max_failures); slot marked failed",
-                slot.id, decision.failures);
-    publish({{"event", "worker_failed"}, {"worker", slot.id}, {"failures", decision.failures}});
-    const bool all_failed =
-        std::all_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.failed; });
-    if (all_failed && config_.restart.exit_on_failed) {
-      log_->error("every worker slot has failed; exiting (restart.exit_on_failed)");
-      exit_code_ = 1;
-      begin_stop(true);
-    }
-    return;
-  }
-  ++slot.restarts;
-  slot.respawn_at = now + decision.delay;
-  if (decision.delay.count() > 0) {
-    log_->info("respawning worker {} in {} (crash {} in a row)", slot.id,
-               format_duration(decision.delay), decision.failures);
-  } else {
-    log_->info("respawning worker {}", slot.id);
-  }
+void Master::start_rollout(std::vector<unsigned> slots,
+                           std::function<void(bool, const std::string&)> done) {
+  const std::uint64_t id = next_rollout_id_++;
+  rollout_done_.emplace(id, std::move(done));
+  pool_.start_rollout(std::move(slots), id);
 }
 
 // Once per master, as soon as a TCP listener uses reuseport (daemon/request_migration.hpp).
@@ -398,81 +341,12 @@ void Master::check_request_migration() {
   }
 }
 
-void Master::enforce_deadlines(TimePoint now) {
-  if (upgrade_ && !upgrade_->handed_over && now >= upgrade_->deadline) {
-    if (!upgrade_->stop_sent) {
-      log_->error(
-          "hot upgrade: new master (pid {}) not ready in time; stopping it, this master keeps "
-          "serving",
-          upgrade_->pid);
-      ::kill(upgrade_->pid, SIGQUIT);
-      upgrade_->stop_sent = true;
-      upgrade_->deadline = now + std::chrono::seconds(5);
-    } else {
-      ::kill(upgrade_->pid, SIGKILL);
-      upgrade_->deadline = now + std::chrono::hours(1);
-    }
-  }
-  for (auto& [pid, process] : processes_) {
-    if (process.killed) continue;
-    if (process.state == SlotState::starting && now >= process.ready_deadline) {
-      process.stop_reason = StopReason::ready_timeout;
-      kill_process(process, "not ready within ready_timeout");
-    } else if (process.state == SlotState::stopping && process.stop_deadline &&
-               now >= *process.stop_deadline) {
-      kill_process(process, "still running after its shutdown grace period");
-    } else if (process.state == SlotState::ready && config_.worker.heartbeat_timeout.count() > 0 &&
-               now - process.last_heartbeat >= config_.worker.heartbeat_timeout) {
-      process.stop_reason = StopReason::heartbeat;
-      kill_process(process, "no heartbeat within heartbeat_timeout");
-    }
-  }
-}
-
-void Master::kill_process(WorkerProcess& process, const char* why) {
-  log_->warn("worker {} (pid {}): {}; sending SIGKILL", process.slot, process.pid, why);
-  ::kill(process.pid, SIGKILL);
-  process.killed = true;
-}
-
-void Master::maintain_worker_count(TimePoint now) {
-  if (stopping_) return;
-  while (slots_.size() < target_)
-    slots_.emplace_back(static_cast<unsigned>(slots_.size()), config_.restart);
-  // Slots past the target drain away; a slot is dropped once its last process is gone. Their
-  // reuseport sockets close first on our side, so that each lives on only in its draining
-  // worker, which takes what is queued on it before closing it (worker/http_server.cpp). The
-  // set a reload keeps for its rollback lets go of them too: a rollback opens new ones.
-  listeners_.trim_worker_sockets(target_);
-  if (reload_) reload_->listeners.trim_worker_sockets(target_);
-  for (auto& slot : slots_) {
-    if (slot.id < target_) continue;
-    for (const auto& pid : {slot.current, slot.incoming}) {
-      if (!pid) continue;
-      if (auto* p = find_process(*pid); p != nullptr && p->state != SlotState::stopping) {
-        stop_process(*p, StopReason::scale_down, config_.worker.shutdown_timeout);
-      }
-    }
-  }
-  while (slots_.size() > target_) {
-    const Slot& last = slots_.back();
-    const bool busy = std::any_of(processes_.begin(), processes_.end(),
-                                  [&](const auto& entry) { return entry.second.slot == last.id; });
-    if (busy) break;
-    slots_.pop_back();
-  }
-  for (auto& slot : slots_) {
-    if (slot.id >= target_ || slot.current || slot.incoming || slot.failed) continue;
-    if (slot.respawn_at && now < *slot.respawn_at) continue;
-    spawn_worker(slot, now);
-  }
-}
-
 bool Master::exec_mode() const noexcept {
   return config_.worker.app.empty();
 }
 
-std::map<std::string, std::string> Master::worker_environment(const Slot& slot) const {
+std::map<std::string, std::string> Master::worker_environment(unsigned slot,
+                                                              unsigned generation) const {
   std::map<std::string, std::string> env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     std::string_view entry(*e);
@@ -485,8 +359,8 @@ std::map<std::string, std::string> Master::worker_environment(const Slot& slot) 
   for (const auto& [k, v] : config_.worker.env) env[k] = v;
   const std::size_t listener_count = listeners_.listeners().size();
   const std::string ipc_fd = std::to_string(3 + listener_count);
-  env["FORKD_WORKER_ID"] = std::to_string(slot.id);
-  env["FORKD_GENERATION"] = std::to_string(generation_);
+  env["FORKD_WORKER_ID"] = std::to_string(slot);
+  env["FORKD_GENERATION"] = std::to_string(generation);
   env["FORKD_MASTER_PID"] = std::to_string(::getpid());
   env["FORKD_IPC_FD"] = ipc_fd;
   env["FORKD_IPC_MAX_MESSAGE"] = std::to_string(config_.ipc.max_message);
@@ -501,14 +375,13 @@ std::map<std::string, std::string> Master::worker_environment(const Slot& slot) 
   return env;
 }
 
-void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
-  if (!as_replacement) slot.respawn_at.reset();
+void Master::spawn_worker(const SpawnOrder& order) {
+  const unsigned id = order.slot;
+  const TimePoint now = Clock::now();
   try {
-    listeners_.ensure_worker_sockets(std::max(target_, slot.id + 1));
+    listeners_.ensure_worker_sockets(std::max(pool_.target(), id + 1));
   } catch (const ListenError& e) {
-    log_->error("worker {}: {}", slot.id, e.what());
-    if (as_replacement && rollout_) fail_rollout(e.what());
-    if (!as_replacement) schedule_restart(slot, slot.backoff.on_failed_start(), now);
+    pool_.spawn_failed(id, order.incoming, e.what(), now);
     return;
   }
   const auto& wc = config_.worker;
@@ -529,15 +402,14 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
     }
   } else {
     const worker::AppEntry* app = worker::find_builtin_app(wc.app);
-    spec.entry = &enter_builtin_app;
-    spec.entry_arg = app;
     if (app == nullptr) {
-      log_->error("worker {}: unknown built-in app \"{}\"", slot.id, wc.app);
-      slot.failed = true;
+      pool_.spawn_failed(id, order.incoming, "unknown built-in app \"" + wc.app + "\"", now);
       return;
     }
+    spec.entry = &enter_builtin_app;
+    spec.entry_arg = app;
   }
-  spec.env = worker_environment(slot);
+  spec.env = worker_environment(id, order.generation);
   spec.listen_pid = true;
   spec.drop_capabilities = true;
   spec.cwd = wc.cwd;
@@ -547,7 +419,7 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
     CPU_ZERO(&allowed);
     if (::sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0) {
       const int count = CPU_COUNT(&allowed);
-      int wanted = static_cast<int>(slot.id % static_cast<unsigned>(count));
+      int wanted = static_cast<int>(id % static_cast<unsigned>(count));
       for (std::size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
         if (!CPU_ISSET(cpu, &allowed)) continue;
         if (wanted-- == 0) {
@@ -578,23 +450,18 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
   // fds: 0 /dev/null, 1-2 per stdout/stderr mode, listeners from 3, then the IPC socket.
   common::FdPair ipc;
   std::array<common::FdPair, 2> output_pipes;
+  const std::array<common::OutputMode, 2> modes = {wc.stdout_mode, wc.stderr_mode};
   try {
     ipc = common::make_socketpair(SOCK_STREAM);
-    const std::array<common::OutputMode, 2> modes = {wc.stdout_mode, wc.stderr_mode};
     for (std::size_t i = 0; i < 2; ++i) {
       if (modes[i] == common::OutputMode::log) output_pipes[i] = common::make_pipe();
     }
   } catch (const std::system_error& e) {
-    log_->error("worker {}: cannot create its channels: {}", slot.id, e.what());
-    if (as_replacement) {
-      if (rollout_) fail_rollout(std::string("cannot start a replacement worker: ") + e.what());
-      return;
-    }
-    schedule_restart(slot, slot.backoff.on_failed_start(), now);
+    pool_.spawn_failed(id, order.incoming, std::string("cannot create its channels: ") + e.what(),
+                       now);
     return;
   }
   spec.fds.push_back(devnull_.get());
-  const std::array<common::OutputMode, 2> modes = {wc.stdout_mode, wc.stderr_mode};
   for (std::size_t i = 0; i < 2; ++i) {
     switch (modes[i]) {
       case common::OutputMode::log:
@@ -608,100 +475,71 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
         break;
     }
   }
-  for (int fd : listeners_.fds_for(slot.id)) spec.fds.push_back(fd);
+  for (int fd : listeners_.fds_for(id)) spec.fds.push_back(fd);
   spec.fds.push_back(ipc.second.get());
   // A NOTIFY_SOCKET of its own: READY=1, WATCHDOG=1, STATUS=, STOPPING=1 (sd_notify).
   std::shared_ptr<NotifyReceiver> notify;
   try {
     notify = NotifyReceiver::open(
-        io_, "forkd-" + std::to_string(::getpid()) + "-" + std::to_string(next_serial_),
+        io_, "forkd-" + std::to_string(::getpid()) + "-" + std::to_string(next_notify_serial_++),
         [this](pid_t worker, const NotifyReceiver::Fields& fields) {
-          on_worker_notify(worker, fields);
+          guarded("notify from worker pid " + std::to_string(worker),
+                  [&] { on_worker_notify(worker, fields); });
         },
-        [this, id = slot.id](pid_t sender) {
+        [this, id](pid_t sender) {
           log_->warn("worker {}: notify message from pid {} ignored: not this worker", id, sender);
         });
     spec.env["NOTIFY_SOCKET"] = notify->address();
   } catch (const std::system_error& e) {
-    log_->warn("worker {}: no NOTIFY_SOCKET: {}", slot.id, e.what());
+    log_->warn("worker {}: no NOTIFY_SOCKET: {}", id, e.what());
   }
 
   const SpawnResult result = spawn_process(spec);
   if (result.pid < 0) {
     if (notify) notify->close();
-    if (as_replacement) {
-      log_->error("worker {}: cannot start a replacement: {}", slot.id, result.describe(spec));
-      if (rollout_) fail_rollout("cannot start a replacement worker: " + result.describe(spec));
-      return;
-    }
-    log_->error("worker {}: cannot start: {}", slot.id, result.describe(spec));
-    schedule_restart(slot, slot.backoff.on_failed_start(), now);
+    pool_.spawn_failed(id, order.incoming, result.describe(spec), now);
     return;
   }
-  WorkerProcess process;
-  process.pid = result.pid;
-  if (spec.uid) process.owner = ProcOwner{*spec.uid, spec.gid.value_or(::getgid())};
-  process.serial = next_serial_++;
-  process.slot = slot.id;
-  process.generation = generation_;
-  process.started_at = now;
-  process.started_wall = std::chrono::system_clock::now();
-  process.ready_deadline = now + wc.ready_timeout;
-  process.last_heartbeat = now;
-  if (wc.max_lifetime.count() > 0) {
-    // Up to 10% jitter so workers started together are not all recycled together.
-    const auto lifetime = wc.max_lifetime.count();
-    const auto jitter = static_cast<long>(static_cast<unsigned long>(result.pid) * 2654435761UL %
-                                          static_cast<unsigned long>(lifetime / 10 + 1));
-    process.recycle_at = now + common::Duration(lifetime - jitter);
-  }
-  if (result.failure) process.spawn_error = result.describe(spec);
-  if (notify) {
-    notify->set_worker_pid(result.pid);
-    process.notify = std::move(notify);
-  }
   const pid_t pid = result.pid;
-  process.channel = WorkerChannel::open(
+  WorkerIo io;
+  if (spec.uid) io.owner = ProcOwner{*spec.uid, spec.gid.value_or(::getgid())};
+  io.started_wall = std::chrono::system_clock::now();
+  if (notify) {
+    notify->set_worker_pid(pid);
+    io.notify = std::move(notify);
+  }
+  io.channel = WorkerChannel::open(
       io_, std::move(ipc.first), config_.ipc.max_message, 4 * config_.ipc.max_message,
-      {.message = [this, pid](nlohmann::json m) { on_worker_message(pid, std::move(m)); },
+      {.message =
+           [this, pid](nlohmann::json m) {
+             guarded("IPC from worker pid " + std::to_string(pid),
+                     [&] { on_worker_message(pid, std::move(m)); });
+           },
        .protocol_error =
-           [this, pid, id = slot.id](const std::string& problem) {
+           [this, pid, id](const std::string& problem) {
              log_->warn("worker {} (pid {}) IPC: {}", id, pid, problem);
            },
        .closed = {}});
   const std::array<const char*, 2> stream_names = {"stdout", "stderr"};
   for (std::size_t i = 0; i < 2; ++i) {
     if (!output_pipes[i].first) continue;
-    process.outputs.push_back(OutputCapture::open(
+    io.outputs.push_back(OutputCapture::open(
         io_, std::move(output_pipes[i].first),
-        fmt::format("worker {} (pid {}) {}", slot.id, pid, stream_names[i]), i == 1));
+        fmt::format("worker {} (pid {}) {}", id, pid, stream_names[i]), i == 1));
   }
-  if (as_replacement) {
-    slot.incoming = pid;
-  } else {
-    slot.current = pid;
-  }
-  auto [it, inserted] = processes_.emplace(pid, std::move(process));
-  if (!it->second.spawn_error.empty()) return;  // it exits 127 at once; the reaper reports it
-  log_->info("worker {} started (pid {}, generation {}){}", slot.id, pid, generation_,
-             as_replacement ? " to replace the running one" : "");
-  publish({{"event", "worker_started"},
-           {"worker", slot.id},
-           {"pid", pid},
-           {"generation", generation_}});
-  if (readiness_is_started()) mark_ready(it->second);
+  workers_.insert_or_assign(pid, std::move(io));
+  pool_.spawned(id, order.incoming, pid, result.failure ? result.describe(spec) : "", now);
 }
 
 void Master::on_worker_message(pid_t pid, nlohmann::json message) {
-  WorkerProcess* process = find_process(pid);
-  if (process == nullptr) return;
+  unsigned from = 0;
+  if (pool_.find(pid, &from) == nullptr) return;
   ++ipc_from_worker_;
   const bool plain_ready = message.is_string() && message.get_ref<const std::string&>() == "ready";
   const bool envelope =
       message.is_object() && message.contains("forkd") && message["forkd"].is_string();
   if (plain_ready || (envelope && message["forkd"] == "ready")) {
-    mark_ready(*process);
-    tick();
+    pool_.ready(pid, Clock::now());
     return;
   }
   if (!envelope) {
@@ -711,146 +549,97 @@ void Master::on_worker_message(pid_t pid, nlohmann::json message) {
     if (waiter != reply_waiters_.end()) {
       Respond respond = std::move(waiter->respond);
       reply_waiters_.erase(waiter);
-      respond({{"ok", true}, {"worker", process->slot}, {"pid", pid}, {"reply", message}});
+      respond({{"ok", true}, {"worker", from}, {"pid", pid}, {"reply", message}});
     }
-    publish({{"event", "message"},
-             {"worker", process->slot},
-             {"pid", pid},
-             {"data", std::move(message)}});
+    publish({{"event", "message"}, {"worker", from}, {"pid", pid}, {"data", std::move(message)}});
     return;
   }
   const auto& kind = message["forkd"].get_ref<const std::string&>();
+  const nlohmann::json data = message.contains("data") ? message["data"] : nlohmann::json();
   if (kind == "heartbeat") {
-    process->last_heartbeat = Clock::now();
+    pool_.heartbeat(pid, Clock::now());
   } else if (kind == "send") {
     const auto& to = message.contains("to") ? message["to"] : nlohmann::json();
-    Slot* target = to.is_number_unsigned() && to.get<std::uint64_t>() <= 4096
-                       ? find_slot(to.get<unsigned>())
-                       : nullptr;
-    WorkerProcess* peer =
-        target != nullptr && target->current ? find_process(*target->current) : nullptr;
-    if (peer == nullptr) {
-      log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running",
-                 process->slot, pid, to.dump());
+    const auto peer = to.is_number_unsigned() && to.get<std::uint64_t>() < common::kMaxWorkers
+                          ? pool_.serving(to.get<unsigned>())
+                          : std::nullopt;
+    if (!peer) {
+      log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running", from, pid,
+                 to.dump());
       return;
     }
-    (void)deliver(*peer, message.contains("data") ? message["data"] : nlohmann::json());
+    (void)deliver(*peer, data);
   } else if (kind == "broadcast") {
-    const nlohmann::json data = message.contains("data") ? message["data"] : nlohmann::json();
-    const unsigned from = process->slot;
-    for (auto& slot : slots_) {
-      if (slot.id == from || !slot.current) continue;
-      if (auto* peer = find_process(*slot.current)) (void)deliver(*peer, data);
+    for (const auto& slot : pool_.slots()) {
+      if (slot.id != from && slot.current.pid > 0) (void)deliver(slot.current.pid, data);
     }
   } else {
-    log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", process->slot, pid, kind);
+    log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", from, pid, kind);
   }
 }
 
 void Master::on_worker_notify(pid_t pid,
                               const std::vector<std::pair<std::string, std::string>>& fields) {
-  WorkerProcess* process = find_process(pid);
-  if (process == nullptr) return;
-  bool became_ready = false;
+  unsigned slot = 0;
+  if (pool_.find(pid, &slot) == nullptr) return;
   for (const auto& [key, value] : fields) {
     if (key == "READY" && value == "1") {
-      if (config_.worker.ready == common::ReadyMode::notify) {
-        mark_ready(*process);
-        became_ready = true;
-      }
+      if (config_.worker.ready == common::ReadyMode::notify) pool_.ready(pid, Clock::now());
     } else if (key == "WATCHDOG" && value == "1") {
-      process->last_heartbeat = Clock::now();
+      pool_.heartbeat(pid, Clock::now());
     } else if (key == "STATUS") {
-      process->status_text = value;
-      log_->debug("worker {} (pid {}) status: {}", process->slot, pid, value);
+      if (auto it = workers_.find(pid); it != workers_.end()) it->second.status_text = value;
+      log_->debug("worker {} (pid {}) status: {}", slot, pid, value);
     } else if (key == "STOPPING" && value == "1") {
-      log_->info("worker {} (pid {}) says it is stopping", process->slot, pid);
+      log_->info("worker {} (pid {}) says it is stopping", slot, pid);
     }
   }
-  if (became_ready) tick();
 }
 
-bool Master::deliver(WorkerProcess& process, const nlohmann::json& data) {
-  if (!process.channel) return false;
-  if (process.channel->send(data)) {
+bool Master::deliver(pid_t pid, const nlohmann::json& data) {
+  const auto it = workers_.find(pid);
+  if (it == workers_.end() || !it->second.channel) return false;
+  WorkerChannel& channel = *it->second.channel;
+  if (channel.send(data)) {
     ++ipc_to_worker_;
     return true;
   }
-  // It does not read its IPC socket: the queue is full. Replace it rather than buffer more.
+  // It does not read its IPC socket: the queue is full. Replace it rather than buffer more;
+  // the pass after this handler starts the replacement.
+  unsigned slot = 0;
+  (void)pool_.find(pid, &slot);
   log_->error("worker {} (pid {}) does not read its IPC channel ({} bytes queued); message dropped",
-              process.slot, process.pid, process.channel->queued_bytes());
-  if (Slot* slot = find_slot(process.slot); slot != nullptr && slot->current == process.pid) {
-    (void)replace_slot(*slot, StopReason::stuck_ipc, Clock::now());
-  }
+              slot, pid, channel.queued_bytes());
+  if (pool_.serving(slot) == pid) (void)pool_.replace(slot, StopReason::stuck_ipc, Clock::now());
   return false;
 }
 
-Slot* Master::find_slot(unsigned id) {
-  auto it = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.id == id; });
-  return it == slots_.end() ? nullptr : &*it;
-}
-
-const Slot* Master::find_slot(unsigned id) const {
-  auto it = std::find_if(slots_.begin(), slots_.end(), [&](const Slot& s) { return s.id == id; });
-  return it == slots_.end() ? nullptr : &*it;
-}
-
-void Master::mark_ready(WorkerProcess& process) {
-  if (process.state != SlotState::starting) return;
-  process.state = SlotState::ready;
-  process.last_heartbeat = Clock::now();
-  log_->info("worker {} ready (pid {}) in {}", process.slot, process.pid,
-             format_duration(Clock::now() - process.started_at));
-  publish({{"event", "worker_ready"},
-           {"worker", process.slot},
-           {"pid", process.pid},
-           {"generation", process.generation}});
-}
-
-bool Master::replacement_proven(const WorkerProcess& process, TimePoint now) const {
-  if (process.state != SlotState::ready) return false;
-  // "started" readiness says only that exec worked: a replacement must also outlive
-  // min_uptime before the worker it replaces is stopped.
-  return !readiness_is_started() || now - process.started_at >= config_.restart.min_uptime;
-}
-
-bool Master::readiness_is_started() const noexcept {
-  const auto mode = config_.worker.ready;
-  return mode == common::ReadyMode::started ||
-         (mode == common::ReadyMode::automatic && exec_mode());
-}
-
-void Master::promote_replacements(TimePoint now) {
-  for (auto& slot : slots_) {
-    if (!slot.incoming) continue;
-    WorkerProcess* incoming = find_process(*slot.incoming);
-    if (incoming == nullptr || !replacement_proven(*incoming, now)) continue;
-    // The replacement serves now: only then is its predecessor told to drain.
-    const auto previous = slot.current;
-    slot.current = slot.incoming;
-    slot.incoming.reset();
-    if (slot.replacing_for == StopReason::memory || slot.replacing_for == StopReason::lifetime) {
-      ++slot.restarts_by_reason[slot.replacing_for == StopReason::memory ? "memory" : "lifetime"];
+void Master::check_memory(TimePoint now) {
+  const auto max_memory = config_.worker.max_memory;
+  if (max_memory == 0 || pool_.stopping()) {
+    next_memory_check_.reset();
+    return;
+  }
+  if (next_memory_check_ && now < *next_memory_check_) return;
+  next_memory_check_ = now + kMemoryCheckInterval;
+  for (const auto& slot : pool_.slots()) {
+    const Lane& lane = slot.current;
+    if (slot.id >= pool_.target() || slot.incoming || lane.pid <= 0 ||
+        lane.state != SlotState::ready) {
+      continue;
     }
-    ++slot.restarts;
-    if (!previous) continue;
-    if (auto* old = find_process(*previous); old != nullptr) {
-      stop_process(*old, StopReason::restart, config_.worker.shutdown_timeout);
+    const auto io = workers_.find(lane.pid);
+    const auto pss =
+        read_pss_bytes(lane.pid, io != workers_.end() ? io->second.owner : std::nullopt);
+    if (pss && *pss > max_memory) {
+      log_->warn("worker {} (pid {}) uses {} bytes PSS, over max_memory {}", slot.id, lane.pid,
+                 *pss, max_memory);
+      (void)pool_.replace(slot.id, StopReason::memory, now);
     }
   }
 }
 
-void Master::announce_readiness() {
-  if (all_ready_announced_ || stopping_) return;
-  unsigned ready = 0;
-  for (const auto& slot : slots_) {
-    if (slot.id >= target_ || !slot.current) continue;
-    if (const auto* p = find_process(*slot.current); p != nullptr && p->state == SlotState::ready)
-      ++ready;
-  }
-  if (ready < target_) return;
-  all_ready_announced_ = true;
-  log_->info("all {} workers ready", target_);
+void Master::announce_ready() {
   if (service_ready_sent_) {
     notify_service_manager("STATUS=" + status_line());
   } else {
@@ -861,53 +650,24 @@ void Master::announce_readiness() {
   tell_predecessor_ready();
 }
 
-void Master::stop_process(WorkerProcess& process, StopReason reason, common::Duration grace) {
-  const auto deadline = Clock::now() + grace;
-  if (process.state == SlotState::stopping) {
-    if (process.stop_deadline && deadline < *process.stop_deadline)
-      process.stop_deadline = deadline;
-    return;
-  }
-  process.state = SlotState::stopping;
-  process.stop_reason = reason;
-  process.stop_deadline = deadline;
-  if (::kill(process.pid, SIGTERM) != 0) {
-    log_->warn("worker {} (pid {}): SIGTERM failed: {}", process.slot, process.pid,
-               std::strerror(errno));
-  }
-}
-
 void Master::begin_stop(bool fast) {
-  if (stopping_ && fast_stop_) return;
-  const bool already = stopping_;
-  stopping_ = true;
-  fast_stop_ = fast;
-  const common::Duration grace = fast ? kFastStopGrace : config_.worker.shutdown_timeout;
+  if (pool_.stopping() && pool_.fast_stop()) return;
+  const bool already = pool_.stopping();
   log_->info("{} stop{}: {} workers to stop", fast ? "fast" : "graceful",
-             already ? " (escalated)" : "", processes_.size());
+             already ? " (escalated)" : "", pool_.process_count());
   publish({{"event", "stopping"}, {"fast", fast}});
   notify_service_manager("STOPPING=1\nSTATUS=stopping");
-  for (auto& [pid, process] : processes_) {
-    if (process.stop_reason == StopReason::none) process.stop_reason = StopReason::shutdown;
-    if (process.state == SlotState::stopping) {
-      stop_process(process, process.stop_reason, grace);
-    } else {
-      stop_process(process, StopReason::shutdown, grace);
-    }
-  }
+  pool_.stop(fast, fast ? kFastStopGrace : config_.worker.shutdown_timeout, Clock::now());
 }
 
-void Master::scale_to(unsigned count) {
-  if (stopping_ || count == target_) return;
-  log_->info("scaling from {} to {} workers", target_, count);
-  publish({{"event", "scale"}, {"from", target_}, {"to", count}});
-  target_ = count;
-  all_ready_announced_ = false;
-  for (auto& slot : slots_) {
-    if (slot.id < target_) continue;
-    slot.respawn_at.reset();
-    slot.failed = false;
+std::string Master::request_scale(long long wanted) {
+  if (wanted < 1 || wanted > static_cast<long long>(common::kMaxWorkers)) {
+    return "scale: " + std::to_string(wanted) + " workers is out of range (1.." +
+           std::to_string(common::kMaxWorkers) + ")";
   }
+  if (pool_.stopping()) return "forkd is stopping";
+  pool_.scale_to(static_cast<unsigned>(wanted), Clock::now());
+  return "";
 }
 
 void Master::reopen_logs() {
@@ -922,12 +682,8 @@ void Master::notify_service_manager(const std::string& state) {
 }
 
 std::string Master::status_line() const {
-  unsigned ready = 0;
-  for (const auto& [pid, p] : processes_) {
-    if (p.state == SlotState::ready) ++ready;
-  }
-  return std::to_string(ready) + "/" + std::to_string(target_) + " workers ready, generation " +
-         std::to_string(generation_);
+  return std::to_string(pool_.ready_count()) + "/" + std::to_string(pool_.target()) +
+         " workers ready, generation " + std::to_string(pool_.generation());
 }
 
 void Master::start_watchdog() {
@@ -943,35 +699,18 @@ void Master::start_watchdog() {
 }
 
 void Master::schedule_wakeup() {
-  std::optional<TimePoint> next;
+  std::optional<TimePoint> next = pool_.next_wakeup();
   const auto consider = [&](TimePoint t) {
     if (!next || t < *next) next = t;
   };
-  for (const auto& slot : slots_) {
-    if (slot.respawn_at && !slot.current && !slot.failed) consider(*slot.respawn_at);
-  }
   for (const auto& w : reply_waiters_) consider(w.deadline);
   if (upgrade_ && !upgrade_->handed_over) consider(upgrade_->deadline);
   if (next_memory_check_) consider(*next_memory_check_);
-  for (const auto& [pid, p] : processes_) {
-    if (p.killed) continue;
-    if (p.recycle_at && p.state == SlotState::ready) consider(*p.recycle_at);
-    if (p.state == SlotState::ready && readiness_is_started()) {
-      if (const Slot* slot = find_slot(p.slot); slot != nullptr && slot->incoming == pid) {
-        consider(p.started_at + config_.restart.min_uptime);
-      }
-    }
-    if (p.state == SlotState::starting) consider(p.ready_deadline);
-    if (p.state == SlotState::stopping && p.stop_deadline) consider(*p.stop_deadline);
-    if (p.state == SlotState::ready && config_.worker.heartbeat_timeout.count() > 0) {
-      consider(p.last_heartbeat + config_.worker.heartbeat_timeout);
-    }
-  }
   wakeup_.cancel();
   if (!next) return;
   wakeup_.expires_at(*next);
   wakeup_.async_wait([this](std::error_code ec) {
-    if (!ec) tick();
+    if (!ec) guarded("timer", [] {});
   });
 }
 
@@ -982,7 +721,6 @@ void Master::finish() {
   watchdog_.cancel();
   for (auto& w : reply_waiters_) w.respond({{"ok", false}, {"error", "forkd is stopping"}});
   reply_waiters_.clear();
-  if (rollout_) fail_rollout("forkd is stopping");
   for (auto& respond : queued_reload_replies_)
     respond({{"ok", false}, {"error", "forkd is stopping"}});
   queued_reload_replies_.clear();

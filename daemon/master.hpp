@@ -21,7 +21,6 @@
 #include "common/config.hpp"
 #include "common/fd.hpp"
 #include "common/signal_source.hpp"
-#include "daemon/backoff.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/exit_status.hpp"
 #include "daemon/listeners.hpp"
@@ -29,6 +28,7 @@
 #include "daemon/metrics_server.hpp"
 #include "daemon/pidfile.hpp"
 #include "daemon/proc_stats.hpp"
+#include "daemon/worker_pool.hpp"
 
 namespace spdlog {
 class logger;
@@ -40,10 +40,7 @@ class WorkerChannel;
 class OutputCapture;
 class NotifyReceiver;
 
-using Clock = std::chrono::steady_clock;
-using TimePoint = Clock::time_point;
-
-// What the master reacts to. Signals, control commands and timers all map to these.
+// What the master reacts to. Signals and control commands map to these (one path per intent).
 enum class MasterEvent {
   graceful_stop,
   fast_stop,
@@ -55,73 +52,15 @@ enum class MasterEvent {
   child_exited,
 };
 
-// The state a slot shows in status (SPEC: starting, ready, stopping, backoff, failed).
-enum class SlotState { starting, ready, stopping, backoff, failed };
-[[nodiscard]] const char* to_string(SlotState state) noexcept;
-
-// Why a worker was (or is being) replaced; also the metrics' restart reasons.
-enum class StopReason {
-  none,
-  shutdown,
-  scale_down,
-  restart,
-  ready_timeout,
-  heartbeat,
-  memory,
-  lifetime,
-  stuck_ipc
-};
-
-struct WorkerProcess {
-  pid_t pid = -1;
-  std::uint64_t serial = 0;  // start order, across all slots
-  unsigned slot = 0;
-  unsigned generation = 1;
-  SlotState state = SlotState::starting;  // starting, ready or stopping
-  TimePoint started_at;
-  std::chrono::system_clock::time_point started_wall;
-  TimePoint ready_deadline;
-  TimePoint last_heartbeat;
-  std::optional<TimePoint> stop_deadline;
-  std::optional<TimePoint> recycle_at;  // max_lifetime (with jitter)
-  bool killed = false;                  // SIGKILL sent
-  StopReason stop_reason = StopReason::none;
-  std::string spawn_error;  // set when the child could not exec/enter its app
+// The I/O side of one worker process: what the master reads from it and writes to it. Its
+// lifecycle (state, deadlines, restarts) is the pool's.
+struct WorkerIo {
   std::shared_ptr<WorkerChannel> channel;
   std::vector<std::shared_ptr<OutputCapture>> outputs;
   std::shared_ptr<NotifyReceiver> notify;  // its NOTIFY_SOCKET
   std::string status_text;                 // the last STATUS= it sent
   std::optional<ProcOwner> owner;          // worker.user/group, when it runs as another user
-};
-
-struct ExitRecord {
-  ExitStatus status;
-  std::chrono::system_clock::time_point at;
-};
-
-struct Slot {
-  explicit Slot(unsigned slot_id, const common::RestartConfig& restart)
-      : id(slot_id), backoff(restart) {}
-  unsigned id;
-  Backoff backoff;
-  std::optional<pid_t> current;   // the process serving this slot
-  std::optional<pid_t> incoming;  // its replacement, until that one is ready
-  StopReason replacing_for = StopReason::none;
-  unsigned restarts = 0;
-  std::map<std::string, std::uint64_t> restarts_by_reason;  // metrics: signal, exit, timeout, ...
-  std::optional<ExitRecord> last_exit;
-  std::optional<TimePoint> respawn_at;  // in backoff until then
-  bool failed = false;
-};
-
-// A rolling replacement of slots, `batch` at a time, each new worker ready before its
-// predecessor is told to stop (restart all, reload). `done` learns the outcome once.
-struct Rollout {
-  std::vector<unsigned> pending;
-  std::vector<unsigned> active;
-  unsigned batch = 1;
-  std::uint64_t serial_floor = 0;  // workers started from this serial on are replacements
-  std::function<void(bool ok, const std::string& error)> done;
+  std::chrono::system_clock::time_point started_wall;
 };
 
 // An operator waiting (`send --wait`) for the next message a worker sends.
@@ -161,6 +100,10 @@ struct Upgrade {
   bool handed_over = false;
 };
 
+// Logs an exception that reached a handler; the master does not stop for it (Unicorn's master
+// loop does the same).
+void log_error_and_go_on(spdlog::logger& log, std::string_view what, std::string_view error);
+
 inline constexpr const char* kControlSocketName = "forkd-control";
 inline constexpr const char* kMetricsSocketName = "forkd-metrics";
 
@@ -179,43 +122,38 @@ class Master {
   void handle(MasterEvent event);
 
  private:
-  void on_signal(int signo);
-  void tick();
+  // Every handler (signal, timer, IPC, notify, control, upgrade pipe) runs through here: an
+  // exception is logged with what caused it and the master goes on; then the pass runs, so no
+  // decision waits for an unrelated event.
+  template <typename Handler>
+  void guarded(std::string_view what, Handler&& handler) noexcept;
+  // Reap, let the pool decide, carry out its actions, arm the one timer.
+  void pass();
+  // True when the pool had anything to do.
+  bool run_pool_actions();
   void reap_children();
   void on_child_exit(pid_t pid, int wait_status);
-  void enforce_deadlines(TimePoint now);
-  void maintain_worker_count(TimePoint now);
-  void announce_readiness();
-  void promote_replacements(TimePoint now);
-  [[nodiscard]] bool replacement_proven(const WorkerProcess& process, TimePoint now) const;
-  [[nodiscard]] bool readiness_is_started() const noexcept;
+  void check_memory(TimePoint now);
+  void enforce_upgrade_deadline(TimePoint now);
   void schedule_wakeup();
   void finish();
 
-  // Starts a worker for `slot`: as its current process, or as the replacement of it.
-  void spawn_worker(Slot& slot, TimePoint now, bool as_replacement = false);
+  void spawn_worker(const SpawnOrder& order);
+  void announce_ready();
   void check_request_migration();
-  void schedule_restart(Slot& slot, const RestartDecision& decision, TimePoint now);
-  void mark_ready(WorkerProcess& process);
-  void stop_process(WorkerProcess& process, StopReason reason, common::Duration grace);
-  void kill_process(WorkerProcess& process, const char* why);
   void on_worker_message(pid_t pid, nlohmann::json message);
   void on_worker_notify(pid_t pid, const std::vector<std::pair<std::string, std::string>>& fields);
   void begin_stop(bool fast);
-  void scale_to(unsigned count);
+  // SIGTTIN/SIGTTOU and `forkctl scale`: one bound check; the error, or "" once applied.
+  [[nodiscard]] std::string request_scale(long long wanted);
   void reopen_logs();
   // The service manager's side (sd_notify): READY, RELOADING, STOPPING, STATUS, WATCHDOG.
   void notify_service_manager(const std::string& state);
   [[nodiscard]] std::string status_line() const;
   void start_watchdog();
-
-  // Replacement and rollouts (master_rollout.cpp).
-  bool replace_slot(Slot& slot, StopReason reason, TimePoint now);
   void start_rollout(std::vector<unsigned> slots,
                      std::function<void(bool, const std::string&)> done);
-  void advance_rollout(TimePoint now);
-  void fail_rollout(const std::string& why);
-  void recycle_overgrown(TimePoint now);
+  [[nodiscard]] PoolSettings pool_settings() const;
 
   // The operator's side (master_control.cpp).
   void open_control_socket(common::UniqueFd adopted);
@@ -249,29 +187,26 @@ class Master {
   void cmd_reopen_logs(const nlohmann::json& request, Respond& respond);
   void cmd_version(const nlohmann::json& request, Respond& respond);
   void publish(nlohmann::json event);
-  [[nodiscard]] bool deliver(WorkerProcess& process, const nlohmann::json& data);
+  // False when the worker does not read its channel; it is then replaced.
+  [[nodiscard]] bool deliver(pid_t pid, const nlohmann::json& data);
   void expire_reply_waiters(TimePoint now);
   [[nodiscard]] nlohmann::json status_json() const;
-  [[nodiscard]] Slot* find_slot(unsigned id);
-  [[nodiscard]] const Slot* find_slot(unsigned id) const;
+  [[nodiscard]] std::optional<ProcOwner> owner(pid_t pid) const;
 
-  [[nodiscard]] WorkerProcess* find_process(pid_t pid);
-  [[nodiscard]] std::map<std::string, std::string> worker_environment(const Slot& slot) const;
+  [[nodiscard]] std::map<std::string, std::string> worker_environment(unsigned slot,
+                                                                      unsigned generation) const;
   [[nodiscard]] bool exec_mode() const noexcept;
 
   common::Config config_;
   std::string config_path_;
-  unsigned target_ = 1;
-  unsigned generation_ = 1;
-  std::uint64_t next_serial_ = 0;
   TimePoint started_at_;
   asio::io_context io_;
   asio::steady_timer wakeup_;
   std::unique_ptr<common::SignalSource> signals_;
   ListenerSet listeners_;
   common::UniqueFd devnull_;
-  std::vector<Slot> slots_;
-  std::map<pid_t, WorkerProcess> processes_;
+  WorkerPool pool_;
+  std::map<pid_t, WorkerIo> workers_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<spdlog::logger> audit_;
   std::unique_ptr<ControlServer> control_;
@@ -284,7 +219,9 @@ class Master {
   std::optional<Pidfile> pidfile_;
   common::UniqueFd predecessor_;  // a hot upgrade's old master waits on this for "ready"
   pid_t predecessor_pid_ = 0;
-  std::optional<Rollout> rollout_;
+  std::map<std::uint64_t, std::function<void(bool, const std::string&)>> rollout_done_;
+  std::uint64_t next_rollout_id_ = 1;
+  std::uint64_t next_notify_serial_ = 0;
   std::vector<ReplyWaiter> reply_waiters_;
   std::optional<ReloadRecord> last_reload_;
   std::optional<ReloadInProgress> reload_;
@@ -296,12 +233,29 @@ class Master {
   std::uint64_t ipc_from_worker_ = 0;
   std::optional<TimePoint> next_memory_check_;
   bool migration_checked_ = false;
-  bool stopping_ = false;
-  bool fast_stop_ = false;
-  bool all_ready_announced_ = false;
   bool finished_ = false;
   bool service_ready_sent_ = false;
   int exit_code_ = 0;
 };
+
+template <typename Handler>
+void Master::guarded(std::string_view what, Handler&& handler) noexcept {
+  try {
+    handler();
+  } catch (const std::exception& e) {
+    log_error_and_go_on(*log_, what, e.what());
+  } catch (...) {
+    log_error_and_go_on(*log_, what, "unknown exception");
+  }
+  try {
+    pass();
+  } catch (const std::exception& e) {
+    log_error_and_go_on(*log_, "the master's pass", e.what());
+    try {
+      schedule_wakeup();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nothing more can be done from here
+    }
+  }
+}
 
 }  // namespace forkd::daemon

@@ -38,7 +38,7 @@ json error_reply(const std::string& why) {
 std::optional<unsigned> worker_id(const json& value) {
   if (!value.is_number_unsigned()) return std::nullopt;
   const auto id = value.get<std::uint64_t>();
-  if (id > 4096) return std::nullopt;
+  if (id >= common::kMaxWorkers) return std::nullopt;
   return static_cast<unsigned>(id);
 }
 
@@ -56,11 +56,17 @@ double seconds_since(TimePoint start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-json exit_json(const std::optional<ExitRecord>& record) {
-  if (!record) return nullptr;
-  json j = {{"at", common::log::format_time(record->at)}};
-  if (record->status.code) j["code"] = *record->status.code;
-  if (record->status.signal) j["signal"] = *record->status.signal;
+// The wall-clock time of a steady-clock instant in the past.
+std::chrono::system_clock::time_point wall_time(TimePoint at) {
+  return std::chrono::system_clock::now() -
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(Clock::now() - at);
+}
+
+json exit_json(const Slot& slot) {
+  if (!slot.last_exit) return nullptr;
+  json j = {{"at", common::log::format_time(wall_time(slot.last_exit_at))}};
+  if (slot.last_exit->code) j["code"] = *slot.last_exit->code;
+  if (slot.last_exit->signal) j["signal"] = *slot.last_exit->signal;
   return j;
 }
 
@@ -75,7 +81,7 @@ void Master::open_control_socket(common::UniqueFd adopted) {
   options.max_message = config_.ipc.max_message;
   (void)common::log::get("control");  // the server logs through this component's logger
   auto handler = [this](const json& request, const PeerCredentials& peer, Respond respond) {
-    on_control_request(request, peer, std::move(respond));
+    guarded("control request", [&] { on_control_request(request, peer, std::move(respond)); });
   };
   if (adopted) {
     control_ = std::make_unique<ControlServer>(io_, std::move(options), std::move(handler),
@@ -100,19 +106,20 @@ void Master::open_metrics(common::UniqueFd adopted) {
 }
 
 bool Master::any_worker_ready() const {
-  return std::any_of(processes_.begin(), processes_.end(),
-                     [](const auto& entry) { return entry.second.state == SlotState::ready; });
+  return pool_.ready_count() > 0;
 }
 
 MetricsSnapshot Master::metrics_snapshot() const {
   MetricsSnapshot m;
-  for (const auto& [pid, p] : processes_) {
-    ++m.workers_by_state[to_string(p.state)];
-    m.memory.push_back({p.slot, pid, read_pss_bytes(pid, p.owner), read_rss_bytes(pid, p.owner)});
-  }
-  for (const auto& slot : slots_) {
-    if (!slot.current && !slot.incoming && slot.id < target_) {
-      ++m.workers_by_state[to_string(slot.failed ? SlotState::failed : SlotState::backoff)];
+  pool_.for_each_process([&](const Slot& slot, const Lane& lane) {
+    ++m.workers_by_state[to_string(lane.state)];
+    const auto owner = this->owner(lane.pid);
+    m.memory.push_back(
+        {slot.id, lane.pid, read_pss_bytes(lane.pid, owner), read_rss_bytes(lane.pid, owner)});
+  });
+  for (const auto& slot : pool_.slots()) {
+    if (slot.current.pid <= 0 && !slot.incoming && slot.id < pool_.target()) {
+      ++m.workers_by_state[to_string(slot.current.state)];
     }
     for (const auto& [reason, count] : slot.restarts_by_reason)
       m.restarts.push_back({slot.id, reason, count});
@@ -122,8 +129,8 @@ MetricsSnapshot Master::metrics_snapshot() const {
   m.ipc_to_worker = ipc_to_worker_;
   m.ipc_from_worker = ipc_from_worker_;
   m.master_uptime_seconds = seconds_since(started_at_);
-  m.generation = generation_;
-  m.target_workers = target_;
+  m.generation = pool_.generation();
+  m.target_workers = pool_.target();
   return m;
 }
 
@@ -146,17 +153,18 @@ void Master::on_control_request(const json& request, const PeerCredentials& peer
     respond(error_reply("unknown command \"" + name + "\""));
     return;
   }
-  if (spec->changes_something) {
-    const bool dry = request.value("dry_run", false);
-    audit_->info("{}{} requested by {}", name, dry ? " (dry run)" : "", describe_peer(peer));
-  }
   try {
+    if (spec->changes_something) {
+      const auto dry = request.find("dry_run");
+      const bool dry_run = dry != request.end() && dry->is_boolean() && dry->get<bool>();
+      audit_->info("{}{} requested by {}", name, dry_run ? " (dry run)" : "", describe_peer(peer));
+    }
     (this->*(spec->run))(request, respond);
   } catch (const std::exception& e) {
-    // Malformed fields (wrong JSON types) end here: an error reply, never a master crash.
-    respond(error_reply(name + ": " + e.what()));
+    // Malformed fields (wrong JSON types) end here: an error reply, never a master crash. A
+    // handler that had taken the reply over has answered or will answer it itself.
+    if (respond) respond(error_reply(name + ": " + e.what()));
   }
-  tick();
 }
 
 void Master::cmd_status(const json& /*request*/, Respond& respond) {
@@ -179,7 +187,7 @@ void Master::cmd_reopen_logs(const json& /*request*/, Respond& respond) {
 void Master::cmd_stop(const json& request, Respond& respond) {
   const bool fast = request.value("fast", false);
   respond({{"ok", true}, {"message", fast ? "fast stop started" : "graceful stop started"}});
-  begin_stop(fast || stopping_);
+  handle(fast ? MasterEvent::fast_stop : MasterEvent::graceful_stop);
 }
 
 void Master::cmd_scale(const json& request, Respond& respond) {
@@ -201,42 +209,38 @@ void Master::cmd_scale(const json& request, Respond& respond) {
   }
   // Bounded first, so the sum cannot overflow.
   const long long step = std::clamp<long long>(n, -100000, 100000);
-  const long long wanted = relative ? static_cast<long long>(target_) + step : step;
-  if (wanted < 1 || wanted > 4096) {
-    respond(error_reply("scale: " + std::to_string(wanted) + " workers is out of range (1..4096)"));
+  const unsigned from = pool_.target();
+  const long long wanted = relative ? static_cast<long long>(from) + step : step;
+  if (const auto error = request_scale(wanted); !error.empty()) {
+    respond(error_reply(error));
     return;
   }
-  if (stopping_) {
-    respond(error_reply("forkd is stopping"));
-    return;
-  }
-  const unsigned from = target_;
-  scale_to(static_cast<unsigned>(wanted));
   respond({{"ok", true},
-           {"workers", target_},
-           {"message", "scaling from " + std::to_string(from) + " to " + std::to_string(target_) +
-                           " workers"}});
+           {"workers", pool_.target()},
+           {"message", "scaling from " + std::to_string(from) + " to " +
+                           std::to_string(pool_.target()) + " workers"}});
 }
 
 void Master::cmd_restart(const json& request, Respond& respond) {
   const json& which = request.contains("worker") ? request["worker"] : json();
   std::vector<unsigned> ids;
+  const unsigned target = pool_.target();
   if (which.is_string() && which.get<std::string>() == "all") {
-    for (const auto& slot : slots_) {
-      if (slot.id < target_) ids.push_back(slot.id);
+    for (const auto& slot : pool_.slots()) {
+      if (slot.id < target) ids.push_back(slot.id);
     }
-  } else if (const auto id = worker_id(which); id && *id < target_) {
+  } else if (const auto id = worker_id(which); id && *id < target) {
     ids.push_back(*id);
   } else {
     respond(error_reply("restart: no worker " + shown(which) + " (0.." +
-                        std::to_string(target_ - 1) + " or \"all\")"));
+                        std::to_string(target - 1) + " or \"all\")"));
     return;
   }
-  if (stopping_) {
+  if (pool_.stopping()) {
     respond(error_reply("forkd is stopping"));
     return;
   }
-  if (rollout_) {
+  if (pool_.rollout_active()) {
     respond(error_reply("a rolling restart is already in progress"));
     return;
   }
@@ -253,10 +257,8 @@ void Master::cmd_restart(const json& request, Respond& respond) {
 void Master::cmd_send(const json& request, Respond& respond) {
   const json& id = request.contains("worker") ? request["worker"] : json();
   const auto slot_id = worker_id(id);
-  Slot* slot = slot_id ? find_slot(*slot_id) : nullptr;
-  WorkerProcess* process =
-      slot != nullptr && slot->current ? find_process(*slot->current) : nullptr;
-  if (process == nullptr) {
+  const auto pid = slot_id ? pool_.serving(*slot_id) : std::nullopt;
+  if (!pid) {
     respond(error_reply("send: no running worker " + shown(id)));
     return;
   }
@@ -264,7 +266,7 @@ void Master::cmd_send(const json& request, Respond& respond) {
     respond(error_reply("send: no \"data\" to deliver"));
     return;
   }
-  if (!deliver(*process, request["data"])) {
+  if (!deliver(*pid, request["data"])) {
     respond(error_reply("send: worker " + shown(id) + " is not reading its IPC channel"));
     return;
   }
@@ -275,11 +277,11 @@ void Master::cmd_send(const json& request, Respond& respond) {
           ? static_cast<long>(std::min<std::uint64_t>(wait.get<std::uint64_t>(), 86'400'000))
           : 0L;
   if (wait_ms <= 0) {
-    respond({{"ok", true}, {"worker", process->slot}, {"pid", process->pid}});
+    respond({{"ok", true}, {"worker", *slot_id}, {"pid", *pid}});
     return;
   }
   reply_waiters_.push_back(
-      {process->pid, Clock::now() + std::chrono::milliseconds(wait_ms), std::move(respond)});
+      {*pid, Clock::now() + std::chrono::milliseconds(wait_ms), std::move(respond)});
 }
 
 void Master::cmd_broadcast(const json& request, Respond& respond) {
@@ -288,10 +290,8 @@ void Master::cmd_broadcast(const json& request, Respond& respond) {
     return;
   }
   unsigned delivered = 0;
-  for (auto& slot : slots_) {
-    if (!slot.current) continue;
-    if (auto* p = find_process(*slot.current); p != nullptr && deliver(*p, request["data"]))
-      ++delivered;
+  for (const auto& slot : pool_.slots()) {
+    if (slot.current.pid > 0 && deliver(slot.current.pid, request["data"])) ++delivered;
   }
   respond({{"ok", true}, {"delivered", delivered}});
 }
@@ -299,17 +299,22 @@ void Master::cmd_broadcast(const json& request, Respond& respond) {
 void Master::expire_reply_waiters(TimePoint now) {
   std::vector<ReplyWaiter> expired;
   std::erase_if(reply_waiters_, [&](ReplyWaiter& w) {
-    const bool gone = processes_.find(w.pid) == processes_.end();
+    const bool gone = workers_.find(w.pid) == workers_.end();
     if (now < w.deadline && !gone) return false;
     expired.push_back(std::move(w));
     return true;
   });
   for (auto& w : expired) {
-    const bool gone = processes_.find(w.pid) == processes_.end();
+    const bool gone = workers_.find(w.pid) == workers_.end();
     w.respond(
         error_reply(gone ? "worker (pid " + std::to_string(w.pid) + ") exited before it replied"
                          : "no reply from worker (pid " + std::to_string(w.pid) + ") in time"));
   }
+}
+
+std::optional<ProcOwner> Master::owner(pid_t pid) const {
+  const auto io = workers_.find(pid);
+  return io != workers_.end() ? io->second.owner : std::nullopt;
 }
 
 void Master::publish(json event) {
@@ -320,32 +325,33 @@ void Master::publish(json event) {
 
 json Master::status_json() const {
   json workers = json::array();
-  const auto entry = [&](const Slot& slot, const WorkerProcess* p, SlotState state) {
+  const auto entry = [&](const Slot& slot, const Lane* lane, SlotState state) {
     json w = {{"id", slot.id},
-              {"pid", p != nullptr ? json(p->pid) : json(nullptr)},
+              {"pid", lane != nullptr ? json(lane->pid) : json(nullptr)},
               {"state", to_string(state)},
-              {"generation", p != nullptr ? p->generation : generation_},
-              {"uptime_s", p != nullptr ? seconds_since(p->started_at) : 0.0},
+              {"generation", lane != nullptr ? lane->generation : pool_.generation()},
+              {"uptime_s", lane != nullptr ? seconds_since(lane->started_at) : 0.0},
               {"restarts", slot.restarts},
-              {"last_exit", exit_json(slot.last_exit)},
+              {"last_exit", exit_json(slot)},
               {"rss_bytes", nullptr}};
-    if (p != nullptr) {
-      if (const auto rss = read_rss_bytes(p->pid, p->owner)) w["rss_bytes"] = *rss;
-      if (!p->status_text.empty()) w["status"] = p->status_text;
+    if (lane != nullptr) {
+      if (const auto rss = read_rss_bytes(lane->pid, owner(lane->pid))) w["rss_bytes"] = *rss;
+      if (const auto io = workers_.find(lane->pid);
+          io != workers_.end() && !io->second.status_text.empty()) {
+        w["status"] = io->second.status_text;
+      }
     }
     workers.push_back(std::move(w));
   };
-  // One pass over the processes, grouped by slot: status stays cheap with thousands of workers.
-  std::map<unsigned, std::vector<const WorkerProcess*>> by_slot;
-  for (const auto& [pid, p] : processes_) by_slot[p.slot].push_back(&p);
-  for (const auto& slot : slots_) {
-    const auto it = by_slot.find(slot.id);
-    if (it != by_slot.end()) {
-      for (const auto* p : it->second) entry(slot, p, p->state);
-    } else if (slot.id < target_) {
-      entry(slot, nullptr, slot.failed ? SlotState::failed : SlotState::backoff);
+  for (const auto& slot : pool_.slots()) {
+    if (slot.current.pid <= 0 && !slot.incoming && slot.id < pool_.target()) {
+      entry(slot, nullptr, slot.current.state);
     }
   }
+  pool_.for_each_process(
+      [&](const Slot& slot, const Lane& lane) { entry(slot, &lane, lane.state); });
+  std::stable_sort(workers.begin(), workers.end(),
+                   [](const json& a, const json& b) { return a["id"] < b["id"]; });
   json last_reload = nullptr;
   if (last_reload_) {
     last_reload = {{"ok", last_reload_->ok},
@@ -357,9 +363,9 @@ json Master::status_json() const {
             {"version", FORKD_VERSION},
             {"uptime_s", seconds_since(started_at_)},
             {"config", config_path_.empty() ? config_.source : config_path_},
-            {"generation", generation_},
-            {"workers_target", target_},
-            {"stopping", stopping_},
+            {"generation", pool_.generation()},
+            {"workers_target", pool_.target()},
+            {"stopping", pool_.stopping()},
             {"last_reload", last_reload}}},
           {"workers", workers}};
 }

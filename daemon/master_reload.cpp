@@ -29,7 +29,8 @@ std::string join(const std::vector<common::ConfigIssue>& issues) {
 }  // namespace
 
 void Master::cmd_reload(const nlohmann::json& request, Respond& respond) {
-  request_reload(std::move(respond), request.value("dry_run", false));
+  const bool dry_run = request.value("dry_run", false);  // throws on a wrong type: answered then
+  request_reload(std::move(respond), dry_run);
 }
 
 void Master::request_reload(Respond respond, bool dry_run) {
@@ -37,12 +38,12 @@ void Master::request_reload(Respond respond, bool dry_run) {
     dry_run_reload(respond);
     return;
   }
-  if (stopping_) {
+  if (pool_.stopping()) {
     if (respond) respond({{"ok", false}, {"error", "forkd is stopping"}});
     return;
   }
   if (respond) queued_reload_replies_.push_back(std::move(respond));
-  if (reload_ || rollout_) {
+  if (reload_ || pool_.rollout_active()) {
     // One reload runs at a time; everything asked meanwhile becomes one more reload after it.
     if (!reload_queued_) log_->info("reload queued behind the rollout in progress");
     reload_queued_ = true;
@@ -61,7 +62,7 @@ void Master::dry_run_reload(const Respond& respond) {
   try {
     const common::Config next = load_daemon_config(config_path_);
     const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
-    const auto plan = plan_reload(config_, next, target_, next_target);
+    const auto plan = plan_reload(config_, next, pool_.target(), next_target);
     respond({{"ok", true},
              {"dry_run", true},
              {"changes", plan.describe()},
@@ -91,7 +92,7 @@ void Master::start_reload() {
     return;
   }
   const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
-  const auto plan = plan_reload(config_, next, target_, next_target);
+  const auto plan = plan_reload(config_, next, pool_.target(), next_target);
   const auto changes = plan.describe();
   for (const auto& line : changes) log_->info("reload: {}", line);
   // These belong to the running master itself; a hot upgrade (SIGUSR2) or a restart applies them.
@@ -109,17 +110,15 @@ void Master::start_reload() {
     finish_reload(false, std::string(e.what()) + "; nothing changed", replies, {});
     return;
   }
-  reload_ = ReloadInProgress{
-      std::move(config_), std::move(listeners_), generation_, target_, std::move(replies), changes};
+  const unsigned generation = pool_.generation();
+  reload_ = ReloadInProgress{std::move(config_), std::move(listeners_), generation,
+                             pool_.target(),     std::move(replies),    changes};
   config_ = std::move(next);
   listeners_ = std::move(next_listeners);
-  ++generation_;
-  target_ = next_target;
+  pool_.reconfigure(pool_settings(), next_target, generation + 1);
   check_request_migration();
-  all_ready_announced_ = false;
-  for (auto& slot : slots_) slot.backoff.reconfigure(config_.restart);
   std::vector<unsigned> ids;
-  for (unsigned id = 0; id < target_; ++id) ids.push_back(id);
+  for (unsigned id = 0; id < next_target; ++id) ids.push_back(id);
   start_rollout(std::move(ids), [this](bool ok, const std::string& error) {
     if (ok) {
       commit_reload();
@@ -143,35 +142,31 @@ void Master::commit_reload() {
       log_->error("reload: metrics: {}", e.what());
     }
   }
-  log_->info("reload complete: generation {}, {} workers", generation_, target_);
+  log_->info("reload complete: generation {}, {} workers", pool_.generation(), pool_.target());
   finish_reload(true, "", done.replies, done.changes);
 }
 
 void Master::roll_back_reload(const std::string& why) {
   ReloadInProgress failed = std::move(*reload_);
   reload_.reset();
-  const unsigned failed_generation = generation_;
+  const unsigned failed_generation = pool_.generation();
   listeners_.remove_socket_files_not_in(failed.listeners);
   config_ = std::move(failed.config);
   listeners_ = std::move(failed.listeners);
-  generation_ = failed.generation;
-  target_ = failed.target;
-  all_ready_announced_ = false;
-  for (auto& slot : slots_) slot.backoff.reconfigure(config_.restart);
-  log_->error("reload failed, generation {} keeps serving: {}", generation_, why);
+  pool_.reconfigure(pool_settings(), failed.target, failed.generation);
+  log_->error("reload failed, generation {} keeps serving: {}", failed.generation, why);
   // Slots the failed generation already took over go back to the configuration that works.
   std::vector<unsigned> back;
-  for (const auto& slot : slots_) {
-    if (!slot.current || slot.id >= target_) continue;
-    if (const auto* p = find_process(*slot.current);
-        p != nullptr && p->generation == failed_generation) {
+  for (const auto& slot : pool_.slots()) {
+    if (slot.current.pid > 0 && slot.id < failed.target &&
+        slot.current.generation == failed_generation) {
       back.push_back(slot.id);
     }
   }
   finish_reload(
       false, "new workers did not get ready (" + why + "); the previous generation keeps serving",
       failed.replies, failed.changes);
-  if (!back.empty() && !stopping_) {
+  if (!back.empty() && !pool_.stopping()) {
     start_rollout(std::move(back), [this](bool ok, const std::string& error) {
       if (!ok) log_->error("returning workers to the previous configuration failed: {}", error);
     });
@@ -183,22 +178,23 @@ void Master::finish_reload(bool ok, const std::string& error, std::vector<Respon
   last_reload_ = ReloadRecord{ok, error, std::chrono::system_clock::now()};
   if (!config_path_.empty()) notify_service_manager("READY=1\nSTATUS=" + status_line());
   ++(ok ? reloads_ok_ : reloads_failed_);
-  nlohmann::json event = {{"event", "reload"}, {"ok", ok}, {"generation", generation_}};
+  const unsigned generation = pool_.generation();
+  nlohmann::json event = {{"event", "reload"}, {"ok", ok}, {"generation", generation}};
   if (!ok) event["error"] = error;
   publish(std::move(event));
   nlohmann::json reply =
       ok ? nlohmann::json{{"ok", true},
-                          {"generation", generation_},
+                          {"generation", generation},
                           {"changes", changes},
-                          {"message", "reloaded: generation " + std::to_string(generation_) + ", " +
-                                          std::to_string(target_) + " workers"}}
+                          {"message", "reloaded: generation " + std::to_string(generation) + ", " +
+                                          std::to_string(pool_.target()) + " workers"}}
          : nlohmann::json{{"ok", false}, {"error", error}};
   for (auto& respond : replies) respond(reply);
   replies.clear();
 }
 
 void Master::start_queued_reload() {
-  if (!reload_queued_ || reload_ || rollout_ || stopping_) return;
+  if (!reload_queued_ || reload_ || pool_.rollout_active() || pool_.stopping()) return;
   reload_queued_ = false;
   start_reload();
 }

@@ -30,7 +30,7 @@ constexpr auto kUpgradeGrace = std::chrono::seconds(10);
 }  // namespace
 
 void Master::start_upgrade() {
-  if (stopping_) return;
+  if (pool_.stopping()) return;
   if (upgrade_) {
     log_->warn("hot upgrade: already in progress (new master pid {}); ignored", upgrade_->pid);
     return;
@@ -101,8 +101,7 @@ void Master::read_upgrade_pipe() {
                                                                        std::size_t n) {
     if (ec == asio::error::operation_aborted || !upgrade_) return;
     if (!ec && std::string_view(upgrade_buffer_.data(), n).starts_with(kReadyWord.substr(0, 5))) {
-      hand_over();
-      tick();
+      guarded("hot upgrade", [this] { hand_over(); });
       return;
     }
     if (ec) return;  // EOF without "ready": the new master died; its exit is reported when reaped
@@ -142,6 +141,22 @@ void Master::on_upgrade_exit(int wait_status) {
     publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "failed"}});
     upgrade_pipe_.reset();
     upgrade_.reset();
+  }
+}
+
+void Master::enforce_upgrade_deadline(TimePoint now) {
+  if (!upgrade_ || upgrade_->handed_over || now < upgrade_->deadline) return;
+  if (!upgrade_->stop_sent) {
+    log_->error(
+        "hot upgrade: new master (pid {}) not ready in time; stopping it, this master keeps "
+        "serving",
+        upgrade_->pid);
+    ::kill(upgrade_->pid, SIGQUIT);
+    upgrade_->stop_sent = true;
+    upgrade_->deadline = now + std::chrono::seconds(5);
+  } else {
+    ::kill(upgrade_->pid, SIGKILL);
+    upgrade_->deadline = now + std::chrono::hours(1);
   }
 }
 
