@@ -30,6 +30,7 @@
 
 #include "common/fd.hpp"
 #include "common/units.hpp"
+#include "common/worker_program.hpp"
 
 namespace forkd::common {
 namespace {
@@ -269,30 +270,6 @@ bool group_exists(const std::string& name) {
     }
     return rc == 0 && result != nullptr;
   }
-}
-
-// "" when `path` names something execve() can run, else why not (errno text).
-std::string why_not_executable(const std::string& path) {
-  struct stat info {};
-  if (::stat(path.c_str(), &info) != 0) return errno_text(errno);
-  if (S_ISDIR(info.st_mode)) return errno_text(EISDIR);
-  if (!S_ISREG(info.st_mode)) return "not a regular file";
-  if (::access(path.c_str(), X_OK) != 0) return errno_text(errno);
-  return "";
-}
-
-// What execvp() would find for a name without a slash: the first executable in PATH.
-bool found_in_path(const std::string& program, std::string_view search_path) {
-  std::size_t start = 0;
-  while (start <= search_path.size()) {
-    std::size_t end = search_path.find(':', start);
-    if (end == std::string_view::npos) end = search_path.size();
-    std::string dir(search_path.substr(start, end - start));
-    if (dir.empty()) dir = ".";
-    if (why_not_executable(dir.append("/").append(program)).empty()) return true;
-    start = end + 1;
-  }
-  return false;
 }
 
 // A value and where to point at it: the value's own position, or its key's when the value
@@ -1033,35 +1010,11 @@ void Loader::load_env(const Field& field, WorkerConfig& worker) {
 }
 
 void Loader::check_command(const Field& field, const WorkerConfig& worker) {
-  const std::string& program = worker.command.front();
+  // The same resolution as every spawn's: what passes here is what is exec'd.
+  const WorkerProgram program = resolve_worker_program(worker);
+  if (program.found()) return;
   const YAML::Mark mark = has_position(field.value[0].Mark()) ? field.value[0].Mark() : field.mark;
-  if (program.empty()) {
-    report(mark, "worker.command", "the program name is empty");
-    return;
-  }
-  if (program.find('/') != std::string::npos) {
-    // Relative paths are resolved where the worker will run: in worker.cwd.
-    const bool relative_to_cwd = program[0] != '/' && !worker.cwd.empty();
-    const std::string path = relative_to_cwd ? worker.cwd + "/" + program : program;
-    const std::string why = why_not_executable(path);
-    if (!why.empty()) {
-      std::string message = quote(program) + ": " + why;
-      if (relative_to_cwd) message += " (relative to worker.cwd " + quote(worker.cwd) + ")";
-      report(mark, "worker.command", message);
-    }
-    return;
-  }
-  std::string search_path;
-  if (const auto it = worker.env.find("PATH"); it != worker.env.end()) {
-    search_path = it->second;
-  } else if (const char* inherited = std::getenv("PATH"); inherited != nullptr) {
-    search_path = inherited;
-  } else {
-    search_path = "/usr/local/bin:/usr/bin:/bin";
-  }
-  if (!found_in_path(program, search_path)) {
-    report(mark, "worker.command", quote(program) + ": not found in PATH (" + search_path + ")");
-  }
+  report(mark, "worker.command", program.problem);
 }
 
 void Loader::load_restart(const Field& field, RestartConfig& restart) {

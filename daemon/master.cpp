@@ -20,6 +20,7 @@
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
 #include "common/spawner.hpp"
+#include "common/worker_program.hpp"
 #include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
@@ -29,7 +30,6 @@
 
 namespace forkd::daemon {
 
-using common::find_program;
 using common::spawn_process;
 using common::SpawnResult;
 using common::SpawnSpec;
@@ -518,13 +518,18 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
       spec.program = "/bin/sh";
       spec.argv = {"/bin/sh", "-c", wc.shell};
     } else {
-      int error = 0;
-      std::string program = wc.command.front();
-      if (program.find('/') != std::string::npos && !wc.cwd.empty() && program.front() != '/') {
-        program = wc.cwd + "/" + program;
+      // The resolution --check-config did: the worker's PATH, relative to worker.cwd.
+      const common::WorkerProgram program = common::resolve_worker_program(wc);
+      if (!program.found()) {
+        log_->error("worker {}: cannot start: {}", slot.id, program.problem);
+        if (as_replacement) {
+          if (rollout_) fail_rollout("cannot start a replacement worker: " + program.problem);
+          return;
+        }
+        schedule_restart(slot, slot.backoff.on_failed_start(), now);
+        return;
       }
-      const auto found = find_program(program, error);
-      spec.program = found.value_or(program);
+      spec.program = program.path;
       spec.argv = wc.command;
     }
   } else {
