@@ -3,9 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <grp.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -30,6 +28,7 @@
 
 #include "common/fd.hpp"
 #include "common/units.hpp"
+#include "common/worker_identity.hpp"
 #include "common/worker_program.hpp"
 
 namespace forkd::common {
@@ -244,32 +243,10 @@ bool name_char_ok(char c) {
 
 constexpr std::size_t kSunPathMax = sizeof(sockaddr_un::sun_path) - 1;
 
-bool user_exists(const std::string& name) {
-  std::vector<char> buffer(16384);
-  for (;;) {
-    passwd entry{};
-    passwd* result = nullptr;
-    const int rc = getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &result);
-    if (rc == ERANGE && buffer.size() < (std::size_t{1} << 20)) {
-      buffer.resize(buffer.size() * 2);
-      continue;
-    }
-    return rc == 0 && result != nullptr;
-  }
-}
-
+// control.group only has to exist; worker.user/group are resolved by resolve_worker_ids.
 bool group_exists(const std::string& name) {
-  std::vector<char> buffer(16384);
-  for (;;) {
-    group entry{};
-    group* result = nullptr;
-    const int rc = getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &result);
-    if (rc == ERANGE && buffer.size() < (std::size_t{1} << 20)) {
-      buffer.resize(buffer.size() * 2);
-      continue;
-    }
-    return rc == 0 && result != nullptr;
-  }
+  std::string error;
+  return lookup_group(name, error).has_value();
 }
 
 // A value and where to point at it: the value's own position, or its key's when the value
@@ -894,21 +871,28 @@ void Loader::load_worker(const Field& field, WorkerConfig& worker) {
   if (const Field* f = find(fields, "env")) load_env(*f, worker);
   if (command != nullptr && !worker.command.empty()) check_command(*command, worker);
 
-  if (const Field* f = find(fields, "user")) {
-    if (auto user = read_string(*f, "worker.user")) {
-      worker.user = *user;
-      if (!user->empty() && !user_exists(*user)) {
-        report(f->mark, "worker.user", "no such user " + quote(*user));
-      }
-    }
+  const Field* user_field = find(fields, "user");
+  if (user_field != nullptr) {
+    if (auto user = read_string(*user_field, "worker.user")) worker.user = *user;
   }
-  if (const Field* f = find(fields, "group")) {
-    if (auto group_name = read_string(*f, "worker.group")) {
-      worker.group = *group_name;
-      if (!group_name->empty() && !group_exists(*group_name)) {
-        report(f->mark, "worker.group", "no such group " + quote(*group_name));
-      }
+  const Field* group_field = find(fields, "group");
+  if (group_field != nullptr) {
+    if (auto group_name = read_string(*group_field, "worker.group")) worker.group = *group_name;
+  }
+  if (!worker.user.empty() || !worker.group.empty()) {
+    // Resolved here, once per load, so that no spawn asks the user database again.
+    const ResolvedWorkerIds ids = resolve_worker_ids(
+        worker.user, worker.group, options_.master.value_or(ProcessIdentity::of_this_process()));
+    // An error names a key that was set: neither field can be missing then.
+    if (!ids.user_error.empty() && user_field != nullptr) {
+      report(user_field->mark, "worker.user", ids.user_error);
     }
+    if (!ids.group_error.empty() && group_field != nullptr) {
+      report(group_field->mark, "worker.group", ids.group_error);
+    }
+    worker.uid = ids.uid;
+    worker.gid = ids.gid;
+    worker.groups = ids.groups;
   }
   if (const Field* f = find(fields, "ready")) {
     if (auto value = read_enum(*f, "worker.ready", kReadyModes)) worker.ready = *value;

@@ -1,8 +1,6 @@
 #include "daemon/master.hpp"
 
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -562,23 +560,11 @@ void Master::spawn_worker(Slot& slot, TimePoint now, bool as_replacement) {
       }
     }
   }
-  if (!wc.user.empty()) {
-    if (const passwd* pw = ::getpwnam(wc.user.c_str()); pw != nullptr) {
-      spec.uid = pw->pw_uid;
-      spec.gid = pw->pw_gid;
-      int count = 64;
-      std::vector<gid_t> groups(static_cast<std::size_t>(count));
-      if (::getgrouplist(wc.user.c_str(), pw->pw_gid, groups.data(), &count) < 0) {
-        groups.resize(static_cast<std::size_t>(count));
-        ::getgrouplist(wc.user.c_str(), pw->pw_gid, groups.data(), &count);
-      }
-      groups.resize(static_cast<std::size_t>(count));
-      spec.groups = std::move(groups);
-    }
-  }
-  if (!wc.group.empty()) {
-    if (const group* gr = ::getgrnam(wc.group.c_str()); gr != nullptr) spec.gid = gr->gr_gid;
-  }
+  // Resolved when the configuration was loaded: no lookup here that could fail and leave the
+  // worker with the master's identity.
+  spec.uid = wc.uid;
+  spec.gid = wc.gid;
+  spec.groups = wc.groups;
 
   // fds: 0 /dev/null, 1-2 per stdout/stderr mode, listeners from 3, then the IPC socket.
   common::FdPair ipc;
