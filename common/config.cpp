@@ -3,9 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <grp.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -30,6 +28,8 @@
 
 #include "common/fd.hpp"
 #include "common/units.hpp"
+#include "common/worker_identity.hpp"
+#include "common/worker_program.hpp"
 
 namespace forkd::common {
 namespace {
@@ -244,56 +244,10 @@ bool name_char_ok(char c) {
 
 constexpr std::size_t kSunPathMax = sizeof(sockaddr_un::sun_path) - 1;
 
-bool user_exists(const std::string& name) {
-  std::vector<char> buffer(16384);
-  for (;;) {
-    passwd entry{};
-    passwd* result = nullptr;
-    const int rc = getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &result);
-    if (rc == ERANGE && buffer.size() < (std::size_t{1} << 20)) {
-      buffer.resize(buffer.size() * 2);
-      continue;
-    }
-    return rc == 0 && result != nullptr;
-  }
-}
-
+// control.group only has to exist; worker.user/group are resolved by resolve_worker_ids.
 bool group_exists(const std::string& name) {
-  std::vector<char> buffer(16384);
-  for (;;) {
-    group entry{};
-    group* result = nullptr;
-    const int rc = getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &result);
-    if (rc == ERANGE && buffer.size() < (std::size_t{1} << 20)) {
-      buffer.resize(buffer.size() * 2);
-      continue;
-    }
-    return rc == 0 && result != nullptr;
-  }
-}
-
-// "" when `path` names something execve() can run, else why not (errno text).
-std::string why_not_executable(const std::string& path) {
-  struct stat info {};
-  if (::stat(path.c_str(), &info) != 0) return errno_text(errno);
-  if (S_ISDIR(info.st_mode)) return errno_text(EISDIR);
-  if (!S_ISREG(info.st_mode)) return "not a regular file";
-  if (::access(path.c_str(), X_OK) != 0) return errno_text(errno);
-  return "";
-}
-
-// What execvp() would find for a name without a slash: the first executable in PATH.
-bool found_in_path(const std::string& program, std::string_view search_path) {
-  std::size_t start = 0;
-  while (start <= search_path.size()) {
-    std::size_t end = search_path.find(':', start);
-    if (end == std::string_view::npos) end = search_path.size();
-    std::string dir(search_path.substr(start, end - start));
-    if (dir.empty()) dir = ".";
-    if (why_not_executable(dir.append("/").append(program)).empty()) return true;
-    start = end + 1;
-  }
-  return false;
+  std::string error;
+  return lookup_group(name, error).has_value();
 }
 
 // A value and where to point at it: the value's own position, or its key's when the value
@@ -918,21 +872,28 @@ void Loader::load_worker(const Field& field, WorkerConfig& worker) {
   if (const Field* f = find(fields, "env")) load_env(*f, worker);
   if (command != nullptr && !worker.command.empty()) check_command(*command, worker);
 
-  if (const Field* f = find(fields, "user")) {
-    if (auto user = read_string(*f, "worker.user")) {
-      worker.user = *user;
-      if (!user->empty() && !user_exists(*user)) {
-        report(f->mark, "worker.user", "no such user " + quote(*user));
-      }
-    }
+  const Field* user_field = find(fields, "user");
+  if (user_field != nullptr) {
+    if (auto user = read_string(*user_field, "worker.user")) worker.user = *user;
   }
-  if (const Field* f = find(fields, "group")) {
-    if (auto group_name = read_string(*f, "worker.group")) {
-      worker.group = *group_name;
-      if (!group_name->empty() && !group_exists(*group_name)) {
-        report(f->mark, "worker.group", "no such group " + quote(*group_name));
-      }
+  const Field* group_field = find(fields, "group");
+  if (group_field != nullptr) {
+    if (auto group_name = read_string(*group_field, "worker.group")) worker.group = *group_name;
+  }
+  if (!worker.user.empty() || !worker.group.empty()) {
+    // Resolved here, once per load, so that no spawn asks the user database again.
+    const ResolvedWorkerIds ids = resolve_worker_ids(
+        worker.user, worker.group, options_.master.value_or(ProcessIdentity::of_this_process()));
+    // An error names a key that was set: neither field can be missing then.
+    if (!ids.user_error.empty() && user_field != nullptr) {
+      report(user_field->mark, "worker.user", ids.user_error);
     }
+    if (!ids.group_error.empty() && group_field != nullptr) {
+      report(group_field->mark, "worker.group", ids.group_error);
+    }
+    worker.uid = ids.uid;
+    worker.gid = ids.gid;
+    worker.groups = ids.groups;
   }
   if (const Field* f = find(fields, "ready")) {
     if (auto value = read_enum(*f, "worker.ready", kReadyModes)) worker.ready = *value;
@@ -1034,35 +995,11 @@ void Loader::load_env(const Field& field, WorkerConfig& worker) {
 }
 
 void Loader::check_command(const Field& field, const WorkerConfig& worker) {
-  const std::string& program = worker.command.front();
+  // The same resolution as every spawn's: what passes here is what is exec'd.
+  const WorkerProgram program = resolve_worker_program(worker);
+  if (program.found()) return;
   const YAML::Mark mark = has_position(field.value[0].Mark()) ? field.value[0].Mark() : field.mark;
-  if (program.empty()) {
-    report(mark, "worker.command", "the program name is empty");
-    return;
-  }
-  if (program.find('/') != std::string::npos) {
-    // Relative paths are resolved where the worker will run: in worker.cwd.
-    const bool relative_to_cwd = program[0] != '/' && !worker.cwd.empty();
-    const std::string path = relative_to_cwd ? worker.cwd + "/" + program : program;
-    const std::string why = why_not_executable(path);
-    if (!why.empty()) {
-      std::string message = quote(program) + ": " + why;
-      if (relative_to_cwd) message += " (relative to worker.cwd " + quote(worker.cwd) + ")";
-      report(mark, "worker.command", message);
-    }
-    return;
-  }
-  std::string search_path;
-  if (const auto it = worker.env.find("PATH"); it != worker.env.end()) {
-    search_path = it->second;
-  } else if (const char* inherited = std::getenv("PATH"); inherited != nullptr) {
-    search_path = inherited;
-  } else {
-    search_path = "/usr/local/bin:/usr/bin:/bin";
-  }
-  if (!found_in_path(program, search_path)) {
-    report(mark, "worker.command", quote(program) + ": not found in PATH (" + search_path + ")");
-  }
+  report(mark, "worker.command", program.problem);
 }
 
 void Loader::load_restart(const Field& field, RestartConfig& restart) {

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/worker_identity.hpp"
+
 namespace forkd::common {
 
 using Duration = std::chrono::milliseconds;
@@ -43,6 +45,11 @@ struct WorkerConfig {
   std::map<std::string, std::string> env;
   std::string user;
   std::string group;
+  // user/group resolved when the file was loaded (resolve_worker_ids), never again per spawn:
+  // what the workers are switched to. Unset: they keep the master's identity.
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::vector<gid_t> groups;
   ReadyMode ready = ReadyMode::automatic;
   Duration ready_timeout = std::chrono::seconds(30);
   Duration heartbeat_timeout{0};
@@ -145,9 +152,11 @@ class ConfigError : public std::runtime_error {
 };
 
 // What the loader checks against that lives outside the file: the built-in apps this build
-// has (worker.app must name one of them).
+// has (worker.app must name one of them) and the identity of the master that will switch the
+// workers to worker.user/group.
 struct LoadOptions {
   std::vector<std::string> builtin_apps{"http-hello"};
+  std::optional<ProcessIdentity> master;  // unset: this process's effective uid and gid
 };
 
 // Loads and validates a YAML file. Throws ConfigError naming file:line:col for each problem

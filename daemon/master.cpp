@@ -1,8 +1,6 @@
 #include "daemon/master.hpp"
 
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -22,6 +20,7 @@
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
 #include "common/spawner.hpp"
+#include "common/worker_program.hpp"
 #include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
@@ -31,7 +30,6 @@
 
 namespace forkd::daemon {
 
-using common::find_program;
 using common::spawn_process;
 using common::SpawnResult;
 using common::SpawnSpec;
@@ -391,13 +389,18 @@ void Master::spawn_worker(const SpawnOrder& order) {
       spec.program = "/bin/sh";
       spec.argv = {"/bin/sh", "-c", wc.shell};
     } else {
-      int error = 0;
-      std::string program = wc.command.front();
-      if (program.find('/') != std::string::npos && !wc.cwd.empty() && program.front() != '/') {
-        program = wc.cwd + "/" + program;
+      // The resolution --check-config did: the worker's PATH, relative to worker.cwd.
+      const common::WorkerProgram program = common::resolve_worker_program(wc);
+      if (!program.found()) {
+        log_->error("worker {}: cannot start: {}", slot.id, program.problem);
+        if (as_replacement) {
+          if (rollout_) fail_rollout("cannot start a replacement worker: " + program.problem);
+          return;
+        }
+        schedule_restart(slot, slot.backoff.on_failed_start(), now);
+        return;
       }
-      const auto found = find_program(program, error);
-      spec.program = found.value_or(program);
+      spec.program = program.path;
       spec.argv = wc.command;
     }
   } else {
@@ -429,23 +432,11 @@ void Master::spawn_worker(const SpawnOrder& order) {
       }
     }
   }
-  if (!wc.user.empty()) {
-    if (const passwd* pw = ::getpwnam(wc.user.c_str()); pw != nullptr) {
-      spec.uid = pw->pw_uid;
-      spec.gid = pw->pw_gid;
-      int count = 64;
-      std::vector<gid_t> groups(static_cast<std::size_t>(count));
-      if (::getgrouplist(wc.user.c_str(), pw->pw_gid, groups.data(), &count) < 0) {
-        groups.resize(static_cast<std::size_t>(count));
-        ::getgrouplist(wc.user.c_str(), pw->pw_gid, groups.data(), &count);
-      }
-      groups.resize(static_cast<std::size_t>(count));
-      spec.groups = std::move(groups);
-    }
-  }
-  if (!wc.group.empty()) {
-    if (const group* gr = ::getgrnam(wc.group.c_str()); gr != nullptr) spec.gid = gr->gr_gid;
-  }
+  // Resolved when the configuration was loaded: no lookup here that could fail and leave the
+  // worker with the master's identity.
+  spec.uid = wc.uid;
+  spec.gid = wc.gid;
+  spec.groups = wc.groups;
 
   // fds: 0 /dev/null, 1-2 per stdout/stderr mode, listeners from 3, then the IPC socket.
   common::FdPair ipc;

@@ -97,8 +97,8 @@ TEST(ExecWorkerTest, CommandThatDisappearsLaterIsAClearSpawnError) {
   auto from = c.wait_all_ready(1);
   ::unlink(app.c_str());
   ::kill(c.forkd.children().at(0), SIGKILL);
-  ASSERT_TRUE(c.forkd.wait_for_log("could not start: exec " + app + ": No such file or directory",
-                                   20s, from));
+  ASSERT_TRUE(c.forkd.wait_for_log(
+      "worker 0: cannot start: \"" + app + "\": No such file or directory", 20s, from));
   EXPECT_TRUE(c.forkd.running());
 }
 

@@ -522,14 +522,61 @@ TEST(ConfigWorker, EnvValuesAreStoredAsText) {
       contains(error_of("worker:\n  env: {\"A=B\": 1}\n"), "must be non-empty and contain no '='"));
 }
 
+// As a root master: the one that may switch its workers to any user.
+LoadOptions as_root() {
+  LoadOptions options;
+  options.master = forkd::common::ProcessIdentity{0, 0};
+  return options;
+}
+
 TEST(ConfigWorker, UserAndGroupMustExist) {
-  const Config config = load("worker:\n  user: root\n  group: root\n");
+  const Config config = load("worker:\n  user: root\n  group: root\n", as_root());
   EXPECT_EQ(config.worker.user, "root");
   EXPECT_EQ(config.worker.group, "root");
   EXPECT_EQ(error_of("worker:\n  user: no-such-user-forkd\n"),
             "forkd.yaml:2:9: worker.user: no such user \"no-such-user-forkd\"");
   EXPECT_EQ(error_of("worker:\n  group: no-such-group-forkd\n"),
             "forkd.yaml:2:10: worker.group: no such group \"no-such-group-forkd\"");
+  EXPECT_EQ(errors_of("worker:\n  group: no-such-group-forkd\n  user: no-such-user-forkd\n"),
+            (std::vector<std::string>{
+                "forkd.yaml:2:10: worker.group: no such group \"no-such-group-forkd\"",
+                "forkd.yaml:3:9: worker.user: no such user \"no-such-user-forkd\""}));
+}
+
+TEST(ConfigWorker, UserAndGroupAreResolvedToIdsWhenLoaded) {
+  const Config config = load("worker:\n  user: root\n", as_root());
+  EXPECT_EQ(config.worker.uid, uid_t{0});
+  EXPECT_EQ(config.worker.gid, gid_t{0});
+  EXPECT_FALSE(config.worker.groups.empty());
+  const Config group_only = load("worker:\n  group: root\n", as_root());
+  EXPECT_FALSE(group_only.worker.uid);
+  EXPECT_EQ(group_only.worker.gid, gid_t{0});
+  const Config nothing = load("workers: 1\n", as_root());
+  EXPECT_FALSE(nothing.worker.uid);
+  EXPECT_FALSE(nothing.worker.gid);
+  EXPECT_FALSE(default_config().worker.uid);
+}
+
+TEST(ConfigWorker, NonRootMasterCannotNameAnotherUser) {
+  LoadOptions options;
+  options.master = forkd::common::ProcessIdentity{1000, 1000};
+  EXPECT_EQ(errors_of("worker:\n  user: root\n  group: root\n", options),
+            (std::vector<std::string>{
+                "forkd.yaml:2:9: worker.user: forkd runs as uid 1000 and cannot switch to user "
+                "\"root\" (uid 0); start it as root or remove worker.user",
+                "forkd.yaml:3:10: worker.group: forkd runs as uid 1000 with gid 1000 and cannot "
+                "switch to group \"root\" (gid 0); start it as root or remove worker.group"}));
+  // Its own user and group: nothing to drop, nothing to apply.
+  options.master = forkd::common::ProcessIdentity{1000, 0};
+  const Config own_group = load("worker:\n  group: root\n", options);
+  EXPECT_FALSE(own_group.worker.gid);
+  std::string error;
+  const auto nobody = forkd::common::lookup_user("nobody", error);
+  if (!nobody) GTEST_SKIP() << "no user nobody here";
+  options.master = forkd::common::ProcessIdentity{nobody->uid, nobody->gid};
+  const Config own_user = load("worker:\n  user: nobody\n", options);
+  EXPECT_FALSE(own_user.worker.uid);
+  EXPECT_FALSE(own_user.worker.gid);
 }
 
 TEST(ConfigWorker, ReadyModeAndOutputModes) {
@@ -738,8 +785,8 @@ TEST(ConfigPrint, CustomConfigRoundTrips) {
       "log: {level: trace, format: journal, file: /tmp/f.log}\n"
       "pidfile: /tmp/forkd.pid\n"
       "metrics: {listen: \"localhost:9101\"}\n";
-  const Config config = load(original);
-  const Config again = load(to_yaml(config));
+  const Config config = load(original, as_root());
+  const Config again = load(to_yaml(config), as_root());
   EXPECT_EQ(without_source(again), without_source(config)) << to_yaml(config);
   EXPECT_EQ(config.worker.env.at("B"), "null");
 
