@@ -19,20 +19,13 @@
 #include "common/decimal.hpp"
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
-#include "common/spawner.hpp"
-#include "common/worker_program.hpp"
 #include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
 #include "daemon/request_migration.hpp"
 #include "daemon/worker_channel.hpp"
-#include "worker/apps/registry.hpp"
 
 namespace forkd::daemon {
-
-using common::spawn_process;
-using common::SpawnResult;
-using common::SpawnSpec;
 
 namespace {
 
@@ -57,11 +50,6 @@ constexpr common::Duration kFastStopGrace = std::chrono::seconds(1);
 constexpr common::Duration kMemoryCheckInterval = std::chrono::seconds(2);
 constexpr int kPassRounds = 4;
 
-// The in-process entry of a built-in app worker, after the child's set-up.
-void enter_builtin_app(const void* app) noexcept {
-  worker::run_builtin_app(*static_cast<const worker::AppEntry*>(app));
-}
-
 // A descriptor the old master of a hot upgrade passed down by number in `variable`.
 common::UniqueFd inherited_fd(std::string_view variable, std::string_view text) {
   const auto fd = common::parse_decimal<int>(text);
@@ -72,16 +60,6 @@ common::UniqueFd inherited_fd(std::string_view variable, std::string_view text) 
   common::UniqueFd owned(*fd);
   (void)common::set_cloexec(owned.get(), true);
   return owned;
-}
-
-// Variables the master must not pass on: they describe the master's own relation to systemd
-// or its own parent, and each worker gets its own values.
-bool inherited_variable_allowed(std::string_view name) {
-  constexpr std::array<std::string_view, 7> kOwnPrefixes = {
-      "LISTEN_",       "NOTIFY_SOCKET",  "WATCHDOG_",    "FORKD_",
-      "NODE_CHANNEL_", "JOURNAL_STREAM", "INVOCATION_ID"};
-  return std::none_of(kOwnPrefixes.begin(), kOwnPrefixes.end(),
-                      [&](std::string_view p) { return name.starts_with(p); });
 }
 
 }  // namespace
@@ -337,272 +315,6 @@ void Master::check_request_migration() {
           migration.detail);
       break;
   }
-}
-
-bool Master::exec_mode() const noexcept {
-  return config_.worker.app.empty();
-}
-
-std::map<std::string, std::string> Master::worker_environment(unsigned slot,
-                                                              unsigned generation) const {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    std::string_view entry(*e);
-    const auto eq = entry.find('=');
-    if (eq == std::string_view::npos) continue;
-    const auto name = entry.substr(0, eq);
-    if (!inherited_variable_allowed(name)) continue;
-    env.emplace(std::string(name), std::string(entry.substr(eq + 1)));
-  }
-  for (const auto& [k, v] : config_.worker.env) env[k] = v;
-  const std::size_t listener_count = listeners_.listeners().size();
-  const std::string ipc_fd = std::to_string(3 + listener_count);
-  env["FORKD_WORKER_ID"] = std::to_string(slot);
-  env["FORKD_GENERATION"] = std::to_string(generation);
-  env["FORKD_MASTER_PID"] = std::to_string(::getpid());
-  env["FORKD_IPC_FD"] = ipc_fd;
-  env["FORKD_IPC_MAX_MESSAGE"] = std::to_string(config_.ipc.max_message);
-  env["FORKD_SHUTDOWN_TIMEOUT_MS"] = std::to_string(config_.worker.shutdown_timeout.count());
-  env["NODE_CHANNEL_FD"] = ipc_fd;
-  env["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
-  env["LISTEN_FDS"] = std::to_string(listener_count);
-  env["LISTEN_FDNAMES"] = listeners_.fdnames();
-  if (config_.worker.heartbeat_timeout.count() > 0) {
-    env["WATCHDOG_USEC"] = std::to_string(config_.worker.heartbeat_timeout.count() * 1000);
-  }
-  return env;
-}
-
-void Master::spawn_worker(const SpawnOrder& order) {
-  const unsigned id = order.slot;
-  const TimePoint now = Clock::now();
-  try {
-    listeners_.ensure_worker_sockets(std::max(pool_.target(), id + 1));
-  } catch (const ListenError& e) {
-    pool_.spawn_failed(id, order.incoming, e.what(), now);
-    return;
-  }
-  const auto& wc = config_.worker;
-  SpawnSpec spec;
-  if (exec_mode()) {
-    if (!wc.shell.empty()) {
-      spec.program = "/bin/sh";
-      spec.argv = {"/bin/sh", "-c", wc.shell};
-    } else {
-      // The resolution --check-config did: the worker's PATH, relative to worker.cwd.
-      const common::WorkerProgram program = common::resolve_worker_program(wc);
-      if (!program.found()) {
-        log_->error("worker {}: cannot start: {}", slot.id, program.problem);
-        if (as_replacement) {
-          if (rollout_) fail_rollout("cannot start a replacement worker: " + program.problem);
-          return;
-        }
-        schedule_restart(slot, slot.backoff.on_failed_start(), now);
-        return;
-      }
-      spec.program = program.path;
-      spec.argv = wc.command;
-    }
-  } else {
-    const worker::AppEntry* app = worker::find_builtin_app(wc.app);
-    if (app == nullptr) {
-      pool_.spawn_failed(id, order.incoming, "unknown built-in app \"" + wc.app + "\"", now);
-      return;
-    }
-    spec.entry = &enter_builtin_app;
-    spec.entry_arg = app;
-  }
-  spec.env = worker_environment(id, order.generation);
-  spec.listen_pid = true;
-  spec.drop_capabilities = true;
-  spec.cwd = wc.cwd;
-  spec.rlimit_nofile = wc.rlimit_nofile;
-  if (wc.cpu_affinity) {
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    if (::sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) > 0) {
-      const int count = CPU_COUNT(&allowed);
-      int wanted = static_cast<int>(id % static_cast<unsigned>(count));
-      for (std::size_t cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-        if (!CPU_ISSET(cpu, &allowed)) continue;
-        if (wanted-- == 0) {
-          spec.cpu = static_cast<int>(cpu);
-          break;
-        }
-      }
-    }
-  }
-  // Resolved when the configuration was loaded: no lookup here that could fail and leave the
-  // worker with the master's identity.
-  spec.uid = wc.uid;
-  spec.gid = wc.gid;
-  spec.groups = wc.groups;
-
-  // fds: 0 /dev/null, 1-2 per stdout/stderr mode, listeners from 3, then the IPC socket.
-  common::FdPair ipc;
-  std::array<common::FdPair, 2> output_pipes;
-  const std::array<common::OutputMode, 2> modes = {wc.stdout_mode, wc.stderr_mode};
-  try {
-    ipc = common::make_socketpair(SOCK_STREAM);
-    for (std::size_t i = 0; i < 2; ++i) {
-      if (modes[i] == common::OutputMode::log) output_pipes[i] = common::make_pipe();
-    }
-  } catch (const std::system_error& e) {
-    pool_.spawn_failed(id, order.incoming, std::string("cannot create its channels: ") + e.what(),
-                       now);
-    return;
-  }
-  spec.fds.push_back(devnull_.get());
-  for (std::size_t i = 0; i < 2; ++i) {
-    switch (modes[i]) {
-      case common::OutputMode::log:
-        spec.fds.push_back(output_pipes[i].second.get());
-        break;
-      case common::OutputMode::null:
-        spec.fds.push_back(devnull_.get());
-        break;
-      case common::OutputMode::inherit:
-        spec.fds.push_back(-1);
-        break;
-    }
-  }
-  for (int fd : listeners_.fds_for(id)) spec.fds.push_back(fd);
-  spec.fds.push_back(ipc.second.get());
-  // A NOTIFY_SOCKET of its own: READY=1, WATCHDOG=1, STATUS=, STOPPING=1 (sd_notify).
-  std::shared_ptr<NotifyReceiver> notify;
-  try {
-    notify = NotifyReceiver::open(
-        io_, "forkd-" + std::to_string(::getpid()) + "-" + std::to_string(next_notify_serial_++),
-        [this](pid_t worker, const NotifyReceiver::Fields& fields) {
-          guarded("notify from worker pid " + std::to_string(worker),
-                  [&] { on_worker_notify(worker, fields); });
-        },
-        [this, id](pid_t sender) {
-          log_->warn("worker {}: notify message from pid {} ignored: not this worker", id, sender);
-        });
-    spec.env["NOTIFY_SOCKET"] = notify->address();
-  } catch (const std::system_error& e) {
-    log_->warn("worker {}: no NOTIFY_SOCKET: {}", id, e.what());
-  }
-
-  const SpawnResult result = spawn_process(spec);
-  if (result.pid < 0) {
-    if (notify) notify->close();
-    pool_.spawn_failed(id, order.incoming, result.describe(spec), now);
-    return;
-  }
-  const pid_t pid = result.pid;
-  WorkerIo io;
-  if (spec.uid) io.owner = ProcOwner{*spec.uid, spec.gid.value_or(::getgid())};
-  io.started_wall = std::chrono::system_clock::now();
-  if (notify) {
-    notify->set_worker_pid(pid);
-    io.notify = std::move(notify);
-  }
-  io.channel = WorkerChannel::open(
-      io_, std::move(ipc.first), config_.ipc.max_message, 4 * config_.ipc.max_message,
-      {.message =
-           [this, pid](nlohmann::json m) {
-             guarded("IPC from worker pid " + std::to_string(pid),
-                     [&] { on_worker_message(pid, std::move(m)); });
-           },
-       .protocol_error =
-           [this, pid, id](const std::string& problem) {
-             log_->warn("worker {} (pid {}) IPC: {}", id, pid, problem);
-           },
-       .closed = {}});
-  const std::array<const char*, 2> stream_names = {"stdout", "stderr"};
-  for (std::size_t i = 0; i < 2; ++i) {
-    if (!output_pipes[i].first) continue;
-    io.outputs.push_back(OutputCapture::open(
-        io_, std::move(output_pipes[i].first),
-        fmt::format("worker {} (pid {}) {}", id, pid, stream_names[i]), i == 1));
-  }
-  workers_.insert_or_assign(pid, std::move(io));
-  pool_.spawned(id, order.incoming, pid, result.failure ? result.describe(spec) : "", now);
-}
-
-void Master::on_worker_message(pid_t pid, nlohmann::json message) {
-  unsigned from = 0;
-  if (pool_.find(pid, &from) == nullptr) return;
-  ++ipc_from_worker_;
-  const bool plain_ready = message.is_string() && message.get_ref<const std::string&>() == "ready";
-  const bool envelope =
-      message.is_object() && message.contains("forkd") && message["forkd"].is_string();
-  if (plain_ready || (envelope && message["forkd"] == "ready")) {
-    pool_.ready(pid, Clock::now());
-    return;
-  }
-  if (!envelope) {
-    // An application message: first to an operator waiting on this worker, then to `events`.
-    auto waiter = std::find_if(reply_waiters_.begin(), reply_waiters_.end(),
-                               [&](const ReplyWaiter& w) { return w.pid == pid; });
-    if (waiter != reply_waiters_.end()) {
-      Respond respond = std::move(waiter->respond);
-      reply_waiters_.erase(waiter);
-      respond({{"ok", true}, {"worker", from}, {"pid", pid}, {"reply", message}});
-    }
-    publish({{"event", "message"}, {"worker", from}, {"pid", pid}, {"data", std::move(message)}});
-    return;
-  }
-  const auto& kind = message["forkd"].get_ref<const std::string&>();
-  const nlohmann::json data = message.contains("data") ? message["data"] : nlohmann::json();
-  if (kind == "heartbeat") {
-    pool_.heartbeat(pid, Clock::now());
-  } else if (kind == "send") {
-    const auto& to = message.contains("to") ? message["to"] : nlohmann::json();
-    const auto peer = to.is_number_unsigned() && to.get<std::uint64_t>() < common::kMaxWorkers
-                          ? pool_.serving(to.get<unsigned>())
-                          : std::nullopt;
-    if (!peer) {
-      log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running", from, pid,
-                 to.dump());
-      return;
-    }
-    (void)deliver(*peer, data);
-  } else if (kind == "broadcast") {
-    for (const auto& slot : pool_.slots()) {
-      if (slot.id != from && slot.current.pid > 0) (void)deliver(slot.current.pid, data);
-    }
-  } else {
-    log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", from, pid, kind);
-  }
-}
-
-void Master::on_worker_notify(pid_t pid,
-                              const std::vector<std::pair<std::string, std::string>>& fields) {
-  unsigned slot = 0;
-  if (pool_.find(pid, &slot) == nullptr) return;
-  for (const auto& [key, value] : fields) {
-    if (key == "READY" && value == "1") {
-      if (config_.worker.ready == common::ReadyMode::notify) pool_.ready(pid, Clock::now());
-    } else if (key == "WATCHDOG" && value == "1") {
-      pool_.heartbeat(pid, Clock::now());
-    } else if (key == "STATUS") {
-      if (auto it = workers_.find(pid); it != workers_.end()) it->second.status_text = value;
-      log_->debug("worker {} (pid {}) status: {}", slot, pid, value);
-    } else if (key == "STOPPING" && value == "1") {
-      log_->info("worker {} (pid {}) says it is stopping", slot, pid);
-    }
-  }
-}
-
-bool Master::deliver(pid_t pid, const nlohmann::json& data) {
-  const auto it = workers_.find(pid);
-  if (it == workers_.end() || !it->second.channel) return false;
-  WorkerChannel& channel = *it->second.channel;
-  if (channel.send(data)) {
-    ++ipc_to_worker_;
-    return true;
-  }
-  // It does not read its IPC socket: the queue is full. Replace it rather than buffer more;
-  // the pass after this handler starts the replacement.
-  unsigned slot = 0;
-  (void)pool_.find(pid, &slot);
-  log_->error("worker {} (pid {}) does not read its IPC channel ({} bytes queued); message dropped",
-              slot, pid, channel.queued_bytes());
-  if (pool_.serving(slot) == pid) (void)pool_.replace(slot, StopReason::stuck_ipc, Clock::now());
-  return false;
 }
 
 void Master::check_memory(TimePoint now) {

@@ -1,0 +1,95 @@
+// What workers send the master (IPC lines and sd_notify datagrams) and what the master
+// delivers to them. A worker that does not read its channel is replaced, never buffered for.
+#include <spdlog/logger.h>
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "daemon/master.hpp"
+#include "daemon/worker_channel.hpp"
+
+namespace forkd::daemon {
+
+void Master::on_worker_message(pid_t pid, nlohmann::json message) {
+  unsigned from = 0;
+  if (pool_.find(pid, &from) == nullptr) return;
+  ++ipc_from_worker_;
+  const bool plain_ready = message.is_string() && message.get_ref<const std::string&>() == "ready";
+  const bool envelope =
+      message.is_object() && message.contains("forkd") && message["forkd"].is_string();
+  if (plain_ready || (envelope && message["forkd"] == "ready")) {
+    pool_.ready(pid, Clock::now());
+    return;
+  }
+  if (!envelope) {
+    // An application message: first to an operator waiting on this worker, then to `events`.
+    auto waiter = std::find_if(reply_waiters_.begin(), reply_waiters_.end(),
+                               [&](const ReplyWaiter& w) { return w.pid == pid; });
+    if (waiter != reply_waiters_.end()) {
+      Respond respond = std::move(waiter->respond);
+      reply_waiters_.erase(waiter);
+      respond({{"ok", true}, {"worker", from}, {"pid", pid}, {"reply", message}});
+    }
+    publish({{"event", "message"}, {"worker", from}, {"pid", pid}, {"data", std::move(message)}});
+    return;
+  }
+  const auto& kind = message["forkd"].get_ref<const std::string&>();
+  const nlohmann::json data = message.contains("data") ? message["data"] : nlohmann::json();
+  if (kind == "heartbeat") {
+    pool_.heartbeat(pid, Clock::now());
+  } else if (kind == "send") {
+    const auto& to = message.contains("to") ? message["to"] : nlohmann::json();
+    const auto peer = to.is_number_unsigned() && to.get<std::uint64_t>() < common::kMaxWorkers
+                          ? pool_.serving(to.get<unsigned>())
+                          : std::nullopt;
+    if (!peer) {
+      log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running", from, pid,
+                 to.dump());
+      return;
+    }
+    (void)deliver(*peer, data);
+  } else if (kind == "broadcast") {
+    for (const auto& slot : pool_.slots()) {
+      if (slot.id != from && slot.current.pid > 0) (void)deliver(slot.current.pid, data);
+    }
+  } else {
+    log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", from, pid, kind);
+  }
+}
+
+void Master::on_worker_notify(pid_t pid,
+                              const std::vector<std::pair<std::string, std::string>>& fields) {
+  unsigned slot = 0;
+  if (pool_.find(pid, &slot) == nullptr) return;
+  for (const auto& [key, value] : fields) {
+    if (key == "READY" && value == "1") {
+      if (config_.worker.ready == common::ReadyMode::notify) pool_.ready(pid, Clock::now());
+    } else if (key == "WATCHDOG" && value == "1") {
+      pool_.heartbeat(pid, Clock::now());
+    } else if (key == "STATUS") {
+      if (auto it = workers_.find(pid); it != workers_.end()) it->second.status_text = value;
+      log_->debug("worker {} (pid {}) status: {}", slot, pid, value);
+    } else if (key == "STOPPING" && value == "1") {
+      log_->info("worker {} (pid {}) says it is stopping", slot, pid);
+    }
+  }
+}
+
+bool Master::deliver(pid_t pid, const nlohmann::json& data) {
+  const auto it = workers_.find(pid);
+  if (it == workers_.end() || !it->second.channel) return false;
+  WorkerChannel& channel = *it->second.channel;
+  if (channel.send(data)) {
+    ++ipc_to_worker_;
+    return true;
+  }
+  // It does not read its IPC socket: the queue is full. Replace it rather than buffer more;
+  // the pass after this handler starts the replacement.
+  unsigned slot = 0;
+  (void)pool_.find(pid, &slot);
+  log_->error("worker {} (pid {}) does not read its IPC channel ({} bytes queued); message dropped",
+              slot, pid, channel.queued_bytes());
+  if (pool_.serving(slot) == pid) (void)pool_.replace(slot, StopReason::stuck_ipc, Clock::now());
+  return false;
+}
+
+}  // namespace forkd::daemon
