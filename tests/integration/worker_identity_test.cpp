@@ -14,12 +14,11 @@ namespace {
 
 using namespace forkd::test;
 
-std::string proc_status_line(pid_t pid, const std::string &key) {
+std::string proc_status_line(pid_t pid, const std::string& key) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0)
-      return line;
+    if (line.rfind(key + ":", 0) == 0) return line;
   }
   return "";
 }
@@ -27,16 +26,14 @@ std::string proc_status_line(pid_t pid, const std::string &key) {
 // Real, effective, saved and filesystem uid, as /proc/PID/status shows them.
 std::string uid_line(uid_t uid) {
   std::string line = "Uid:";
-  for (int i = 0; i < 4; ++i)
-    line.append("\t").append(std::to_string(uid));
+  for (int i = 0; i < 4; ++i) line.append("\t").append(std::to_string(uid));
   return line;
 }
 
-std::optional<std::string> sbin_tool(const std::string &name) {
-  for (const char *dir : {"/usr/sbin/", "/sbin/"}) {
+std::optional<std::string> sbin_tool(const std::string& name) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/"}) {
     const std::string path = dir + name;
-    if (::access(path.c_str(), X_OK) == 0)
-      return path;
+    if (::access(path.c_str(), X_OK) == 0) return path;
   }
   return std::nullopt;
 }
@@ -44,37 +41,32 @@ std::optional<std::string> sbin_tool(const std::string &name) {
 // A system user that exists for one test: created without a home, removed on
 // teardown however the test ends (unless the test has removed it already).
 class ThrowawayUser {
-public:
+ public:
   ThrowawayUser(std::string useradd, std::string userdel)
-      : name_("forkdt" + std::to_string(::getpid())),
-        userdel_(std::move(userdel)) {
+      : name_("forkdt" + std::to_string(::getpid())), userdel_(std::move(userdel)) {
     const auto r =
-        run_command({std::move(useradd), "--system", "--no-create-home",
-                     "--home-dir", "/nonexistent", "--shell",
-                     "/usr/sbin/nologin", "--no-user-group", name_},
+        run_command({std::move(useradd), "--system", "--no-create-home", "--home-dir",
+                     "/nonexistent", "--shell", "/usr/sbin/nologin", "--no-user-group", name_},
                     30s);
-    if (r.exit_code() != 0)
-      throw std::runtime_error("useradd " + name_ + ": " + r.err);
+    if (r.exit_code() != 0) throw std::runtime_error("useradd " + name_ + ": " + r.err);
     created_ = true;
     std::string error;
     const auto entry = forkd::common::lookup_user(name_, error);
     if (!entry) {
-      (void)
-          remove(); // no destructor runs for an object whose constructor threw
+      (void)remove();  // no destructor runs for an object whose constructor threw
       throw std::runtime_error("useradd " + name_ + " made no user: " + error);
     }
     uid_ = entry->uid;
   }
-  ThrowawayUser(const ThrowawayUser &) = delete;
-  ThrowawayUser &operator=(const ThrowawayUser &) = delete;
-  ThrowawayUser(ThrowawayUser &&) = delete;
-  ThrowawayUser &operator=(ThrowawayUser &&) = delete;
+  ThrowawayUser(const ThrowawayUser&) = delete;
+  ThrowawayUser& operator=(const ThrowawayUser&) = delete;
+  ThrowawayUser(ThrowawayUser&&) = delete;
+  ThrowawayUser& operator=(ThrowawayUser&&) = delete;
   ~ThrowawayUser() {
-    if (!created_)
-      return;
+    if (!created_) return;
     try {
       (void)remove();
-    } catch (const std::exception &e) {
+    } catch (const std::exception& e) {
       ADD_FAILURE() << "userdel " << name_ << ": " << e.what();
     }
   }
@@ -84,28 +76,24 @@ public:
     created_ = false;
     return run_command({userdel_, "--force", name_}, 30s);
   }
-  [[nodiscard]] const std::string &name() const noexcept { return name_; }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] uid_t uid() const noexcept { return uid_; }
 
-private:
+ private:
   std::string name_;
   std::string userdel_;
   bool created_ = false;
   uid_t uid_ = 0;
 };
 
-TEST(WorkerIdentityTest,
-     AWorkerWhoseUserWasDeletedIsRespawnedAsThatUidNeverAsRoot) {
-  if (::geteuid() != 0)
-    GTEST_SKIP() << "creating a user and dropping to it needs root";
+TEST(WorkerIdentityTest, AWorkerWhoseUserWasDeletedIsRespawnedAsThatUidNeverAsRoot) {
+  if (::geteuid() != 0) GTEST_SKIP() << "creating a user and dropping to it needs root";
   const auto useradd = sbin_tool("useradd");
   const auto userdel = sbin_tool("userdel");
-  if (!useradd || !userdel)
-    GTEST_SKIP() << "useradd/userdel (passwd package) are missing";
+  if (!useradd || !userdel) GTEST_SKIP() << "useradd/userdel (passwd package) are missing";
   ThrowawayUser user(*useradd, *userdel);
-  Cluster c; // torn down before the user is removed
-  c.start("workers: 1\nrestart: {delay: 50ms}\nworker:\n" +
-          test_worker_command("--serve") +
+  Cluster c;  // torn down before the user is removed
+  c.start("workers: 1\nrestart: {delay: 50ms}\nworker:\n" + test_worker_command("--serve") +
           "  ready: message\n  user: " + user.name() + "\n");
   const auto from = c.wait_all_ready(1);
   const pid_t first = c.forkd.children().at(0);
@@ -114,11 +102,9 @@ TEST(WorkerIdentityTest,
   const auto removed = user.remove();
   ASSERT_EQ(removed.exit_code(), 0) << removed.err;
   std::string error;
-  ASSERT_FALSE(forkd::common::lookup_user(user.name(), error))
-      << "the user is still there";
+  ASSERT_FALSE(forkd::common::lookup_user(user.name(), error)) << "the user is still there";
   ASSERT_EQ(::kill(first, SIGKILL), 0);
-  const auto respawned =
-      c.forkd.wait_for_log("worker 0 ready \\(pid (\\d+)", 20s, from);
+  const auto respawned = c.forkd.wait_for_log("worker 0 ready \\(pid (\\d+)", 20s, from);
   ASSERT_TRUE(respawned) << c.forkd.log();
   const pid_t second = std::stoi((*respawned)[1]);
   EXPECT_NE(second, first);
@@ -131,14 +117,11 @@ TEST(WorkerIdentityTest,
   // workers serve on.
   const auto reload = forkctl(c, {"reload"});
   EXPECT_NE(reload.exit_code(), 0);
-  EXPECT_NE(
-      (reload.out + reload.err).find("no such user \"" + user.name() + "\""),
-      std::string::npos)
+  EXPECT_NE((reload.out + reload.err).find("no such user \"" + user.name() + "\""),
+            std::string::npos)
       << reload.out << reload.err;
-  const std::string refused =
-      "reload: .*worker.user: no such user \"" + user.name() + "\"";
-  const auto by_forkctl =
-      c.forkd.wait_for_log(refused, 20s, respawned->end_offset);
+  const std::string refused = "reload: .*worker.user: no such user \"" + user.name() + "\"";
+  const auto by_forkctl = c.forkd.wait_for_log(refused, 20s, respawned->end_offset);
   ASSERT_TRUE(by_forkctl) << c.forkd.log();
   ASSERT_TRUE(c.forkd.signal(SIGHUP));
   EXPECT_TRUE(c.forkd.wait_for_log(refused, 20s, by_forkctl->end_offset));
@@ -149,27 +132,23 @@ TEST(WorkerIdentityTest,
 }
 
 TEST(WorkerIdentityTest, ANonRootMasterNamingAnotherUserIsAConfigError) {
-  if (::geteuid() != 0)
-    GTEST_SKIP() << "running forkd as another user needs root";
+  if (::geteuid() != 0) GTEST_SKIP() << "running forkd as another user needs root";
   TempDir dir;
-  std::filesystem::permissions(dir.path(),
-                               std::filesystem::perms::owner_all |
-                                   std::filesystem::perms::group_read |
-                                   std::filesystem::perms::group_exec |
-                                   std::filesystem::perms::others_read |
-                                   std::filesystem::perms::others_exec);
-  const std::string path = dir.write_file(
-      "c.yaml", "listen: [127.0.0.1:18080]\nworker:\n  user: root\n");
+  std::filesystem::permissions(
+      dir.path(), std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                      std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                      std::filesystem::perms::others_exec);
+  const std::string path =
+      dir.write_file("c.yaml", "listen: [127.0.0.1:18080]\nworker:\n  user: root\n");
   const uid_t uid = spare_uid();
   auto argv = setpriv_as(uid);
   argv.insert(argv.end(), {"--", forkd_bin(), "-c", path, "--check-config"});
   const auto r = run_command(argv, 10s);
   EXPECT_EQ(r.exit_code(), 78) << r.err;
-  EXPECT_NE(r.err.find(path + ":3:9: worker.user: forkd runs as uid " +
-                       std::to_string(uid) +
+  EXPECT_NE(r.err.find(path + ":3:9: worker.user: forkd runs as uid " + std::to_string(uid) +
                        " and cannot switch to user \"root\""),
             std::string::npos)
       << r.err;
 }
 
-} // namespace
+}  // namespace
