@@ -141,7 +141,8 @@ class Master {
   void spawn_worker(const SpawnOrder& order);
   void announce_ready();
   void check_request_migration();
-  void on_worker_message(pid_t pid, nlohmann::json message);
+  void on_worker_message(pid_t pid, nlohmann::json line);
+  void relay_application_message(pid_t pid, unsigned from, nlohmann::json message);
   void on_worker_notify(pid_t pid, const std::vector<std::pair<std::string, std::string>>& fields);
   void begin_stop(bool fast);
   // SIGTTIN/SIGTTOU and `forkctl scale`: one bound check; the error, or "" once applied.

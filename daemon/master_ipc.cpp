@@ -3,57 +3,63 @@
 #include <spdlog/logger.h>
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <type_traits>
+#include <variant>
 
+#include "common/ipc_protocol.hpp"
 #include "daemon/master.hpp"
 #include "daemon/worker_channel.hpp"
 
 namespace forkd::daemon {
 
-void Master::on_worker_message(pid_t pid, nlohmann::json message) {
+namespace ipc = common::ipc;
+
+void Master::on_worker_message(pid_t pid, nlohmann::json line) {
   unsigned from = 0;
   if (pool_.find(pid, &from) == nullptr) return;
   ++ipc_from_worker_;
-  const bool plain_ready = message.is_string() && message.get_ref<const std::string&>() == "ready";
-  const bool envelope =
-      message.is_object() && message.contains("forkd") && message["forkd"].is_string();
-  if (plain_ready || (envelope && message["forkd"] == "ready")) {
-    pool_.ready(pid, Clock::now());
-    return;
+  ipc::Message decoded = ipc::decode(std::move(line));
+  std::visit(
+      [&](auto& message) {
+        using M = std::decay_t<decltype(message)>;
+        if constexpr (std::is_same_v<M, ipc::Ready>) {
+          pool_.ready(pid, Clock::now());
+        } else if constexpr (std::is_same_v<M, ipc::Heartbeat>) {
+          pool_.heartbeat(pid, Clock::now());
+        } else if constexpr (std::is_same_v<M, ipc::Application>) {
+          relay_application_message(pid, from, std::move(message.value));
+        } else if constexpr (std::is_same_v<M, ipc::Send>) {
+          const auto peer = message.to ? pool_.serving(*message.to) : std::nullopt;
+          if (!peer) {
+            log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running", from,
+                       pid, message.to_shown);
+            return;
+          }
+          (void)deliver(*peer, message.data);
+        } else if constexpr (std::is_same_v<M, ipc::Broadcast>) {
+          for (const auto& slot : pool_.slots()) {
+            if (slot.id != from && slot.current.pid > 0) {
+              (void)deliver(slot.current.pid, message.data);
+            }
+          }
+        } else if constexpr (std::is_same_v<M, ipc::Unknown>) {
+          log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", from, pid,
+                     message.kind);
+        }
+      },
+      decoded);
+}
+
+// An application message: first to an operator waiting on this worker, then to `events`.
+void Master::relay_application_message(pid_t pid, unsigned from, nlohmann::json message) {
+  auto waiter = std::find_if(reply_waiters_.begin(), reply_waiters_.end(),
+                             [&](const ReplyWaiter& w) { return w.pid == pid; });
+  if (waiter != reply_waiters_.end()) {
+    Respond respond = std::move(waiter->respond);
+    reply_waiters_.erase(waiter);
+    respond({{"ok", true}, {"worker", from}, {"pid", pid}, {"reply", message}});
   }
-  if (!envelope) {
-    // An application message: first to an operator waiting on this worker, then to `events`.
-    auto waiter = std::find_if(reply_waiters_.begin(), reply_waiters_.end(),
-                               [&](const ReplyWaiter& w) { return w.pid == pid; });
-    if (waiter != reply_waiters_.end()) {
-      Respond respond = std::move(waiter->respond);
-      reply_waiters_.erase(waiter);
-      respond({{"ok", true}, {"worker", from}, {"pid", pid}, {"reply", message}});
-    }
-    publish({{"event", "message"}, {"worker", from}, {"pid", pid}, {"data", std::move(message)}});
-    return;
-  }
-  const auto& kind = message["forkd"].get_ref<const std::string&>();
-  const nlohmann::json data = message.contains("data") ? message["data"] : nlohmann::json();
-  if (kind == "heartbeat") {
-    pool_.heartbeat(pid, Clock::now());
-  } else if (kind == "send") {
-    const auto& to = message.contains("to") ? message["to"] : nlohmann::json();
-    const auto peer = to.is_number_unsigned() && to.get<std::uint64_t>() < common::kMaxWorkers
-                          ? pool_.serving(to.get<unsigned>())
-                          : std::nullopt;
-    if (!peer) {
-      log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running", from, pid,
-                 to.dump());
-      return;
-    }
-    (void)deliver(*peer, data);
-  } else if (kind == "broadcast") {
-    for (const auto& slot : pool_.slots()) {
-      if (slot.id != from && slot.current.pid > 0) (void)deliver(slot.current.pid, data);
-    }
-  } else {
-    log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", from, pid, kind);
-  }
+  publish({{"event", "message"}, {"worker", from}, {"pid", pid}, {"data", std::move(message)}});
 }
 
 void Master::on_worker_notify(pid_t pid,

@@ -19,6 +19,7 @@
 #include "common/config.hpp"
 #include "common/ctl_args.hpp"
 #include "common/ctl_format.hpp"
+#include "common/ipc_protocol.hpp"
 #include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
 #include "common/sd_notify.hpp"
@@ -516,6 +517,33 @@ inline std::string check_http(std::string_view data, bool skip_known_bugs = true
     buffer.remove_prefix(consumed);
   }
   return {};
+}
+
+// ---- ipc_protocol: the "forkd" envelope a worker writes ---------------------------------------
+
+// Any JSON value decodes without throwing; a daemon message encodes and decodes back to itself;
+// a send names a worker only within the cap.
+inline std::string check_ipc_protocol(std::string_view data, bool /*skip_known_bugs*/ = true) {
+  nlohmann::json value = nlohmann::json::parse(data, nullptr, false);
+  if (value.is_discarded()) return "";
+  const common::ipc::Message first = common::ipc::decode(value);
+  if (const auto* send = std::get_if<common::ipc::Send>(&first)) {
+    if (send->to && *send->to >= common::kMaxWorkers) return "send to a worker past the cap";
+    if (send->to_shown.size() > 80) return "send: the shown \"to\" is not short";
+  }
+  if (std::holds_alternative<common::ipc::Application>(first)) return "";
+  const common::ipc::Message again = common::ipc::decode(common::ipc::encode(first));
+  if (first.index() != again.index()) return "decode(encode(m)) changed the kind";
+  if (const auto* send = std::get_if<common::ipc::Send>(&first)) {
+    const auto& back = std::get<common::ipc::Send>(again);
+    if (back.to != send->to || back.data != send->data) return "send changed in a round trip";
+  }
+  if (const auto* all = std::get_if<common::ipc::Broadcast>(&first)) {
+    if (std::get<common::ipc::Broadcast>(again).data != all->data) {
+      return "broadcast changed in a round trip";
+    }
+  }
+  return "";
 }
 
 }  // namespace forkd::fuzz

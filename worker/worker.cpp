@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "common/ipc_protocol.hpp"
+
 namespace forkd::worker {
 
 namespace {
@@ -173,7 +175,7 @@ Worker::~Worker() = default;
 void Worker::ready() {
   if (ready_sent_) return;
   ready_sent_ = true;
-  channel_.post({{"forkd", "ready"}});
+  channel_.post(common::ipc::encode(common::ipc::Ready{}));
 }
 
 void Worker::send(const nlohmann::json& message) {
@@ -181,11 +183,11 @@ void Worker::send(const nlohmann::json& message) {
 }
 
 void Worker::send_to(unsigned id, const nlohmann::json& data) {
-  channel_.post({{"forkd", "send"}, {"to", id}, {"data", data}});
+  channel_.post(common::ipc::encode(common::ipc::Send{id, "", data}));
 }
 
 void Worker::broadcast(const nlohmann::json& data) {
-  channel_.post({{"forkd", "broadcast"}, {"data", data}});
+  channel_.post(common::ipc::encode(common::ipc::Broadcast{data}));
 }
 
 void Worker::on_message(MessageHandler handler) {
@@ -221,7 +223,7 @@ void Worker::begin_stop(StopReason reason) {
 }
 
 void Worker::send_heartbeat() {
-  channel_.post({{"forkd", "heartbeat"}});
+  channel_.post(common::ipc::encode(common::ipc::Heartbeat{}));
 }
 
 void Worker::schedule_heartbeat() {

@@ -30,6 +30,7 @@ namespace fs = std::filesystem;
 using forkd::fuzz::check_config;
 using forkd::fuzz::check_control;
 using forkd::fuzz::check_http;
+using forkd::fuzz::check_ipc_protocol;
 using forkd::fuzz::check_ndjson;
 using forkd::fuzz::check_sd_notify;
 using forkd::fuzz::check_units;
@@ -96,8 +97,13 @@ struct Target {
 };
 
 constexpr Target kTargets[] = {
-    {"config", &check_config},   {"units", &check_units},         {"ndjson", &check_ndjson},
-    {"control", &check_control}, {"sd_notify", &check_sd_notify}, {"http", &check_http},
+    {"config", &check_config},
+    {"units", &check_units},
+    {"ndjson", &check_ndjson},
+    {"control", &check_control},
+    {"sd_notify", &check_sd_notify},
+    {"http", &check_http},
+    {"ipc_protocol", &check_ipc_protocol},
 };
 
 class FuzzRegressionsTest : public ::testing::Test {
