@@ -7,7 +7,6 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -30,6 +29,7 @@
 
 #include "common/fd.hpp"
 #include "common/units.hpp"
+#include "common/unix_socket.hpp"
 
 namespace forkd::common {
 namespace {
@@ -240,8 +240,6 @@ bool name_char_ok(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
          c == '.' || c == '-';
 }
-
-constexpr std::size_t kSunPathMax = sizeof(sockaddr_un::sun_path) - 1;
 
 bool user_exists(const std::string& name) {
   std::vector<char> buffer(16384);
@@ -1144,10 +1142,10 @@ void Loader::load_control(const Field& field, ControlConfig& control) {
   const Fields fields = read_map(field, "control", kControlKeys);
   if (const Field* f = find(fields, "socket")) {
     if (auto socket = read_string(*f, "control.socket")) {
-      if (socket->size() > kSunPathMax) {
+      if (socket->size() > kUnixPathMax) {
         report(f->mark, "control.socket",
                "path is too long for a unix socket (" + std::to_string(socket->size()) +
-                   " bytes, at most " + std::to_string(kSunPathMax) + ")");
+                   " bytes, at most " + std::to_string(kUnixPathMax) + ")");
       } else {
         control.socket = *socket;
       }
@@ -1440,9 +1438,9 @@ std::optional<ListenConfig> try_parse_listen_address(std::string_view text, std:
       error = "unix: needs a socket path, like unix:/run/app.sock";
       return std::nullopt;
     }
-    if (path.size() > kSunPathMax) {
+    if (path.size() > kUnixPathMax) {
       error = "unix socket path " + quote(path) + " is too long (" + std::to_string(path.size()) +
-              " bytes, at most " + std::to_string(kSunPathMax) + ")";
+              " bytes, at most " + std::to_string(kUnixPathMax) + ")";
       return std::nullopt;
     }
     listen.kind = AddressKind::unix_path;
