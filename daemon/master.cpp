@@ -190,7 +190,7 @@ int Master::run() {
 void Master::on_signal(int signo) {
   for (const auto& m : kSignalTable) {
     if (m.signo != signo) continue;
-    if (signo != SIGCHLD) log_->info("received {}", signal_name(signo));
+    if (signo != SIGCHLD) log_->info("received {}", common::signal_name(signo));
     handle(m.event);
     return;
   }
@@ -266,7 +266,7 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
   auto it = processes_.find(pid);
   if (it == processes_.end()) {
     log_->debug("reaped process {} ({}), not a worker", pid,
-                ExitStatus::from_wait_status(wait_status).describe());
+                common::ExitStatus::from_wait_status(wait_status).describe());
     return;
   }
   WorkerProcess process = std::move(it->second);
@@ -277,7 +277,7 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
 
   const auto now = Clock::now();
   const auto uptime = now - process.started_at;
-  const ExitStatus status = ExitStatus::from_wait_status(wait_status);
+  const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
   auto slot_it = std::find_if(slots_.begin(), slots_.end(),
                               [&](const Slot& s) { return s.id == process.slot; });
   if (slot_it == slots_.end()) {

@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "common/exit_status.hpp"
 #include "common/fd.hpp"
 #include "common/signal_source.hpp"
 #include "daemon/backoff.hpp"
 #include "daemon/control_server.hpp"
-#include "daemon/exit_status.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/metrics_server.hpp"
@@ -95,7 +95,7 @@ struct WorkerProcess {
 };
 
 struct ExitRecord {
-  ExitStatus status;
+  common::ExitStatus status;
   std::chrono::system_clock::time_point at;
 };
 
