@@ -38,7 +38,6 @@ using namespace std::chrono_literals;
 
 constexpr std::string_view kEmbeddedSource = "<embedded default>";
 constexpr std::size_t kMaxFileSize = std::size_t{16} << 20;
-constexpr std::int64_t kMaxWorkers = 4096;
 // Far beyond any sensible timeout, yet small enough that deadline arithmetic in nanoseconds
 // (steady_clock) cannot overflow.
 constexpr Duration kMaxDuration = std::chrono::hours(24 * 365 * 100);
@@ -1126,7 +1125,7 @@ void Loader::load_reload(const Field& field, ReloadConfig& reload) {
     report(batch->mark, kPath, "expected " + expected + ", got " + describe(*batch));
     return;
   }
-  const std::int64_t high = percent ? 100 : kMaxWorkers;
+  const std::int64_t high = percent ? 100 : std::int64_t{kMaxWorkers};
   if (*value < 1 || *value > high) {
     report(batch->mark, kPath,
            batch->value.Scalar() + " is out of range (" +

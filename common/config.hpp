@@ -105,6 +105,10 @@ struct MetricsConfig {
   bool operator==(const MetricsConfig&) const = default;
 };
 
+// The most workers forkd runs: the bound of `workers`, `reload.batch`, scale (signals and
+// forkctl) and of the worker ids a control request may name (slots are 0..kMaxWorkers-1).
+inline constexpr unsigned kMaxWorkers = 4096;
+
 struct Config {
   std::string source;    // the file it came from, or "<embedded default>"
   unsigned workers = 0;  // 0 = auto (resolved by the daemon: usable CPUs)

@@ -54,7 +54,7 @@ constexpr std::array kSignalTable = {
 };
 
 constexpr common::Duration kFastStopGrace = std::chrono::seconds(1);
-constexpr unsigned kMaxWorkers = 4096;
+using common::kMaxWorkers;
 
 std::string format_duration(Clock::duration d) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();

@@ -38,7 +38,7 @@ json error_reply(const std::string& why) {
 std::optional<unsigned> worker_id(const json& value) {
   if (!value.is_number_unsigned()) return std::nullopt;
   const auto id = value.get<std::uint64_t>();
-  if (id > 4096) return std::nullopt;
+  if (id > common::kMaxWorkers) return std::nullopt;
   return static_cast<unsigned>(id);
 }
 
@@ -202,8 +202,9 @@ void Master::cmd_scale(const json& request, Respond& respond) {
   // Bounded first, so the sum cannot overflow.
   const long long step = std::clamp<long long>(n, -100000, 100000);
   const long long wanted = relative ? static_cast<long long>(target_) + step : step;
-  if (wanted < 1 || wanted > 4096) {
-    respond(error_reply("scale: " + std::to_string(wanted) + " workers is out of range (1..4096)"));
+  if (wanted < 1 || wanted > common::kMaxWorkers) {
+    respond(error_reply("scale: " + std::to_string(wanted) + " workers is out of range (1.." +
+                        std::to_string(common::kMaxWorkers) + ")"));
     return;
   }
   if (stopping_) {
