@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -28,6 +27,7 @@
 
 #include "common/fd.hpp"
 #include "common/units.hpp"
+#include "common/unix_socket.hpp"
 #include "common/worker_identity.hpp"
 #include "common/worker_program.hpp"
 
@@ -38,7 +38,6 @@ using namespace std::chrono_literals;
 
 constexpr std::string_view kEmbeddedSource = "<embedded default>";
 constexpr std::size_t kMaxFileSize = std::size_t{16} << 20;
-constexpr std::int64_t kMaxWorkers = 4096;
 // Far beyond any sensible timeout, yet small enough that deadline arithmetic in nanoseconds
 // (steady_clock) cannot overflow.
 constexpr Duration kMaxDuration = std::chrono::hours(24 * 365 * 100);
@@ -241,8 +240,6 @@ bool name_char_ok(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
          c == '.' || c == '-';
 }
-
-constexpr std::size_t kSunPathMax = sizeof(sockaddr_un::sun_path) - 1;
 
 // control.group only has to exist; worker.user/group are resolved by resolve_worker_ids.
 bool group_exists(const std::string& name) {
@@ -1072,7 +1069,7 @@ void Loader::load_reload(const Field& field, ReloadConfig& reload) {
     report(batch->mark, kPath, "expected " + expected + ", got " + describe(*batch));
     return;
   }
-  const std::int64_t high = percent ? 100 : kMaxWorkers;
+  const std::int64_t high = percent ? 100 : std::int64_t{kMaxWorkers};
   if (*value < 1 || *value > high) {
     report(batch->mark, kPath,
            batch->value.Scalar() + " is out of range (" +
@@ -1088,10 +1085,10 @@ void Loader::load_control(const Field& field, ControlConfig& control) {
   const Fields fields = read_map(field, "control", kControlKeys);
   if (const Field* f = find(fields, "socket")) {
     if (auto socket = read_string(*f, "control.socket")) {
-      if (socket->size() > kSunPathMax) {
+      if (socket->size() > kUnixPathMax) {
         report(f->mark, "control.socket",
                "path is too long for a unix socket (" + std::to_string(socket->size()) +
-                   " bytes, at most " + std::to_string(kSunPathMax) + ")");
+                   " bytes, at most " + std::to_string(kUnixPathMax) + ")");
       } else {
         control.socket = *socket;
       }
@@ -1385,9 +1382,9 @@ std::optional<ListenConfig> try_parse_listen_address(std::string_view text, std:
       error = "unix: needs a socket path, like unix:/run/app.sock";
       return std::nullopt;
     }
-    if (path.size() > kSunPathMax) {
+    if (path.size() > kUnixPathMax) {
       error = "unix socket path " + quote(path) + " is too long (" + std::to_string(path.size()) +
-              " bytes, at most " + std::to_string(kSunPathMax) + ")";
+              " bytes, at most " + std::to_string(kUnixPathMax) + ")";
       return std::nullopt;
     }
     listen.kind = AddressKind::unix_path;

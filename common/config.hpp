@@ -63,9 +63,6 @@ struct WorkerConfig {
   bool operator==(const WorkerConfig&) const = default;
 };
 
-// The most workers one master runs: config, SIGTTIN and `forkctl scale` share this bound.
-inline constexpr unsigned kMaxWorkers = 4096;
-
 struct RestartConfig {
   Duration delay{100};
   Duration max_delay = std::chrono::seconds(30);
@@ -115,6 +112,10 @@ struct MetricsConfig {
   std::string listen;
   bool operator==(const MetricsConfig&) const = default;
 };
+
+// The most workers forkd runs: the bound of `workers`, `reload.batch`, scale (signals and
+// forkctl) and of the worker ids a control request may name (slots are 0..kMaxWorkers-1).
+inline constexpr unsigned kMaxWorkers = 4096;
 
 struct Config {
   std::string source;    // the file it came from, or "<embedded default>"

@@ -33,7 +33,7 @@ struct ChildProcess::Impl {
   pid_t pid;
   // The watcher keeps itself alive while it waits; the record outlives it.
   std::weak_ptr<ExitWatcher> watcher;
-  ExitWatcher::Record record = std::make_shared<std::optional<ProcessExit>>();
+  ExitWatcher::Record record = std::make_shared<std::optional<ExitStatus>>();
   std::vector<std::unique_ptr<asio::posix::stream_descriptor>> stdio;
   std::unique_ptr<IpcChannel> ipc;
   bool disowned = false;
@@ -74,7 +74,7 @@ void ChildProcess::async_wait(ExitHandler handler) {
   if (const auto active = impl_->watcher.lock()) active->add_handler(std::move(handler));
 }
 
-std::optional<ProcessExit> ChildProcess::exit_status() const {
+std::optional<ExitStatus> ChildProcess::exit_status() const {
   return impl_ ? *impl_->record : std::nullopt;
 }
 

@@ -27,7 +27,7 @@ class ExitWatcher;
 
 class ChildProcess {
  public:
-  using ExitHandler = std::function<void(const ProcessExit&)>;
+  using ExitHandler = std::function<void(const ExitStatus&)>;
 
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&& other) noexcept;
@@ -54,7 +54,7 @@ class ChildProcess {
   // Runs `handler` in the loop once the child has exited and been reaped; posted at once when
   // that already happened. Any number of handlers.
   void async_wait(ExitHandler handler);
-  [[nodiscard]] std::optional<ProcessExit> exit_status() const;
+  [[nodiscard]] std::optional<ExitStatus> exit_status() const;
   [[nodiscard]] bool running() const { return !exit_status().has_value(); }
   // Destruction will no longer kill the child (our pipe ends still close with us); the loop
   // reaps it when it exits. If the io_context goes first, it is left running, unwatched.

@@ -58,7 +58,7 @@ class ExecOperation : public std::enable_shared_from_this<ExecOperation> {
       read(fd);
     }
     child_->async_wait(
-        [self = shared_from_this()](const ProcessExit& exit) { self->on_exit(exit); });
+        [self = shared_from_this()](const ExitStatus& exit) { self->on_exit(exit); });
     if (timeout_.count() > 0) {
       timer_.expires_after(timeout_);
       timer_.async_wait([self = shared_from_this()](const std::error_code& ec) {
@@ -155,7 +155,7 @@ class ExecOperation : public std::enable_shared_from_this<ExecOperation> {
     kill_child();
   }
 
-  void on_exit(const ProcessExit& exit) {
+  void on_exit(const ExitStatus& exit) {
     exit_ = exit;
     timer_.cancel();
     finish_if_done();
@@ -199,7 +199,7 @@ class ExecOperation : public std::enable_shared_from_this<ExecOperation> {
   std::array<std::vector<char>, 3> buffers_;
   std::array<std::string, 3> output_;
   int open_streams_ = 0;
-  std::optional<ProcessExit> exit_;
+  std::optional<ExitStatus> exit_;
   bool timed_out_ = false;
   bool killed_ = false;
   int overflowed_fd_ = 0;

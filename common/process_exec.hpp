@@ -23,12 +23,12 @@ struct ExecError {
   enum class Kind { spawn_failed, exit_status, timed_out, max_buffer };
   Kind kind = Kind::exit_status;
   // "Command failed: false (exited with code 1)\n<stderr>",
-  // "Command timed out after 100 ms: sleep 5 (killed by SIGTERM)",
+  // "Command timed out after 100 ms: sleep 5 (killed by signal 15 (SIGTERM))",
   // "stdout maxBuffer exceeded (1048576 bytes): yes", "spawn /nope ENOENT: No such file ..."
   std::string message;
   std::string command;    // the command line, as Node's error.cmd
   std::error_code error;  // spawn_failed: its errno; timed_out: ETIMEDOUT; max_buffer: ENOBUFS
-  ProcessExit exit;       // how the child ended; empty when it never started
+  ExitStatus exit;        // how the child ended; empty when it never started
   bool killed = false;    // we signalled it (timeout or max_buffer)
 };
 
@@ -49,7 +49,7 @@ pid_t exec_file(asio::io_context& io, const std::string& file, const std::vector
 // How a buffered run ended, judged the same way by exec() and the Sync forms.
 struct ExecRun {
   std::string command;
-  ProcessExit exit;
+  ExitStatus exit;
   bool timed_out = false;
   std::chrono::milliseconds timeout{0};
   int overflowed_fd = 0;  // 1 or 2: that stream passed max_buffer

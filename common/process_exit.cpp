@@ -18,23 +18,6 @@ namespace {
 
 constexpr auto kPidfdIdType = static_cast<idtype_t>(3);  // P_PIDFD, not in every libc header
 
-ProcessExit exit_from_siginfo(const siginfo_t& info) noexcept {
-  ProcessExit exit;
-  switch (info.si_code) {
-    case CLD_EXITED:
-      exit.code = info.si_status;
-      break;
-    case CLD_DUMPED:
-      exit.signal = info.si_status;
-      exit.core_dumped = true;
-      break;
-    default:
-      exit.signal = info.si_status;
-      break;
-  }
-  return exit;
-}
-
 void sleep_for(std::chrono::milliseconds delay) noexcept {
   timespec ts{};
   ts.tv_sec = static_cast<time_t>(delay.count() / 1000);
@@ -44,21 +27,6 @@ void sleep_for(std::chrono::milliseconds delay) noexcept {
 }
 
 }  // namespace
-
-std::string describe_signal(int signo) {
-  if (const char* abbrev = ::sigabbrev_np(signo); abbrev != nullptr) {
-    return std::string("SIG") + abbrev;
-  }
-  return "signal " + std::to_string(signo);
-}
-
-std::string ProcessExit::describe() const {
-  if (code) return "exited with code " + std::to_string(*code);
-  if (signal) {
-    return "killed by " + describe_signal(*signal) + (core_dumped ? " (core dumped)" : "");
-  }
-  return "reaped elsewhere (exit status unknown)";
-}
 
 PidHandle::PidHandle(pid_t pid, Wait wait) noexcept : pid_(pid) {
   if (wait == Wait::pidfd) {
@@ -101,7 +69,7 @@ void PidHandle::release_child() noexcept {
   reap_within(kReapOnDestroyLimit);
 }
 
-std::optional<ProcessExit> PidHandle::try_reap() noexcept {
+std::optional<ExitStatus> PidHandle::try_reap() noexcept {
   if (exit_ || pid_ <= 0) return exit_;
   for (;;) {
     siginfo_t info{};
@@ -112,7 +80,7 @@ std::optional<ProcessExit> PidHandle::try_reap() noexcept {
                  : ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG);
     if (rc == 0) {
       if (info.si_pid == 0) return std::nullopt;
-      exit_ = exit_from_siginfo(info);
+      exit_ = ExitStatus::from_siginfo(info);
       return exit_;
     }
     if (errno == EINTR) continue;
@@ -121,12 +89,12 @@ std::optional<ProcessExit> PidHandle::try_reap() noexcept {
       continue;
     }
     // ECHILD: someone else reaped it (a waitpid(-1) elsewhere, or SIGCHLD set to SIG_IGN).
-    exit_ = ProcessExit{};
+    exit_ = ExitStatus{};
     return exit_;
   }
 }
 
-std::optional<ProcessExit> PidHandle::reap_within(std::chrono::milliseconds limit) noexcept {
+std::optional<ExitStatus> PidHandle::reap_within(std::chrono::milliseconds limit) noexcept {
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + limit;
   auto delay = std::chrono::milliseconds(1);

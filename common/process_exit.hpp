@@ -1,4 +1,4 @@
-// How a child ended, and PidHandle: the one owner responsible for reaping one child pid,
+// PidHandle: the one owner responsible for reaping one child pid,
 // through a pidfd (Linux 5.3+) when the kernel gives one, else by the pid itself. It never
 // calls waitpid(-1) and installs no SIGCHLD handler, so it coexists with a signalfd master.
 #pragma once
@@ -10,22 +10,10 @@
 #include <string>
 #include <system_error>
 
+#include "common/exit_status.hpp"
 #include "common/fd.hpp"
 
 namespace forkd::common {
-
-struct ProcessExit {
-  std::optional<int> code;    // exited with this code
-  std::optional<int> signal;  // or was killed by this signal; neither: reaped by someone else
-  bool core_dumped = false;
-
-  [[nodiscard]] bool success() const noexcept { return code && *code == 0; }
-  // "exited with code 3", "killed by SIGTERM", "killed by SIGSEGV (core dumped)"
-  [[nodiscard]] std::string describe() const;
-};
-
-// "SIGTERM" for 15, "signal 64" for one without a name.
-[[nodiscard]] std::string describe_signal(int signo);
 
 // Owns the duty to reap one child. Destroying a handle whose child still runs sends it SIGKILL
 // and waits for it at most kReapOnDestroyLimit (the kernel tears a killed process down in
@@ -49,12 +37,12 @@ class PidHandle {
   // -1 when the kernel has no pidfd_open (callers then poll).
   [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
   [[nodiscard]] bool reaped() const noexcept { return exit_.has_value(); }
-  [[nodiscard]] const std::optional<ProcessExit>& exit() const noexcept { return exit_; }
+  [[nodiscard]] const std::optional<ExitStatus>& exit() const noexcept { return exit_; }
 
   // Reaps the child if it has exited; never blocks. EINTR-safe.
-  std::optional<ProcessExit> try_reap() noexcept;
+  std::optional<ExitStatus> try_reap() noexcept;
   // Waits at most `limit` for the child to exit and reaps it.
-  std::optional<ProcessExit> reap_within(std::chrono::milliseconds limit) noexcept;
+  std::optional<ExitStatus> reap_within(std::chrono::milliseconds limit) noexcept;
   // Through the pidfd when there is one, so a recycled pid is never hit; ESRCH once reaped.
   [[nodiscard]] std::error_code send_signal(int signo) noexcept;
   // Destruction will no longer kill the child.
@@ -67,7 +55,7 @@ class PidHandle {
   UniqueFd pidfd_;
   bool waitid_pidfd_ = true;  // P_PIDFD came with 5.4, pidfd_open with 5.3
   bool disowned_ = false;
-  std::optional<ProcessExit> exit_;
+  std::optional<ExitStatus> exit_;
 };
 
 }  // namespace forkd::common

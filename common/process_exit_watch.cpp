@@ -37,7 +37,7 @@ void ExitWatcher::add_handler(Handler handler) {
   handlers_.push_back(std::move(handler));
 }
 
-std::optional<ProcessExit> ExitWatcher::reap_within(std::chrono::milliseconds limit) noexcept {
+std::optional<ExitStatus> ExitWatcher::reap_within(std::chrono::milliseconds limit) noexcept {
   auto exit = handle_.reap_within(limit);
   if (exit) {
     *record_ = exit;

@@ -22,9 +22,9 @@ namespace forkd::common {
 // applies: SIGKILL and a bounded wait unless disowned.
 class ExitWatcher : public std::enable_shared_from_this<ExitWatcher> {
  public:
-  using Handler = std::function<void(const ProcessExit&)>;
+  using Handler = std::function<void(const ExitStatus&)>;
   // The exit status, also readable by the ChildProcess after the watcher is gone.
-  using Record = std::shared_ptr<std::optional<ProcessExit>>;
+  using Record = std::shared_ptr<std::optional<ExitStatus>>;
 
   // Starts watching; `record` is filled in once the child has been reaped, before any handler.
   [[nodiscard]] static std::shared_ptr<ExitWatcher> start(asio::io_context& io, PidHandle handle,
@@ -42,7 +42,7 @@ class ExitWatcher : public std::enable_shared_from_this<ExitWatcher> {
   void clear_handlers() noexcept { handlers_.clear(); }
   // Reaps synchronously (after a SIGKILL, say), waiting at most `limit`; when that succeeds
   // the pending wait is cancelled and the record filled in.
-  std::optional<ProcessExit> reap_within(std::chrono::milliseconds limit) noexcept;
+  std::optional<ExitStatus> reap_within(std::chrono::milliseconds limit) noexcept;
 
  private:
   struct Key {};

@@ -76,7 +76,7 @@ class SyncRun {
   SpawnSyncResult take_result(const std::string& file) {
     SpawnSyncResult result;
     result.pid = child_.pid();
-    result.exit = child_.exit().value_or(ProcessExit{});
+    result.exit = child_.exit().value_or(ExitStatus{});
     result.stdout_data = std::move(output_[1]);
     result.stderr_data = std::move(output_[2]);
     result.error = error_;

@@ -18,7 +18,7 @@ namespace forkd::common {
 
 struct SpawnSyncResult {
   pid_t pid = -1;  // -1 when it never started
-  ProcessExit exit;
+  ExitStatus exit;
   std::string stdout_data;
   std::string stderr_data;
   // Node's result.error: the spawn errno, ETIMEDOUT, or ENOBUFS (max_buffer); a non-zero exit

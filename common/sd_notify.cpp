@@ -1,7 +1,6 @@
 #include "common/sd_notify.hpp"
 
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 
 #include "common/decimal.hpp"
 #include "common/fd.hpp"
+#include "common/unix_socket.hpp"
 
 namespace forkd::common {
 namespace {
@@ -22,20 +22,12 @@ int notify_to_address(std::string_view socket, std::string_view state) noexcept 
   if (state.empty()) return -EINVAL;
   if (socket.front() != '/' && socket.front() != '@') return -EAFNOSUPPORT;
   if (socket.size() < 2) return -EINVAL;
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  // Leave room for a NUL byte after a path; an abstract name is counted by the length instead.
-  if (socket.size() >= sizeof(address.sun_path)) return -E2BIG;
-  std::memcpy(address.sun_path, socket.data(), socket.size());
-  if (address.sun_path[0] == '@') address.sun_path[0] = '\0';
-  const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + socket.size());
-
-  const UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!fd) return -errno;
-  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast): the sockets API.
-  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), length) != 0) {
-    return -errno;
-  }
+  std::error_code error;
+  const UnixAddress address = UnixAddress::from(socket, error);
+  if (error == std::errc::filename_too_long) return -E2BIG;
+  if (error) return -error.value();
+  const UniqueFd fd = connect_unix(address, SOCK_DGRAM, error);
+  if (!fd) return -error.value();
   const ssize_t sent = ::send(fd.get(), state.data(), state.size(), MSG_NOSIGNAL);
   if (sent < 0) return -errno;
   // A datagram goes whole or not at all; anything else is a broken socket.

@@ -5,7 +5,6 @@
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -27,6 +26,7 @@
 
 #include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
+#include "common/unix_socket.hpp"
 #include "daemon/accept_retry.hpp"
 
 namespace forkd::daemon {
@@ -79,43 +79,24 @@ bool blank(std::string_view line) {
                      [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
 }
 
-sockaddr_un socket_address(const std::string& path) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof address.sun_path) {
-    throw std::runtime_error("control socket path \"" + path + "\" is empty or longer than " +
-                             std::to_string(sizeof address.sun_path - 1) + " bytes");
-  }
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  return address;
-}
-
-int connect_to(int fd, const sockaddr_un& address) {
-  return ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
-}
-
 // Clears the way for bind: a stale socket (nobody answers) is removed, a live one or anything
-// that is not a socket is left alone and reported. lstat, so a planted symlink is never
-// followed.
-void remove_stale_socket(const std::string& path, const sockaddr_un& address) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return;
-    throw common::system_error_from_errno("cannot inspect control socket path " + path);
-  }
-  if (!S_ISSOCK(st.st_mode)) {
-    throw std::runtime_error("control socket path " + path +
-                             " exists and is not a socket (refusing to replace it)");
-  }
-  // Non-blocking, so a live server with a full backlog (EAGAIN) cannot stall us.
-  common::UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!probe) throw common::system_error_from_errno("socket for probing " + path);
-  if (connect_to(probe.get(), address) == 0 || errno == EAGAIN || errno == EINPROGRESS) {
-    throw std::runtime_error("control socket " + path + " is in use by a running forkd");
-  }
-  if (errno == ENOENT) return;  // removed meanwhile
-  if (errno != ECONNREFUSED) {
-    throw common::system_error_from_errno("cannot probe existing control socket " + path);
+// that is not a socket is left alone and reported.
+void remove_stale_socket(const std::string& path) {
+  std::error_code error;
+  switch (common::probe_socket_file(path, error)) {
+    case common::SocketFileState::absent:
+      return;
+    case common::SocketFileState::stat_failed:
+      throw std::system_error(error, "cannot inspect control socket path " + path);
+    case common::SocketFileState::not_a_socket:
+      throw std::runtime_error("control socket path " + path +
+                               " exists and is not a socket (refusing to replace it)");
+    case common::SocketFileState::live:
+      throw std::runtime_error("control socket " + path + " is in use by a running forkd");
+    case common::SocketFileState::probe_failed:
+      throw std::system_error(error, "cannot probe existing control socket " + path);
+    case common::SocketFileState::stale:
+      break;
   }
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     throw common::system_error_from_errno("cannot remove stale control socket " + path);
@@ -132,8 +113,8 @@ struct BoundSocket {
 BoundSocket create_listening_socket(const ControlServerOptions& options,
                                     std::optional<gid_t> group) {
   const std::string& path = options.path;
-  const sockaddr_un address = socket_address(path);
-  remove_stale_socket(path, address);
+  const common::UnixAddress address(path);
+  remove_stale_socket(path);
 
   BoundSocket bound;
   bound.fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -144,7 +125,7 @@ BoundSocket create_listening_socket(const ControlServerOptions& options,
   if (::fchmod(bound.fd.get(), mode) != 0) {
     throw common::system_error_from_errno("fchmod control socket " + path);
   }
-  if (::bind(bound.fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+  if (::bind(bound.fd.get(), address.get(), address.size()) != 0) {
     throw common::system_error_from_errno("cannot bind control socket " + path);
   }
   // The group before the mode: until chmod, the group has at most what the umask left.

@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "common/decimal.hpp"
+#include "common/unix_socket.hpp"
 
 namespace forkd::daemon {
 
@@ -56,12 +57,13 @@ SockAddr make_sockaddr(const ListenConfig& config) {
       break;
     }
     case AddressKind::unix_path: {
-      auto* sun = reinterpret_cast<sockaddr_un*>(&out.storage);
-      sun->sun_family = AF_UNIX;
-      if (config.path.size() >= sizeof(sun->sun_path))
-        fail(config, "path too long for", ENAMETOOLONG);
-      std::memcpy(sun->sun_path, config.path.c_str(), config.path.size() + 1);
-      out.length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + config.path.size() + 1);
+      try {
+        const common::UnixAddress address(config.path);
+        std::memcpy(&out.storage, address.get(), address.size());
+        out.length = address.size();
+      } catch (const common::UnixAddressError& e) {
+        throw ListenError("cannot listen on " + config.address + ": " + e.what());
+      }
       break;
     }
   }
@@ -70,22 +72,22 @@ SockAddr make_sockaddr(const ListenConfig& config) {
 
 // A unix socket file left by a dead process answers no connect(): only then is it replaced.
 void clear_stale_unix_socket(const ListenConfig& config) {
-  struct stat st {};
-  if (::lstat(config.path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return;
-    fail(config, "cannot stat", errno);
+  std::error_code error;
+  switch (common::probe_socket_file(config.path, error)) {
+    case common::SocketFileState::absent:
+      return;
+    case common::SocketFileState::stat_failed:
+      fail(config, "cannot stat", error.value());
+    case common::SocketFileState::not_a_socket:
+      throw ListenError("cannot listen on " + config.address +
+                        ": the path exists and is not a socket");
+    case common::SocketFileState::live:
+      fail(config, "cannot listen on", EADDRINUSE);
+    case common::SocketFileState::probe_failed:
+      fail(config, "cannot probe existing socket", error.value());
+    case common::SocketFileState::stale:
+      break;
   }
-  if (!S_ISSOCK(st.st_mode)) {
-    throw ListenError("cannot listen on " + config.address +
-                      ": the path exists and is not a socket");
-  }
-  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const SockAddr addr = make_sockaddr(config);
-  if (probe &&
-      ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length) == 0) {
-    fail(config, "cannot listen on", EADDRINUSE);
-  }
-  if (errno != ECONNREFUSED) fail(config, "cannot probe existing socket", errno);
   if (::unlink(config.path.c_str()) != 0 && errno != ENOENT)
     fail(config, "cannot remove stale socket", errno);
 }

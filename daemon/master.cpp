@@ -89,8 +89,8 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       [this](int signo) {
         for (const auto& m : kSignalTable) {
           if (m.signo != signo) continue;
-          if (signo != SIGCHLD) log_->info("received {}", signal_name(signo));
-          guarded(signal_name(signo), [&] { handle(m.event); });
+          if (signo != SIGCHLD) log_->info("received {}", common::signal_name(signo));
+          guarded(common::signal_name(signo), [&] { handle(m.event); });
           return;
         }
       });
@@ -230,7 +230,7 @@ bool Master::run_pool_actions() {
               spawn_worker(a);
             } else if constexpr (std::is_same_v<A, SignalOrder>) {
               if (::kill(a.pid, a.signo) != 0) {
-                log_->warn("worker pid {}: {} failed: {}", a.pid, signal_name(a.signo),
+                log_->warn("worker pid {}: {} failed: {}", a.pid, common::signal_name(a.signo),
                            std::strerror(errno));
               }
             } else if constexpr (std::is_same_v<A, PublishOrder>) {
@@ -276,7 +276,7 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
     if (io.mapped().notify) io.mapped().notify->close();
     for (auto& output : io.mapped().outputs) output->close();
   }
-  const ExitStatus status = ExitStatus::from_wait_status(wait_status);
+  const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
   if (!pool_.exited(pid, status, Clock::now())) {
     log_->debug("reaped process {} ({}), not a worker", pid, status.describe());
   }

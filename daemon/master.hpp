@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "common/exit_status.hpp"
 #include "common/fd.hpp"
 #include "common/signal_source.hpp"
 #include "daemon/control_server.hpp"
-#include "daemon/exit_status.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/metrics_server.hpp"

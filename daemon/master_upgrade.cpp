@@ -131,7 +131,7 @@ void Master::hand_over() {
 }
 
 void Master::on_upgrade_exit(int wait_status) {
-  const ExitStatus status = ExitStatus::from_wait_status(wait_status);
+  const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
   if (upgrade_->handed_over) {
     log_->warn("hot upgrade: new master (pid {}) {}", upgrade_->pid, status.describe());
   } else {

@@ -16,11 +16,10 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
-#include <variant>
 
+#include "common/http.hpp"
 #include "common/log.hpp"
 #include "daemon/accept_retry.hpp"
-#include "worker/http_parser.hpp"
 
 namespace forkd::daemon {
 namespace {
@@ -29,112 +28,26 @@ using Tcp = asio::ip::tcp;
 
 constexpr std::size_t kReadChunk = 2048;
 
-struct HttpResponse {
-  int status = 200;
-  std::string_view content_type = "text/plain; charset=utf-8";
-  std::string body;
-  bool head_only = false;     // HEAD: headers (with the GET body's length) but no body
-  bool allow_header = false;  // 405: say which methods are
+// What the metrics endpoint answers: the shared HTTP serialiser's response, and whether the
+// request was HEAD (the headers, with the GET body's length, but no body).
+struct Reply {
+  common::HttpResponse response;
+  bool head_only = false;
 };
 
-std::string serialize(const HttpResponse& response) {
-  std::string out;
-  out.reserve(160 + (response.head_only ? 0 : response.body.size()));
-  out += "HTTP/1.1 ";
-  out += std::to_string(response.status);
-  out += ' ';
-  out += worker::reason_phrase(response.status);
-  out += "\r\nContent-Type: ";
-  out += response.content_type;
-  out += "\r\nContent-Length: ";
-  out += std::to_string(response.body.size());
-  if (response.allow_header) out += "\r\nAllow: GET, HEAD";
-  out += "\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n";
-  if (!response.head_only) out += response.body;
-  return out;
+Reply plain(int status, std::string body) {
+  Reply reply;
+  reply.response.status = status;
+  reply.response.body = std::move(body);
+  reply.response.set_header("Content-Type", "text/plain; charset=utf-8");
+  reply.response.set_header("Cache-Control", "no-store");
+  return reply;
 }
 
-HttpResponse plain(int status, std::string body) {
-  HttpResponse response;
-  response.status = status;
-  response.body = std::move(body);
-  return response;
-}
-
-// RFC 9110 tchar: what a method name may be made of.
-bool is_token_char(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-struct RequestLine {
-  std::string_view method;
-  std::string_view path;  // without query or fragment
-};
-
-// Where the head ends: the offset after its blank line, nullopt while incomplete. Bare LF
-// line ends are tolerated (RFC 9112 2.2). `from` is how much was already searched, so a head
-// arriving byte by byte is scanned once, not once per byte.
-std::optional<std::size_t> find_head_end(std::string_view data, std::size_t from) {
-  // The terminator may have begun up to two bytes before the new data ("\n\r" + "\n").
-  const std::size_t first = from >= 2 ? from - 2 : 0;
-  for (std::size_t i = data.find('\n', first); i != std::string_view::npos;
-       i = data.find('\n', i + 1)) {
-    const std::size_t next = i + 1;
-    if (next < data.size() && data[next] == '\n') return next + 1;
-    if (next + 1 < data.size() && data[next] == '\r' && data[next + 1] == '\n') return next + 2;
-  }
-  return std::nullopt;
-}
-
-std::string_view strip_cr(std::string_view line) {
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  return line;
-}
-
-// Parses the request line and checks the header lines' shape; the headers themselves do not
-// matter here (no body is read, the connection closes after one response).
-std::variant<RequestLine, int> parse_head(std::string_view head) {
-  std::size_t newline = head.find('\n');
-  const std::string_view line = strip_cr(head.substr(0, newline));
-  const std::size_t first_space = line.find(' ');
-  if (first_space == std::string_view::npos) return 400;
-  const std::size_t second_space = line.find(' ', first_space + 1);
-  if (second_space == std::string_view::npos) return 400;
-  const std::string_view method = line.substr(0, first_space);
-  std::string_view target = line.substr(first_space + 1, second_space - first_space - 1);
-  const std::string_view version = line.substr(second_space + 1);
-  if (method.empty() || target.empty()) return 400;
-  for (const char c : method) {
-    if (!is_token_char(c)) return 400;
-  }
-  if (version != "HTTP/1.1" && version != "HTTP/1.0") {
-    return version.starts_with("HTTP/") && version.size() == 8 ? 505 : 400;
-  }
-  for (const char c : target) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return 400;
-  }
-  // absolute-form ("http://host/metrics"), as a proxy would send it: keep the path.
-  for (const std::string_view scheme : {"http://", "https://"}) {
-    if (target.starts_with(scheme)) {
-      const std::size_t slash = target.find('/', scheme.size());
-      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-    }
-  }
-  if (target.front() != '/' && target != "*") return 400;
-  target = target.substr(0, target.find_first_of("?#"));
-
-  while (newline != std::string_view::npos) {
-    const std::size_t start = newline + 1;
-    newline = head.find('\n', start);
-    const std::string_view header = strip_cr(head.substr(start, newline - start));
-    if (header.empty()) break;
-    // obs-fold and lines without a name are refused, as RFC 9112 asks of a server.
-    if (header.front() == ' ' || header.front() == '\t') return 400;
-    const std::size_t colon = header.find(':');
-    if (colon == 0 || colon == std::string_view::npos) return 400;
-  }
-  return RequestLine{method, target};
+// One request per connection: every reply says Connection: close.
+std::string serialize(const Reply& reply) {
+  return common::serialize_response(reply.response, reply.head_only, /*keep_alive=*/false,
+                                    /*version_minor=*/1);
 }
 
 // asio's timer cancel() reports failure only by exception, and only for an invalid timer;
@@ -182,7 +95,8 @@ class MetricsServerState {
   void adopt(common::UniqueFd listening);
   void close() noexcept;
   void forget(std::uint64_t id) noexcept { connections_.erase(id); }
-  [[nodiscard]] HttpResponse answer(std::string_view head);
+  // The reply to the request at the start of `buffer`, or nullopt while its head is incomplete.
+  [[nodiscard]] std::optional<Reply> answer(std::string_view buffer);
 
   [[nodiscard]] const std::string& bound_address() const { return bound_address_; }
   [[nodiscard]] int native_handle() { return acceptor_.is_open() ? acceptor_.native_handle() : -1; }
@@ -276,27 +190,25 @@ class MetricsConnection : public std::enable_shared_from_this<MetricsConnection>
   }
 
   void on_head_data(std::string_view data) {
-    std::size_t searched = head_.size();
     head_.append(data);
-    // RFC 9112 2.2: ignore empty lines before the request line.
-    const std::size_t start = std::min(head_.find_first_not_of("\r\n"), head_.size());
-    head_.erase(0, start);
-    searched = searched > start ? searched - start : 0;
-    const std::size_t limit = server_.options().max_request_head;
-    const auto end = find_head_end(head_, searched);
-    if (end && *end <= limit) {
-      respond(server_.answer(std::string_view(head_).substr(0, *end)));
-    } else if (end || head_.size() > limit) {
-      respond(plain(431, "request head too large\n"));
+    // The parser re-reads the head from its start, so call it only when a line has ended (or
+    // the cap is passed): a head sent byte by byte is then parsed once per line, not per byte.
+    if (data.find('\n') == std::string_view::npos &&
+        head_.size() <= server_.options().max_request_head) {
+      read_head();
+      return;
+    }
+    if (auto reply = server_.answer(head_)) {
+      respond(*reply);
     } else {
       read_head();
     }
   }
 
-  void respond(const HttpResponse& response) {
+  void respond(const Reply& reply) {
     head_.clear();
     head_.shrink_to_fit();
-    response_ = serialize(response);
+    response_ = serialize(reply);
     arm_deadline();
     asio::async_write(socket_, asio::buffer(response_),
                       guarded([](MetricsConnection& self, std::error_code error, std::size_t) {
@@ -448,37 +360,44 @@ void MetricsServerState::admit(Tcp::socket socket) {
   connection->start();
 }
 
-HttpResponse MetricsServerState::answer(std::string_view head) {
-  const auto parsed = parse_head(head);
-  if (const int* status = std::get_if<int>(&parsed)) {
-    return plain(*status, std::string(worker::reason_phrase(*status)) + "\n");
+std::optional<Reply> MetricsServerState::answer(std::string_view buffer) {
+  common::HttpLimits limits;
+  limits.max_head_bytes = options_.max_request_head;
+  common::HttpRequest request;
+  // Head only: no body is read, the connection closes after one response.
+  const common::ParseResult parsed = common::parse_request_head(buffer, limits, request);
+  if (parsed.status == common::ParseStatus::incomplete) return std::nullopt;
+  if (parsed.status == common::ParseStatus::error) {
+    return plain(parsed.error_status,
+                 parsed.error_status == 431
+                     ? "request head too large\n"
+                     : std::string(common::reason_phrase(parsed.error_status)) + "\n");
   }
-  const auto& request = std::get<RequestLine>(parsed);
   const bool known = request.path == "/metrics" || request.path == "/healthz";
   if (!known) return plain(404, "not found\n");
   const bool head_only = request.method == "HEAD";
   if (request.method != "GET" && !head_only) {
-    auto response = plain(405, "method not allowed\n");
-    response.allow_header = true;
-    return response;
+    auto reply = plain(405, "method not allowed\n");
+    reply.response.set_header("Allow", "GET, HEAD");
+    return reply;
   }
-  HttpResponse response;
+  Reply reply;
   try {
     if (request.path == "/metrics") {
-      response.content_type = kPrometheusContentType;
-      response.body = render_prometheus(snapshot_());
+      reply = plain(200, render_prometheus(snapshot_()));
+      reply.response.set_header("Content-Type", std::string(kPrometheusContentType));
     } else if (healthy_()) {
-      response.body = "ok\n";
+      reply = plain(200, "ok\n");
     } else {
-      response = plain(503, "no ready worker\n");
+      reply = plain(503, "no ready worker\n");
     }
   } catch (const std::exception& failure) {
     log_->error("metrics {}: {} {}: {}", bound_address_, request.method, request.path,
                 failure.what());
-    response = plain(500, "internal error\n");
+    reply = plain(500, "internal error\n");
   }
-  response.head_only = head_only;
-  return response;
+  reply.head_only = head_only;
+  return reply;
 }
 
 void MetricsServerState::close() noexcept {

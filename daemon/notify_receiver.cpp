@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +10,7 @@
 
 #include "common/decimal.hpp"
 #include "common/fd.hpp"
+#include "common/unix_socket.hpp"
 
 namespace forkd::daemon {
 
@@ -25,13 +25,8 @@ common::UniqueFd bind_abstract(const std::string& name) {
   if (::setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) != 0) {
     throw common::system_error_from_errno("SO_PASSCRED on notify socket");
   }
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (name.size() + 1 >= sizeof(addr.sun_path))
-    throw std::system_error(ENAMETOOLONG, std::system_category(), name);
-  std::memcpy(addr.sun_path + 1, name.data(), name.size());
-  const auto length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), length) != 0) {
+  const common::UnixAddress address("@" + name);
+  if (::bind(fd.get(), address.get(), address.size()) != 0) {
     throw common::system_error_from_errno("bind notify socket @" + name);
   }
   return fd;

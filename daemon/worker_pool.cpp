@@ -254,7 +254,7 @@ void WorkerPool::heartbeat(pid_t pid, TimePoint now) {
   if (Lane* lane = lane_of(pid); lane != nullptr) lane->last_heartbeat = now;
 }
 
-bool WorkerPool::exited(pid_t pid, const ExitStatus& status, TimePoint now) {
+bool WorkerPool::exited(pid_t pid, const common::ExitStatus& status, TimePoint now) {
   Where where{};
   Lane* lane = lane_of(pid, &where);
   if (lane == nullptr) return false;

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "common/exit_status.hpp"
 #include "daemon/backoff.hpp"
-#include "daemon/exit_status.hpp"
 #include "daemon/slot.hpp"
 
 namespace forkd::daemon {
@@ -82,7 +82,7 @@ struct Slot {
   StopReason replacing_for = StopReason::none;
   unsigned restarts = 0;
   std::map<std::string, std::uint64_t> restarts_by_reason;  // metrics: signal, exit, timeout, ...
-  std::optional<ExitStatus> last_exit;
+  std::optional<common::ExitStatus> last_exit;
   TimePoint last_exit_at;
 };
 
@@ -136,7 +136,7 @@ class WorkerPool {
   void ready(pid_t pid, TimePoint now);
   void heartbeat(pid_t pid, TimePoint now);
   // False: not a worker of this pool.
-  bool exited(pid_t pid, const ExitStatus& status, TimePoint now);
+  bool exited(pid_t pid, const common::ExitStatus& status, TimePoint now);
 
   // A new process for `slot` next to the running one, which drains once it is ready. False
   // when nothing was started (stopping, a replacement already coming, or nothing running: then

@@ -1,5 +1,6 @@
-// libFuzzer entry: http-hello's HTTP/1.x request parser (worker/http_parser.hpp), pipelined and
-// chunked. The properties live in checks.hpp, shared with the regression tests.
+// libFuzzer entry: the HTTP/1.x request parser of http-hello and the metrics endpoint
+// (common/http.hpp), pipelined and chunked. The properties live in checks.hpp, shared with the
+// regression tests.
 #include "fuzz/checks.hpp"
 #include "fuzz/entry.hpp"
 

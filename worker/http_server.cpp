@@ -65,11 +65,11 @@ int socket_option(int fd, int level, int name, const std::string& what) {
   return value;
 }
 
-HttpResponse error_response(int status) {
-  HttpResponse r;
+common::HttpResponse error_response(int status) {
+  common::HttpResponse r;
   r.status = status;
   r.set_header("Content-Type", "text/plain; charset=utf-8");
-  r.body = std::string(reason_phrase(status)) + "\n";
+  r.body = std::string(common::reason_phrase(status)) + "\n";
   return r;
 }
 
@@ -153,17 +153,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void process() {
-    HttpRequest request;
-    const ParseResult result = parse_request(in_, settings_->options.limits, request);
+    common::HttpRequest request;
+    const common::ParseResult result =
+        common::parse_request(in_, settings_->options.limits, request);
     switch (result.status) {
-      case ParseStatus::complete:
+      case common::ParseStatus::complete:
         in_.erase(0, result.consumed);
         dispatch(request);
         return;
-      case ParseStatus::error:
+      case common::ParseStatus::error:
         answer_error(result.error_status);
         return;
-      case ParseStatus::incomplete:
+      case common::ParseStatus::incomplete:
         read_more();
         return;
     }
@@ -182,14 +183,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
         });
   }
 
-  void dispatch(const HttpRequest& request) {
+  void dispatch(const common::HttpRequest& request) {
     phase_ = Phase::handling;
     cancel_timer();  // handlers take as long as they take: /sleep, /compute
     keep_alive_ = request.keep_alive;
     head_ = request.method == "HEAD";
     version_minor_ = request.version_minor;
     const std::uint64_t seq = ++seq_;
-    HttpResponder responder = [self = shared_from_this(), seq](HttpResponse response) {
+    HttpResponder responder = [self = shared_from_this(), seq](common::HttpResponse response) {
       self->respond(seq, std::move(response));
     };
     try {
@@ -210,16 +211,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
     respond(++seq_, error_response(status));
   }
 
-  void respond(std::uint64_t seq, HttpResponse response) {
+  void respond(std::uint64_t seq, common::HttpResponse response) {
     if (phase_ != Phase::handling || seq != seq_) return;  // late, repeated or closed
-    for (const HttpHeader& h : settings_->options.extra_headers) {
-      if (!std::any_of(response.headers.begin(), response.headers.end(),
-                       [&](const HttpHeader& have) { return iequals(have.name, h.name); })) {
+    for (const common::HttpHeader& h : settings_->options.extra_headers) {
+      if (!std::any_of(
+              response.headers.begin(), response.headers.end(),
+              [&](const common::HttpHeader& have) { return common::iequals(have.name, h.name); })) {
         response.headers.push_back(h);
       }
     }
     const bool keep = keep_alive_ && !closing_;
-    out_ = serialize_response(response, head_, keep, version_minor_);
+    out_ = common::serialize_response(response, head_, keep, version_minor_);
     phase_ = Phase::writing;
     asio::async_write(socket_, asio::buffer(out_),
                       [self = shared_from_this(), keep](std::error_code ec, std::size_t) {

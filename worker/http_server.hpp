@@ -1,6 +1,6 @@
 // HttpServer: a minimal HTTP/1.1 server on a worker's io_context, accepting on every inherited
 // listener (TCP or Unix stream), with keep-alive, pipelining and a graceful drain. It owns its
-// acceptors and connections only; routing belongs to the handler, parsing to http_parser.
+// acceptors and connections only; routing belongs to the handler, parsing to common/http.
 #pragma once
 
 #include <asio/io_context.hpp>
@@ -10,20 +10,20 @@
 #include <span>
 #include <vector>
 
-#include "worker/http_parser.hpp"
+#include "common/http.hpp"
 #include "worker/worker.hpp"
 
 namespace forkd::worker {
 
 // Answers one request. Call it exactly once, now or later (e.g. from a timer); later calls
 // are ignored. Dropping it unanswered closes the connection.
-using HttpResponder = std::function<void(HttpResponse)>;
-using HttpHandler = std::function<void(const HttpRequest&, HttpResponder)>;
+using HttpResponder = std::function<void(common::HttpResponse)>;
+using HttpHandler = std::function<void(const common::HttpRequest&, HttpResponder)>;
 
 struct HttpServerOptions {
-  HttpLimits limits;
+  common::HttpLimits limits;
   // Added to every response, those the server writes itself (400, 413, ...) included.
-  std::vector<HttpHeader> extra_headers;
+  std::vector<common::HttpHeader> extra_headers;
   // A connection waiting for (the rest of) a request is closed after this long.
   std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
   // While draining, a connection with a partly received request, or a fresh one that has not

@@ -15,7 +15,7 @@
 namespace {
 
 using forkd::common::ChildProcess;
-using forkd::common::ProcessExit;
+using forkd::common::ExitStatus;
 using forkd::common::SpawnOptions;
 using forkd::common::StdioSpec;
 using Clock = std::chrono::steady_clock;
@@ -29,7 +29,7 @@ class AsyncLoop {
   void next() {
     if (Clock::now() >= end_) return;
     child_.emplace(forkd::common::spawn(io_, program_, {}, options_));
-    child_->async_wait([this](const ProcessExit& exit) {
+    child_->async_wait([this](const ExitStatus& exit) {
       if (!exit.success()) std::abort();
       ++runs_;
       next();

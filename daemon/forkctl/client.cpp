@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <utility>
+
+#include "common/unix_socket.hpp"
 
 namespace forkd::ctl {
 namespace {
@@ -24,22 +25,19 @@ std::string errno_text(int error) {
 }  // namespace
 
 ControlClient::ControlClient(std::string path) : path_(std::move(path)) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path_.size() >= sizeof address.sun_path) {
-    throw UnreachableError("cannot connect to " + path_ + ": " + errno_text(ENAMETOOLONG));
-  }
-  std::memcpy(address.sun_path, path_.c_str(), path_.size() + 1);
-  fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd_) throw UnreachableError("cannot create a socket: " + errno_text(errno));
-  int rc = 0;
-  do {
-    rc = ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    const int error = errno;
-    const bool absent = error == ENOENT || error == ECONNREFUSED;
-    throw UnreachableError("cannot connect to " + path_ + ": " + errno_text(error) +
+  const common::UnixAddress address = [this] {
+    try {
+      return common::UnixAddress(path_);
+    } catch (const common::UnixAddressError& error) {
+      throw UnreachableError(std::string("cannot connect: ") + error.what());
+    }
+  }();
+  std::error_code error;
+  fd_ = common::connect_unix(address, SOCK_STREAM, error);
+  if (!fd_) {
+    const bool absent =
+        error == std::errc::no_such_file_or_directory || error == std::errc::connection_refused;
+    throw UnreachableError("cannot connect to " + path_ + ": " + error.message() +
                            (absent ? " (is forkd running?)" : ""));
   }
 }

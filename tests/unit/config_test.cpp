@@ -653,6 +653,16 @@ TEST(ConfigRestart, DelaysAndFailures) {
   EXPECT_EQ(load("restart: {max_failures: 1000000}\n").restart.max_failures, 1000000U);
 }
 
+TEST(ConfigWorkers, TheCountAndTheBatchAreBoundByTheSharedWorkerCap) {
+  const unsigned cap = forkd::common::kMaxWorkers;
+  const std::string text = std::to_string(cap);
+  const std::string over = std::to_string(cap + 1);
+  EXPECT_EQ(load("workers: " + text + "\n").workers, cap);
+  EXPECT_TRUE(contains(error_of("workers: " + over + "\n"), "(1.." + text + " or auto)"));
+  EXPECT_EQ(load("reload: {batch: " + text + "}\n").reload.batch.value, cap);
+  EXPECT_TRUE(contains(error_of("reload: {batch: " + over + "}\n"), "(1.." + text + ")"));
+}
+
 TEST(ConfigReload, BatchIsACountOrAPercentage) {
   EXPECT_EQ(load("reload: {batch: 3}\n").reload.batch.value, 3U);
   const Config percent = load("reload:\n  batch: 25%\n");

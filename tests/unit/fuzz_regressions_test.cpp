@@ -21,8 +21,8 @@
 #include "common/config.hpp"
 #include "common/ctl_args.hpp"
 #include "common/ctl_format.hpp"
+#include "common/http.hpp"
 #include "fuzz/checks.hpp"
-#include "worker/http_parser.hpp"
 
 namespace {
 
@@ -181,19 +181,19 @@ TEST_F(FuzzRegressionsTest, AbsurdUptimeAndRssInAReplyAreNotRenderedAsZero) {
   EXPECT_EQ(table.find(" 0B"), std::string::npos) << table;
 }
 
-// Found by fuzz_http: parse_request (worker/http_parser.cpp) skips every leading blank line
+// Found by fuzz_http: parse_request (common/http.cpp) skips every leading blank line
 // before it compares their count with max_head_bytes, so past the cap a stray CR is answered
 // 400 when the bytes arrive together and 431 when the first part arrives alone. The server
 // re-parses from the start as bytes arrive: the answer must not depend on how they were cut.
 TEST_F(FuzzRegressionsTest, BlankLinesPastTheHeadCapGetOneStatusWhateverTheChunking) {
-  forkd::worker::HttpLimits limits;
+  forkd::common::HttpLimits limits;
   limits.max_head_bytes = 16;
   const std::string bytes = std::string(18, '\n') + "\rX";
-  forkd::worker::HttpRequest request;
-  const auto whole = forkd::worker::parse_request(bytes, limits, request);
-  const auto first_part = forkd::worker::parse_request(bytes.substr(0, 17), limits, request);
-  ASSERT_EQ(whole.status, forkd::worker::ParseStatus::error);
-  ASSERT_EQ(first_part.status, forkd::worker::ParseStatus::error);
+  forkd::common::HttpRequest request;
+  const auto whole = forkd::common::parse_request(bytes, limits, request);
+  const auto first_part = forkd::common::parse_request(bytes.substr(0, 17), limits, request);
+  ASSERT_EQ(whole.status, forkd::common::ParseStatus::error);
+  ASSERT_EQ(first_part.status, forkd::common::ParseStatus::error);
   EXPECT_EQ(whole.error_status, first_part.error_status);
 }
 

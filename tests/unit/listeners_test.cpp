@@ -10,6 +10,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <vector>
+
+#include "common/unix_socket.hpp"
 
 #include "tests/unit/temp_dir.hpp"
 
@@ -17,6 +20,7 @@ namespace {
 
 using forkd::common::AddressKind;
 using forkd::common::ListenConfig;
+using forkd::common::UniqueFd;
 using forkd::daemon::ListenError;
 using forkd::daemon::open_listener;
 using forkd::test::TempDir;
@@ -54,6 +58,30 @@ TEST(ListenersTest, UnixSocketGetsItsModeAndStaleFileIsReplaced) {
   EXPECT_TRUE(again.valid());
   // While that one is listening, a second bind is refused as in use.
   EXPECT_THROW((void)open_listener(config, false), ListenError);
+}
+
+TEST(ListenersTest, ALiveSocketWithAFullBacklogIsInUseWithoutWaiting) {
+  TempDir t;
+  auto config = unix_config(t.file("busy.sock"));
+  config.backlog = 0;
+  const auto server = open_listener(config, false);
+  // Nobody accepts: fill the queue until connect says EAGAIN. The in-use probe must not wait
+  // for an accept that never comes (the master is single-threaded).
+  std::vector<UniqueFd> queued;
+  std::error_code error;
+  const forkd::common::UnixAddress address(config.path);
+  for (int i = 0; i < 1024; ++i) {
+    UniqueFd client = forkd::common::connect_unix(address, SOCK_STREAM | SOCK_NONBLOCK, error);
+    if (!client) break;
+    queued.push_back(std::move(client));
+  }
+  ASSERT_EQ(error, std::errc::resource_unavailable_try_again) << error.message();
+  try {
+    (void)open_listener(config, false);
+    FAIL() << "expected ListenError";
+  } catch (const ListenError& e) {
+    EXPECT_NE(std::string(e.what()).find("Address already in use"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ListenersTest, RefusesToReplaceSomethingThatIsNotASocket) {

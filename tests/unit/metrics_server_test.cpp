@@ -285,6 +285,20 @@ TEST_F(MetricsServerTest, BadRequestsGet400) {
   EXPECT_EQ(get("/metrics").status, 200) << "still serving";
 }
 
+TEST_F(MetricsServerTest, HeadersFollowTheSharedParsersRulesAndNoBodyIsWaitedFor) {
+  start();
+  for (const char* bad : {"GET /metrics HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                          "GET /metrics HTTP/1.1\r\nA: b\x01\r\n\r\n"}) {
+    EXPECT_EQ(request(bad).status, 400) << bad;
+  }
+  // The endpoint reads no body: a request announcing one is answered from its head alone.
+  EXPECT_EQ(request("GET /healthz HTTP/1.1\r\nContent-Length: 5\r\n\r\n").status, 200);
+  const auto chunked = request("POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+  EXPECT_EQ(chunked.status, 405);
+  EXPECT_EQ(chunked.headers.at("connection"), "close");
+  EXPECT_EQ(chunked.headers.at("cache-control"), "no-store");
+}
+
 TEST_F(MetricsServerTest, RequestArrivingByteByByteIsServed) {
   start();
   // The blank line that ends the head is split across reads at every possible point.

@@ -189,7 +189,7 @@ TEST(ProcessExecTest, TimeoutKillsWithTheKillSignal) {
   EXPECT_TRUE(outcome.error->killed);
   EXPECT_EQ(outcome.error->exit.signal, SIGTERM);
   EXPECT_EQ(outcome.error->message,
-            "Command timed out after 200 ms: /bin/sleep 30 (killed by SIGTERM)");
+            "Command timed out after 200 ms: /bin/sleep 30 (killed by signal 15 (SIGTERM))");
 }
 
 TEST(ProcessExecTest, TimeoutUsesTheChosenKillSignal) {

@@ -29,9 +29,9 @@
 namespace {
 
 using forkd::common::ChildProcess;
+using forkd::common::ExitStatus;
 using forkd::common::ExitWatcher;
 using forkd::common::PidHandle;
-using forkd::common::ProcessExit;
 using forkd::common::spawn;
 using forkd::common::SpawnError;
 using forkd::common::SpawnOptions;
@@ -61,7 +61,7 @@ void read_all(asio::posix::stream_descriptor& stream, const std::shared_ptr<std:
 struct Outcome {
   std::string out;
   std::string err;
-  ProcessExit exit;
+  ExitStatus exit;
 };
 
 // Collects stdout and stderr to EOF and the exit status of a child with piped fds 1 and 2.
@@ -70,7 +70,7 @@ std::optional<Outcome> collect(asio::io_context& io, ChildProcess& child) {
   auto err = std::make_shared<std::string>();
   auto out_eof = std::make_shared<bool>(false);
   auto err_eof = std::make_shared<bool>(false);
-  std::optional<ProcessExit> exit;
+  std::optional<ExitStatus> exit;
   if (child.stdout_pipe() != nullptr) {
     read_all(*child.stdout_pipe(), out, out_eof);
   } else {
@@ -81,7 +81,7 @@ std::optional<Outcome> collect(asio::io_context& io, ChildProcess& child) {
   } else {
     *err_eof = true;
   }
-  child.async_wait([&exit](const ProcessExit& e) { exit = e; });
+  child.async_wait([&exit](const ExitStatus& e) { exit = e; });
   if (!run_until(io, [&] { return *out_eof && *err_eof && exit.has_value(); })) {
     return std::nullopt;
   }
@@ -196,7 +196,7 @@ TEST(ProcessSpawnTest, ReportsTheKillingSignal) {
   ASSERT_TRUE(outcome);
   EXPECT_FALSE(outcome->exit.code);
   EXPECT_EQ(outcome->exit.signal, SIGTERM);
-  EXPECT_EQ(outcome->exit.describe(), "killed by SIGTERM");
+  EXPECT_EQ(outcome->exit.describe(), "killed by signal 15 (SIGTERM)");
 }
 
 TEST(ProcessSpawnTest, ChildKeepsTheDefaultSigint) {
@@ -215,14 +215,14 @@ TEST(ProcessSpawnTest, KillSignalsTheChildAndThenRefuses) {
   auto child = spawn(io, "/bin/sleep", {"30"}, options);
   EXPECT_TRUE(child.running());
   EXPECT_FALSE(child.kill(SIGKILL));
-  std::optional<ProcessExit> exit;
-  child.async_wait([&](const ProcessExit& e) { exit = e; });
+  std::optional<ExitStatus> exit;
+  child.async_wait([&](const ExitStatus& e) { exit = e; });
   ASSERT_TRUE(run_until(io, [&] { return exit.has_value(); }));
   EXPECT_EQ(exit->signal, SIGKILL);
   EXPECT_EQ(child.kill(SIGTERM), std::make_error_code(std::errc::no_such_process));
   // A wait registered after the exit is still answered.
-  std::optional<ProcessExit> late;
-  child.async_wait([&](const ProcessExit& e) { late = e; });
+  std::optional<ExitStatus> late;
+  child.async_wait([&](const ExitStatus& e) { late = e; });
   ASSERT_TRUE(run_until(io, [&] { return late.has_value(); }));
   EXPECT_EQ(late->signal, SIGKILL);
   EXPECT_TRUE(pid_is_gone(child.pid()));
@@ -512,8 +512,8 @@ TEST(ProcessSpawnTest, MovedChildProcessStillOwnsItsChild) {
     auto child = spawn(io, "/bin/sh", {"-c", "exit 5"});
     holder.emplace(std::move(child));
   }
-  std::optional<ProcessExit> exit;
-  holder->async_wait([&](const ProcessExit& e) { exit = e; });
+  std::optional<ExitStatus> exit;
+  holder->async_wait([&](const ExitStatus& e) { exit = e; });
   ASSERT_TRUE(run_until(io, [&] { return exit.has_value(); }));
   EXPECT_EQ(exit->code, 5);
   const pid_t pid = holder->pid();
@@ -612,10 +612,10 @@ TEST(ProcessExitWatcherTest, ReapsThroughPidfd) {
   if (pid == 0) ::_exit(7);
   PidHandle handle(pid);
   EXPECT_GE(handle.pidfd(), 0);
-  auto record = std::make_shared<std::optional<ProcessExit>>();
-  std::optional<ProcessExit> seen;
+  auto record = std::make_shared<std::optional<ExitStatus>>();
+  std::optional<ExitStatus> seen;
   auto watcher = ExitWatcher::start(io, std::move(handle), record);
-  watcher->add_handler([&](const ProcessExit& e) { seen = e; });
+  watcher->add_handler([&](const ExitStatus& e) { seen = e; });
   watcher.reset();  // it keeps itself alive while it waits
   ASSERT_TRUE(run_until(io, [&] { return seen.has_value(); }));
   EXPECT_EQ(seen->code, 7);
@@ -633,10 +633,10 @@ TEST(ProcessExitWatcherTest, FallsBackToPollingWithoutPidfd) {
   }
   PidHandle handle(pid, PidHandle::Wait::poll);
   EXPECT_EQ(handle.pidfd(), -1);
-  auto record = std::make_shared<std::optional<ProcessExit>>();
-  std::optional<ProcessExit> seen;
+  auto record = std::make_shared<std::optional<ExitStatus>>();
+  std::optional<ExitStatus> seen;
   auto watcher = ExitWatcher::start(io, std::move(handle), record);
-  watcher->add_handler([&](const ProcessExit& e) { seen = e; });
+  watcher->add_handler([&](const ExitStatus& e) { seen = e; });
   watcher.reset();
   ASSERT_TRUE(run_until(io, [&] { return seen.has_value(); }));
   EXPECT_EQ(seen->code, 9);

@@ -676,8 +676,8 @@ int big_body_app_main() {
   forkd::worker::Worker worker(forkd::worker::Context::from_environment());
   forkd::worker::HttpServer server(
       worker.io(), worker.context().listeners,
-      [](const forkd::worker::HttpRequest& request, const forkd::worker::HttpResponder& respond) {
-        forkd::worker::HttpResponse response;
+      [](const forkd::common::HttpRequest& request, const forkd::worker::HttpResponder& respond) {
+        forkd::common::HttpResponse response;
         response.body = request.target == "/big" ? std::string(std::size_t{32} << 20, 'x') : "ok";
         respond(std::move(response));
       });
@@ -771,8 +771,8 @@ TEST(WorkerHttpServer, StopAnswersWhatIsQueuedOnASharedSocket) {
       {::fcntl(shared.get(), F_DUPFD_CLOEXEC, 3), "http"}};
   forkd::worker::HttpServer server(
       io, listeners,
-      [](const forkd::worker::HttpRequest&, const forkd::worker::HttpResponder& respond) {
-        forkd::worker::HttpResponse response;
+      [](const forkd::common::HttpRequest&, const forkd::worker::HttpResponder& respond) {
+        forkd::common::HttpResponse response;
         response.body = "ok";
         respond(std::move(response));
       });

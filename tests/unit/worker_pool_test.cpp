@@ -23,14 +23,14 @@ PoolSettings settings() {
   return s;
 }
 
-ExitStatus exit_code(int code) {
-  ExitStatus status;
+forkd::common::ExitStatus exit_code(int code) {
+  forkd::common::ExitStatus status;
   status.code = code;
   return status;
 }
 
-ExitStatus killed_by(int signo) {
-  ExitStatus status;
+forkd::common::ExitStatus killed_by(int signo) {
+  forkd::common::ExitStatus status;
   status.signal = signo;
   return status;
 }
@@ -105,7 +105,7 @@ struct Driver {
     pool.ready(pid, now);
     pass();
   }
-  void exit(pid_t pid, const ExitStatus& status) {
+  void exit(pid_t pid, const forkd::common::ExitStatus& status) {
     ASSERT_TRUE(pool.exited(pid, status, now));
     pass();
   }

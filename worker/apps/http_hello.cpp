@@ -39,8 +39,8 @@ std::string to_decimal(Uint128 value) {
   return digits;
 }
 
-HttpResponse text(int status, std::string body) {
-  HttpResponse r;
+common::HttpResponse text(int status, std::string body) {
+  common::HttpResponse r;
   r.status = status;
   r.set_header("Content-Type", "text/plain; charset=utf-8");
   r.body = std::move(body);
@@ -52,9 +52,9 @@ class HelloHandler {
   HelloHandler(asio::io_context& io, unsigned worker_id, pid_t pid)
       : io_(&io), worker_id_(worker_id), pid_(pid) {}
 
-  void operator()(const HttpRequest& request, const HttpResponder& respond) const {
+  void operator()(const common::HttpRequest& request, const HttpResponder& respond) const {
     if (request.method != "GET" && request.method != "HEAD") {
-      HttpResponse r = text(405, "method not allowed\n");
+      common::HttpResponse r = text(405, "method not allowed\n");
       r.set_header("Allow", "GET, HEAD");
       respond(std::move(r));
     } else if (request.path == "/") {
@@ -72,14 +72,14 @@ class HelloHandler {
   }
 
  private:
-  void compute(const HttpRequest& request, const HttpResponder& respond) const {
-    const auto raw = query_param(request.query, "n");
+  void compute(const common::HttpRequest& request, const HttpResponder& respond) const {
+    const auto raw = common::query_param(request.query, "n");
     const auto n = raw ? parse_decimal(*raw) : std::nullopt;
     if (!n) {
       respond(text(400, "bad request: /compute needs n=0..18446744073709551615\n"));
       return;
     }
-    HttpResponse r;
+    common::HttpResponse r;
     r.set_header("Content-Type", "application/json");
     r.body = "{\"n\":" + std::to_string(*n) + ",\"sum\":" + sum_below(*n) +
              ",\"worker\":" + std::to_string(worker_id_) + ",\"pid\":" + std::to_string(pid_) +
@@ -87,8 +87,8 @@ class HelloHandler {
     respond(std::move(r));
   }
 
-  void sleep(const HttpRequest& request, const HttpResponder& respond) const {
-    const auto raw = query_param(request.query, "ms");
+  void sleep(const common::HttpRequest& request, const HttpResponder& respond) const {
+    const auto raw = common::query_param(request.query, "ms");
     const auto ms = raw ? parse_decimal(*raw) : std::nullopt;
     if (!ms || *ms > kMaxSleepMs) {
       respond(text(400, "bad request: /sleep needs ms=0..60000\n"));

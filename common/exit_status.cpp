@@ -1,11 +1,9 @@
-#include "daemon/exit_status.hpp"
+#include "common/exit_status.hpp"
 
 #include <string.h>
 #include <sys/wait.h>
 
-#include <cctype>
-
-namespace forkd::daemon {
+namespace forkd::common {
 
 ExitStatus ExitStatus::from_wait_status(int status) noexcept {
   ExitStatus out;
@@ -13,6 +11,25 @@ ExitStatus ExitStatus::from_wait_status(int status) noexcept {
   if (WIFSIGNALED(status)) {
     out.signal = WTERMSIG(status);
     out.core_dumped = WCOREDUMP(status);
+  }
+  return out;
+}
+
+ExitStatus ExitStatus::from_siginfo(const siginfo_t& info) noexcept {
+  ExitStatus out;
+  switch (info.si_code) {
+    case CLD_EXITED:
+      out.code = info.si_status;
+      break;
+    case CLD_DUMPED:
+      out.signal = info.si_status;
+      out.core_dumped = true;
+      break;
+    case CLD_KILLED:
+      out.signal = info.si_status;
+      break;
+    default:
+      break;
   }
   return out;
 }
@@ -29,7 +46,7 @@ std::string ExitStatus::describe() const {
     return "killed by signal " + std::to_string(*signal) + " (" + signal_name(*signal) + ")" +
            (core_dumped ? ", core dumped" : "");
   }
-  return "ended";
+  return "exit status unknown";
 }
 
-}  // namespace forkd::daemon
+}  // namespace forkd::common

@@ -1,11 +1,11 @@
-#include "worker/http_parser.hpp"
+#include "common/http.hpp"
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdint>
 
-namespace forkd::worker {
+namespace forkd::common {
 
 namespace {
 
@@ -55,6 +55,14 @@ ParseResult fail(int status, std::string why) {
   return r;
 }
 
+// RFC 9112 3.2: origin-form ("/p?q"), asterisk-form ("*"), absolute-form ("http://h/p"), and
+// authority-form ("host:443") for CONNECT only; anything else gets 400.
+bool has_target_form(std::string_view method, std::string_view target) noexcept {
+  if (target.front() == '/' || target == "*") return true;
+  if (target.find("://") != std::string_view::npos) return true;
+  return method == "CONNECT";
+}
+
 struct RequestLine {
   std::string_view method;
   std::string_view target;
@@ -76,7 +84,8 @@ int parse_request_line(std::string_view line, RequestLine& out, std::string& why
     why = "malformed method";
     return 400;
   }
-  if (out.target.empty() || !std::all_of(out.target.begin(), out.target.end(), is_target_char)) {
+  if (out.target.empty() || !std::all_of(out.target.begin(), out.target.end(), is_target_char) ||
+      !has_target_form(out.method, out.target)) {
     why = "malformed request target";
     return 400;
   }
@@ -164,7 +173,18 @@ const std::string* HttpRequest::header(std::string_view name) const noexcept {
   return nullptr;
 }
 
-ParseResult parse_request(std::string_view buffer, const HttpLimits& limits, HttpRequest& out) {
+namespace {
+
+ParseResult complete_at(std::size_t consumed) {
+  ParseResult r;
+  r.status = ParseStatus::complete;
+  r.consumed = consumed;
+  return r;
+}
+
+// The request line and headers into `request` (with keep_alive); complete means the head is
+// whole and `consumed` is where it ends, which is where a body would start.
+ParseResult read_head(std::string_view buffer, const HttpLimits& limits, HttpRequest& request) {
   // The head is re-scanned from the start on every call: it is capped at max_head_bytes, so
   // this stays cheap and keeps the parser stateless.
   std::size_t pos = 0;
@@ -178,7 +198,6 @@ ParseResult parse_request(std::string_view buffer, const HttpLimits& limits, Htt
   }
   if (pos > limits.max_head_bytes) return fail(431, "request head too large");
 
-  HttpRequest request;
   RequestLine request_line;
   bool have_request_line = false;
   std::size_t head_end = 0;
@@ -223,6 +242,31 @@ ParseResult parse_request(std::string_view buffer, const HttpLimits& limits, Htt
   request.version_minor = request_line.minor;
   split_target(request_line.target, request.path, request.query);
 
+  const std::string* connection = request.header("Connection");
+  if (request.version_minor == 0) {
+    request.keep_alive = connection != nullptr && connection_has_token(*connection, "keep-alive");
+  } else {
+    request.keep_alive = connection == nullptr || !connection_has_token(*connection, "close");
+  }
+  return complete_at(head_end);
+}
+
+}  // namespace
+
+ParseResult parse_request_head(std::string_view buffer, const HttpLimits& limits,
+                               HttpRequest& out) {
+  HttpRequest request;
+  ParseResult result = read_head(buffer, limits, request);
+  if (result.status == ParseStatus::complete) out = std::move(request);
+  return result;
+}
+
+ParseResult parse_request(std::string_view buffer, const HttpLimits& limits, HttpRequest& out) {
+  HttpRequest request;
+  const ParseResult head = read_head(buffer, limits, request);
+  if (head.status != ParseStatus::complete) return head;
+  const std::size_t head_end = head.consumed;
+
   if (request.header("Transfer-Encoding") != nullptr) {
     return fail(501, "Transfer-Encoding request bodies are not supported");
   }
@@ -246,18 +290,8 @@ ParseResult parse_request(std::string_view buffer, const HttpLimits& limits, Htt
   if (buffer.size() - head_end < body_bytes) return {};
   request.body.assign(buffer.substr(head_end, body_bytes));
 
-  const std::string* connection = request.header("Connection");
-  if (request.version_minor == 0) {
-    request.keep_alive = connection != nullptr && connection_has_token(*connection, "keep-alive");
-  } else {
-    request.keep_alive = connection == nullptr || !connection_has_token(*connection, "close");
-  }
-
   out = std::move(request);
-  ParseResult r;
-  r.status = ParseStatus::complete;
-  r.consumed = head_end + body_bytes;
-  return r;
+  return complete_at(head_end + body_bytes);
 }
 
 std::optional<std::string> query_param(std::string_view query, std::string_view name) {
@@ -367,4 +401,4 @@ std::string serialize_response(const HttpResponse& response, bool head_request, 
   return out;
 }
 
-}  // namespace forkd::worker
+}  // namespace forkd::common

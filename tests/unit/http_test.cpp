@@ -1,5 +1,5 @@
-// The pure HTTP/1.x parser and serialiser: framing, limits, keep-alive rules, error statuses.
-#include "worker/http_parser.hpp"
+// The shared HTTP/1.x parser and serialiser: framing, limits, keep-alive rules, error statuses.
+#include "common/http.hpp"
 
 #include <gtest/gtest.h>
 
@@ -7,14 +7,15 @@
 
 namespace {
 
-using forkd::worker::HttpLimits;
-using forkd::worker::HttpRequest;
-using forkd::worker::HttpResponse;
-using forkd::worker::parse_request;
-using forkd::worker::ParseResult;
-using forkd::worker::ParseStatus;
-using forkd::worker::query_param;
-using forkd::worker::serialize_response;
+using forkd::common::HttpLimits;
+using forkd::common::HttpRequest;
+using forkd::common::HttpResponse;
+using forkd::common::parse_request;
+using forkd::common::parse_request_head;
+using forkd::common::ParseResult;
+using forkd::common::ParseStatus;
+using forkd::common::query_param;
+using forkd::common::serialize_response;
 
 ParseResult parse(const std::string& text, HttpRequest& out, HttpLimits limits = {}) {
   return parse_request(text, limits, out);
@@ -181,6 +182,40 @@ TEST(HttpParser, SplitsAbsoluteFormTargets) {
             ParseStatus::complete);
   EXPECT_EQ(r.path, "/sleep");
   EXPECT_EQ(r.query, "ms=5");
+}
+
+TEST(HttpParser, TargetsMustHaveARequestTargetForm) {
+  for (const char* bad : {"GET metrics HTTP/1.1\r\n\r\n", "GET example.com:80 HTTP/1.1\r\n\r\n",
+                          "GET ?q HTTP/1.1\r\n\r\n"}) {
+    EXPECT_EQ(error_status(bad), 400) << bad;
+  }
+  for (const char* good : {"OPTIONS * HTTP/1.1\r\n\r\n", "CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+                           "GET https://example/x HTTP/1.1\r\n\r\n"}) {
+    HttpRequest r;
+    EXPECT_EQ(parse(good, r).status, ParseStatus::complete) << good;
+  }
+}
+
+TEST(HttpParser, TheHeadAloneIgnoresTheBodyFraming) {
+  const HttpLimits limits{};
+  const std::string head = "POST /metrics HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n";
+  HttpRequest r;
+  // The whole request would wait for (and refuse) its body; the head alone is complete.
+  EXPECT_EQ(parse_request(head, limits, r).status, ParseStatus::error);
+  const ParseResult result = parse_request_head(head + "body", limits, r);
+  ASSERT_EQ(result.status, ParseStatus::complete);
+  EXPECT_EQ(result.consumed, head.size());
+  EXPECT_EQ(r.path, "/metrics");
+  EXPECT_TRUE(r.body.empty());
+  const std::string chunked = "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+  ASSERT_EQ(parse_request_head(chunked, limits, r).status, ParseStatus::complete);
+  EXPECT_FALSE(r.keep_alive);
+  // The head's own rules and caps are the same.
+  EXPECT_EQ(parse_request_head("GET / HTTP/1.1\r\nHost: x\r\n", limits, r).status,
+            ParseStatus::incomplete);
+  EXPECT_EQ(parse_request_head("GET / HTTP/2.0\r\n", limits, r).error_status, 505);
+  EXPECT_EQ(parse_request_head(std::string(limits.max_head_bytes + 1, 'a'), limits, r).error_status,
+            431);
 }
 
 TEST(HttpQuery, FindsAndDecodesParameters) {

@@ -1,6 +1,7 @@
-// HTTP/1.x request parsing and response serialisation for the worker's minimal server.
-// Pure: works on byte strings only, with every size capped before anything is kept; it
-// never touches sockets, timers or the io_context (http_server.hpp does the I/O).
+// HTTP/1.x request parsing and response serialisation: the one implementation behind the
+// worker's built-in server (worker/http_server) and the master's metrics endpoint
+// (daemon/metrics_server). Pure: works on byte strings only, with every size capped before
+// anything is kept; it never touches sockets, timers or an io_context (the servers do the I/O).
 #pragma once
 
 #include <cstddef>
@@ -9,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-namespace forkd::worker {
+namespace forkd::common {
 
 struct HttpLimits {
   std::size_t max_head_bytes =
@@ -48,9 +49,16 @@ struct ParseResult {
 // Parses the request at the start of `buffer` into `out` (overwritten when complete). Call
 // again with more bytes while it says incomplete; an error means: answer error_status, close.
 // Bare "\n" line ends are accepted as well as "\r\n"; blank lines before a request are skipped.
-// Transfer-Encoding (chunked) request bodies are not supported: 501.
+// The target must be origin-form ("/p?q"), absolute-form ("http://h/p"), "*", or for CONNECT
+// authority-form. Transfer-Encoding (chunked) request bodies are not supported: 501.
 [[nodiscard]] ParseResult parse_request(std::string_view buffer, const HttpLimits& limits,
                                         HttpRequest& out);
+
+// The same up to the blank line that ends the head: the body is neither framed nor read
+// (Content-Length, Transfer-Encoding and max_body_bytes are not looked at), `consumed` is the
+// head's end and `out.body` is empty. For a server that answers one request and closes.
+[[nodiscard]] ParseResult parse_request_head(std::string_view buffer, const HttpLimits& limits,
+                                             HttpRequest& out);
 
 // The first value of `name` in an application/x-www-form-urlencoded query, percent- and
 // '+'-decoded; nullopt when absent or badly encoded.
@@ -76,4 +84,4 @@ struct HttpResponse {
 // Case-insensitive ASCII comparison, as header names and connection tokens need.
 [[nodiscard]] bool iequals(std::string_view a, std::string_view b) noexcept;
 
-}  // namespace forkd::worker
+}  // namespace forkd::common
