@@ -17,14 +17,14 @@
 #include <vector>
 
 #include "common/config.hpp"
-#include "common/ctl_args.hpp"
-#include "common/ctl_format.hpp"
 #include "common/http.hpp"
 #include "common/ipc_protocol.hpp"
 #include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
 #include "common/sd_notify.hpp"
 #include "common/units.hpp"
+#include "daemon/forkctl/args.hpp"
+#include "daemon/forkctl/format.hpp"
 
 namespace forkd::fuzz {
 
@@ -305,7 +305,7 @@ inline std::string check_ctl_rendering(std::string_view line, std::uint8_t pick)
 // (tests/unit/fuzz_regressions_test.cpp), skipped so the fuzzer keeps looking for new ones.
 // Each entry goes when its bug is fixed.
 inline bool hits_known_ctl_bug(const std::vector<std::string>& args) {
-  // `forkctl scale ""`: build_request calls front() on the empty value (ctl_args.cpp).
+  // `forkctl scale ""`: build_request calls front() on the empty value (daemon/forkctl/args.cpp).
   const bool scale = std::find(args.begin(), args.end(), "scale") != args.end();
   return scale && std::find(args.begin(), args.end(), "") != args.end();
 }

@@ -9,15 +9,15 @@
 #include <string_view>
 #include <vector>
 
-#include "common/process.hpp"
-#include "common/process_sync.hpp"
+#include "process/process.hpp"
+#include "process/sync.hpp"
 
 namespace {
 
-using forkd::common::ChildProcess;
 using forkd::common::ExitStatus;
-using forkd::common::SpawnOptions;
-using forkd::common::StdioSpec;
+using forkd::process::ChildProcess;
+using forkd::process::SpawnOptions;
+using forkd::process::StdioSpec;
 using Clock = std::chrono::steady_clock;
 
 // Sequential spawn -> exit -> next spawn on one asio loop, as a Node program does it.
@@ -28,7 +28,7 @@ class AsyncLoop {
 
   void next() {
     if (Clock::now() >= end_) return;
-    child_.emplace(forkd::common::spawn(io_, program_, {}, options_));
+    child_.emplace(forkd::process::spawn(io_, program_, {}, options_));
     child_->async_wait([this](const ExitStatus& exit) {
       if (!exit.success()) std::abort();
       ++runs_;
@@ -65,9 +65,9 @@ int main(int argc, char** argv) {
   const auto end = start + std::chrono::duration_cast<Clock::duration>(duration);
   long runs = 0;
   if (mode == "spawn-sync") {
-    forkd::common::SpawnSyncOptions options;
+    forkd::process::SpawnSyncOptions options;
     while (Clock::now() < end) {
-      const auto result = forkd::common::spawn_sync(program, {}, options);
+      const auto result = forkd::process::spawn_sync(program, {}, options);
       if (!result.exit.success()) return 1;
       ++runs;
     }

@@ -10,10 +10,10 @@
 #include <optional>
 #include <string_view>
 
-#include "common/ctl_args.hpp"
-#include "common/ctl_format.hpp"
 #include "common/fd.hpp"
+#include "daemon/forkctl/args.hpp"
 #include "daemon/forkctl/client.hpp"
+#include "daemon/forkctl/format.hpp"
 
 namespace forkd::ctl {
 namespace {

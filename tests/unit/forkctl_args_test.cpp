@@ -1,5 +1,5 @@
 // forkctl's command line -> request JSON, socket resolution and usage errors.
-#include "common/ctl_args.hpp"
+#include "daemon/forkctl/args.hpp"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>

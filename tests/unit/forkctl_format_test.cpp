@@ -1,5 +1,5 @@
 // forkctl's output: human units, the status table, and reply -> stdout/stderr/exit code.
-#include "common/ctl_format.hpp"
+#include "daemon/forkctl/format.hpp"
 
 #include <gtest/gtest.h>
 

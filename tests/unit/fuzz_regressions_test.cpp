@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "common/config.hpp"
-#include "common/ctl_args.hpp"
-#include "common/ctl_format.hpp"
 #include "common/http.hpp"
+#include "daemon/forkctl/args.hpp"
+#include "daemon/forkctl/format.hpp"
 #include "fuzz/checks.hpp"
 
 namespace {
@@ -161,7 +161,7 @@ TEST_F(FuzzRegressionsTest, ConfigOfALoneCommaIsAnErrorNotAnEndlessLoad) {
 }
 
 // Found by fuzz_control (with _GLIBCXX_ASSERTIONS, as the fuzz build compiles): `forkctl scale
-// ""` makes build_request (common/ctl_args.cpp) call front() on the empty value, undefined
+// ""` makes build_request (daemon/forkctl/args.cpp) call front() on the empty value, undefined
 // behaviour that an assertion-enabled libstdc++ aborts on. It must be a usage error.
 TEST_F(FuzzRegressionsTest, ScaleWithAnEmptyValueIsAUsageError) {
   EXPECT_THROW((void)forkd::ctl::parse_args({"scale", ""}), forkd::ctl::UsageError);
@@ -170,7 +170,7 @@ TEST_F(FuzzRegressionsTest, ScaleWithAnEmptyValueIsAUsageError) {
 }
 
 // Found with fuzz_control (UBSan's float-cast-overflow, which the fuzz build enables):
-// format_uptime and rss_cell (common/ctl_format.cpp) cast a reply's double straight to
+// format_uptime and rss_cell (daemon/forkctl/format.cpp) cast a reply's double straight to
 // uint64_t, undefined behaviour beyond 2^64; on x86-64 the result is 0, so an absurd uptime
 // prints as "0s" and an absurd RSS as "0B". The rendering must stay defined and not pretend.
 TEST_F(FuzzRegressionsTest, AbsurdUptimeAndRssInAReplyAreNotRenderedAsZero) {

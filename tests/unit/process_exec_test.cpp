@@ -1,4 +1,4 @@
-#include "common/process_exec.hpp"
+#include "process/exec.hpp"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -16,10 +16,10 @@
 
 namespace {
 
-using forkd::common::exec;
-using forkd::common::exec_file;
-using forkd::common::ExecError;
-using forkd::common::ExecOptions;
+using forkd::process::exec;
+using forkd::process::exec_file;
+using forkd::process::ExecError;
+using forkd::process::ExecOptions;
 using namespace std::chrono_literals;
 using forkd::test::pid_is_gone;
 using forkd::test::run_until;
@@ -30,7 +30,7 @@ struct ExecOutcome {
   std::string out;
   std::string err;
 
-  forkd::common::ExecCallback callback() {
+  forkd::process::ExecCallback callback() {
     return [this](const std::optional<ExecError>& e, std::string o, std::string r) {
       EXPECT_FALSE(called) << "callback ran twice";
       called = true;

@@ -1,4 +1,4 @@
-#include "common/process_ipc.hpp"
+#include "process/ipc.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -16,9 +16,9 @@
 
 namespace {
 
-using forkd::common::IpcChannel;
 using forkd::common::make_socketpair;
 using forkd::common::UniqueFd;
+using forkd::process::IpcChannel;
 using namespace std::chrono_literals;
 using forkd::test::run_until;
 

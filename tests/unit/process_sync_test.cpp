@@ -1,4 +1,4 @@
-#include "common/process_sync.hpp"
+#include "process/sync.hpp"
 
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -15,14 +15,14 @@
 
 namespace {
 
-using forkd::common::exec_file_sync;
-using forkd::common::exec_sync;
-using forkd::common::ExecError;
-using forkd::common::ExecOptions;
-using forkd::common::ExecSyncError;
-using forkd::common::spawn_sync;
-using forkd::common::SpawnSyncOptions;
-using forkd::common::StdioSpec;
+using forkd::process::exec_file_sync;
+using forkd::process::exec_sync;
+using forkd::process::ExecError;
+using forkd::process::ExecOptions;
+using forkd::process::ExecSyncError;
+using forkd::process::spawn_sync;
+using forkd::process::SpawnSyncOptions;
+using forkd::process::StdioSpec;
 using namespace std::chrono_literals;
 using forkd::test::pid_is_gone;
 

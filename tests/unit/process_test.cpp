@@ -1,4 +1,4 @@
-#include "common/process.hpp"
+#include "process/process.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -21,22 +21,22 @@
 #include <vector>
 
 #include "common/fd.hpp"
-#include "common/process_exit_watch.hpp"
+#include "process/exit_watch.hpp"
 
 #include "tests/unit/process_test_support.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 namespace {
 
-using forkd::common::ChildProcess;
 using forkd::common::ExitStatus;
-using forkd::common::ExitWatcher;
-using forkd::common::PidHandle;
-using forkd::common::spawn;
-using forkd::common::SpawnError;
-using forkd::common::SpawnOptions;
-using forkd::common::StdioSpec;
 using forkd::common::UniqueFd;
+using forkd::process::ChildProcess;
+using forkd::process::ExitWatcher;
+using forkd::process::PidHandle;
+using forkd::process::spawn;
+using forkd::process::SpawnError;
+using forkd::process::SpawnOptions;
+using forkd::process::StdioSpec;
 using forkd::test::TempDir;
 using namespace std::chrono_literals;
 using forkd::test::kPatience;

@@ -1,4 +1,4 @@
-#include "common/ctl_args.hpp"
+#include "daemon/forkctl/args.hpp"
 
 #include <yaml-cpp/yaml.h>
 

@@ -1,4 +1,4 @@
-#include "common/process_ipc.hpp"
+#include "process/ipc.hpp"
 
 #include <array>
 #include <asio/local/stream_protocol.hpp>
@@ -9,7 +9,15 @@
 #include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
+
+using common::kMaxJsonDepth;
+using common::LineDecoder;
+using common::LineQueue;
+using common::parse_json_line;
+using common::ParsedLine;
+using common::to_json_line;
+using common::UniqueFd;
 
 namespace {
 
@@ -189,4 +197,4 @@ std::size_t IpcChannel::queued_bytes() const noexcept {
   return state_ ? state_->queue.bytes() : 0;
 }
 
-}  // namespace forkd::common
+}  // namespace forkd::process

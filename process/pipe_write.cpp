@@ -1,4 +1,4 @@
-#include "common/process_pipe_write.hpp"
+#include "process/pipe_write.hpp"
 
 #include <pthread.h>
 #include <signal.h>
@@ -7,7 +7,7 @@
 
 #include <cerrno>
 
-namespace forkd::common {
+namespace forkd::process {
 
 ssize_t write_without_sigpipe(int fd, const void* data, std::size_t size) noexcept {
   sigset_t pipe_only;
@@ -31,4 +31,4 @@ ssize_t write_without_sigpipe(int fd, const void* data, std::size_t size) noexce
   return n;
 }
 
-}  // namespace forkd::common
+}  // namespace forkd::process

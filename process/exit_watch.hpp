@@ -12,9 +12,9 @@
 #include <optional>
 #include <vector>
 
-#include "common/process_exit.hpp"
+#include "process/pid_handle.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
 
 // Owned by its own pending wait (and by whoever holds a shared_ptr), so an armed watcher
 // outlives the object that started it: a disowned child is still reaped when it exits.
@@ -22,9 +22,9 @@ namespace forkd::common {
 // applies: SIGKILL and a bounded wait unless disowned.
 class ExitWatcher : public std::enable_shared_from_this<ExitWatcher> {
  public:
-  using Handler = std::function<void(const ExitStatus&)>;
+  using Handler = std::function<void(const common::ExitStatus&)>;
   // The exit status, also readable by the ChildProcess after the watcher is gone.
-  using Record = std::shared_ptr<std::optional<ExitStatus>>;
+  using Record = std::shared_ptr<std::optional<common::ExitStatus>>;
 
   // Starts watching; `record` is filled in once the child has been reaped, before any handler.
   [[nodiscard]] static std::shared_ptr<ExitWatcher> start(asio::io_context& io, PidHandle handle,
@@ -42,7 +42,7 @@ class ExitWatcher : public std::enable_shared_from_this<ExitWatcher> {
   void clear_handlers() noexcept { handlers_.clear(); }
   // Reaps synchronously (after a SIGKILL, say), waiting at most `limit`; when that succeeds
   // the pending wait is cancelled and the record filled in.
-  std::optional<ExitStatus> reap_within(std::chrono::milliseconds limit) noexcept;
+  std::optional<common::ExitStatus> reap_within(std::chrono::milliseconds limit) noexcept;
 
  private:
   struct Key {};
@@ -64,4 +64,4 @@ class ExitWatcher : public std::enable_shared_from_this<ExitWatcher> {
   std::vector<Handler> handlers_;
 };
 
-}  // namespace forkd::common
+}  // namespace forkd::process

@@ -1,4 +1,4 @@
-#include "common/ctl_format.hpp"
+#include "daemon/forkctl/format.hpp"
 
 #include <fmt/format.h>
 

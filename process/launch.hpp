@@ -8,10 +8,10 @@
 #include <vector>
 
 #include "common/fd.hpp"
-#include "common/process_exit.hpp"
-#include "common/process_options.hpp"
+#include "process/options.hpp"
+#include "process/pid_handle.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
 
 // The program could not be started. what(): "spawn /nope ENOENT: No such file or directory",
 // with the failed step when it was not exec: "spawn ls ENOENT (chdir /gone): No such file...".
@@ -27,7 +27,7 @@ class SpawnError : public std::system_error {
 
 struct StartedChild {
   PidHandle handle;
-  std::vector<UniqueFd> parent_ends;  // by child fd number; valid for pipe and ipc entries
+  std::vector<common::UniqueFd> parent_ends;  // by child fd number; valid for pipe and ipc entries
   int ipc_index = -1;
 };
 
@@ -42,4 +42,4 @@ struct StartedChild {
                                        const SpawnOptions& options,
                                        PidHandle::Wait wait = PidHandle::Wait::pidfd);
 
-}  // namespace forkd::common
+}  // namespace forkd::process

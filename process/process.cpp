@@ -1,11 +1,14 @@
-#include "common/process.hpp"
+#include "process/process.hpp"
 
 #include <asio/post.hpp>
 #include <utility>
 
-#include "common/process_exit_watch.hpp"
+#include "process/exit_watch.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
+
+using common::ExitStatus;
+using common::UniqueFd;
 
 struct ChildProcess::Impl {
   Impl(asio::io_context& context, pid_t child) : io(context), pid(child) {}
@@ -101,4 +104,4 @@ ChildProcess spawn(asio::io_context& io, const std::string& file,
   return ChildProcess(std::move(impl));
 }
 
-}  // namespace forkd::common
+}  // namespace forkd::process

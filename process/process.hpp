@@ -1,7 +1,11 @@
-// The process library's asynchronous spawn: Node's child_process.spawn() for an asio loop,
-// built on the one fork path (spawner.hpp). A ChildProcess owns its child: destroying it kills
-// and reaps the child unless disown()ed. Exits are seen through a pidfd; no SIGCHLD handler.
-// exec()/exec_file() are in process_exec.hpp, the Sync forms in process_sync.hpp.
+// The process library (forkd_process), Node's child_process for programs that start children
+// of their own: spawn() here, exec()/exec_file() in exec.hpp, the Sync forms in sync.hpp, all
+// on the one fork path (common/spawner.hpp). A ChildProcess owns its child: destroying it kills
+// and reaps the child unless disown()ed.
+// Reaping model: each child is reaped by its own PidHandle (pid_handle.hpp: through its pidfd,
+// else by its pid); the library never calls waitpid(-1) and installs no SIGCHLD handler. It is
+// not for use inside the forkd master, whose single reaper calls waitpid(-1) and would take
+// these children's exits from them (the master does not link this library).
 #pragma once
 
 #include <signal.h>
@@ -16,18 +20,18 @@
 #include <system_error>
 #include <vector>
 
-#include "common/process_exit.hpp"
-#include "common/process_ipc.hpp"
-#include "common/process_launch.hpp"
-#include "common/process_options.hpp"
+#include "process/ipc.hpp"
+#include "process/launch.hpp"
+#include "process/options.hpp"
+#include "process/pid_handle.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
 
 class ExitWatcher;
 
 class ChildProcess {
  public:
-  using ExitHandler = std::function<void(const ExitStatus&)>;
+  using ExitHandler = std::function<void(const common::ExitStatus&)>;
 
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&& other) noexcept;
@@ -54,7 +58,7 @@ class ChildProcess {
   // Runs `handler` in the loop once the child has exited and been reaped; posted at once when
   // that already happened. Any number of handlers.
   void async_wait(ExitHandler handler);
-  [[nodiscard]] std::optional<ExitStatus> exit_status() const;
+  [[nodiscard]] std::optional<common::ExitStatus> exit_status() const;
   [[nodiscard]] bool running() const { return !exit_status().has_value(); }
   // Destruction will no longer kill the child (our pipe ends still close with us); the loop
   // reaps it when it exits. If the io_context goes first, it is left running, unwatched.
@@ -75,4 +79,4 @@ class ChildProcess {
                                  const std::vector<std::string>& args = {},
                                  const SpawnOptions& options = {});
 
-}  // namespace forkd::common
+}  // namespace forkd::process

@@ -1,5 +1,5 @@
-// The options of the process library (process.hpp, process_exec.hpp, process_sync.hpp): Node's
-// child_process options as plain C++ values. No behaviour here; process_launch.cpp decides.
+// The options of the process library (process.hpp, exec.hpp, sync.hpp): Node's
+// child_process options as plain C++ values. No behaviour here; launch.cpp decides.
 #pragma once
 
 #include <signal.h>
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace forkd::common {
+namespace forkd::process {
 
 inline constexpr std::size_t kDefaultMaxBuffer = std::size_t{1024} * 1024;  // Node's maxBuffer
 
@@ -84,4 +84,4 @@ struct SpawnSyncOptions : SpawnOptions {
   std::size_t max_buffer = kDefaultMaxBuffer;
 };
 
-}  // namespace forkd::common
+}  // namespace forkd::process

@@ -14,10 +14,10 @@
 #include <system_error>
 #include <vector>
 
-#include "common/process_exit.hpp"
-#include "common/process_options.hpp"
+#include "process/options.hpp"
+#include "process/pid_handle.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
 
 struct ExecError {
   enum class Kind { spawn_failed, exit_status, timed_out, max_buffer };
@@ -26,10 +26,10 @@ struct ExecError {
   // "Command timed out after 100 ms: sleep 5 (killed by signal 15 (SIGTERM))",
   // "stdout maxBuffer exceeded (1048576 bytes): yes", "spawn /nope ENOENT: No such file ..."
   std::string message;
-  std::string command;    // the command line, as Node's error.cmd
-  std::error_code error;  // spawn_failed: its errno; timed_out: ETIMEDOUT; max_buffer: ENOBUFS
-  ExitStatus exit;        // how the child ended; empty when it never started
-  bool killed = false;    // we signalled it (timeout or max_buffer)
+  std::string command;      // the command line, as Node's error.cmd
+  std::error_code error;    // spawn_failed: its errno; timed_out: ETIMEDOUT; max_buffer: ENOBUFS
+  common::ExitStatus exit;  // how the child ended; empty when it never started
+  bool killed = false;      // we signalled it (timeout or max_buffer)
 };
 
 using ExecCallback = std::function<void(const std::optional<ExecError>& error,
@@ -49,7 +49,7 @@ pid_t exec_file(asio::io_context& io, const std::string& file, const std::vector
 // How a buffered run ended, judged the same way by exec() and the Sync forms.
 struct ExecRun {
   std::string command;
-  ExitStatus exit;
+  common::ExitStatus exit;
   bool timed_out = false;
   std::chrono::milliseconds timeout{0};
   int overflowed_fd = 0;  // 1 or 2: that stream passed max_buffer
@@ -60,4 +60,4 @@ struct ExecRun {
 // nullopt for a clean exit 0 that was neither timed out nor overflowed.
 [[nodiscard]] std::optional<ExecError> judge_exec_run(const ExecRun& run);
 
-}  // namespace forkd::common
+}  // namespace forkd::process

@@ -1,4 +1,4 @@
-#include "common/process_exec.hpp"
+#include "process/exec.hpp"
 
 #include <unistd.h>
 
@@ -12,10 +12,13 @@
 #include <vector>
 
 #include "common/fd.hpp"
-#include "common/process.hpp"
-#include "common/process_pipe_write.hpp"
+#include "process/pipe_write.hpp"
+#include "process/process.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
+
+using common::ExitStatus;
+using common::set_nonblocking;
 
 namespace {
 
@@ -248,4 +251,4 @@ pid_t exec_file(asio::io_context& io, const std::string& file, const std::vector
   return operation->start(file, args, spawn_options_for(options));
 }
 
-}  // namespace forkd::common
+}  // namespace forkd::process

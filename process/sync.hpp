@@ -10,15 +10,15 @@
 #include <system_error>
 #include <vector>
 
-#include "common/process_exec.hpp"
-#include "common/process_exit.hpp"
-#include "common/process_options.hpp"
+#include "process/exec.hpp"
+#include "process/options.hpp"
+#include "process/pid_handle.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
 
 struct SpawnSyncResult {
   pid_t pid = -1;  // -1 when it never started
-  ExitStatus exit;
+  common::ExitStatus exit;
   std::string stdout_data;
   std::string stderr_data;
   // Node's result.error: the spawn errno, ETIMEDOUT, or ENOBUFS (max_buffer); a non-zero exit
@@ -57,4 +57,4 @@ class ExecSyncError : public std::runtime_error {
                                          const std::vector<std::string>& args = {},
                                          const ExecOptions& options = {});
 
-}  // namespace forkd::common
+}  // namespace forkd::process

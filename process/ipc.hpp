@@ -12,9 +12,9 @@
 #include <string>
 
 #include "common/fd.hpp"
-#include "common/process_options.hpp"
+#include "process/options.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
 
 class IpcChannel {
  public:
@@ -25,7 +25,8 @@ class IpcChannel {
   static constexpr std::size_t kQueueFactor = 8;
 
   // Takes ownership of `socket`, an AF_UNIX stream socket. Throws std::system_error.
-  IpcChannel(asio::io_context& io, UniqueFd socket, std::size_t max_message = kDefaultMaxBuffer);
+  IpcChannel(asio::io_context& io, common::UniqueFd socket,
+             std::size_t max_message = kDefaultMaxBuffer);
   IpcChannel(IpcChannel&&) noexcept = default;
   IpcChannel& operator=(IpcChannel&&) noexcept = default;
   IpcChannel(const IpcChannel&) = delete;
@@ -54,4 +55,4 @@ class IpcChannel {
   std::shared_ptr<State> state_;  // kept alive by pending reads and writes too
 };
 
-}  // namespace forkd::common
+}  // namespace forkd::process

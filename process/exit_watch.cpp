@@ -1,9 +1,11 @@
-#include "common/process_exit_watch.hpp"
+#include "process/exit_watch.hpp"
 
 #include <asio/post.hpp>
 #include <utility>
 
-namespace forkd::common {
+namespace forkd::process {
+
+using common::ExitStatus;
 
 namespace {
 constexpr std::chrono::milliseconds kMaxPollDelay{50};
@@ -84,4 +86,4 @@ void ExitWatcher::stop_waiting() noexcept {
   }
 }
 
-}  // namespace forkd::common
+}  // namespace forkd::process

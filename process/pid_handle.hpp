@@ -1,6 +1,7 @@
-// PidHandle: the one owner responsible for reaping one child pid,
-// through a pidfd (Linux 5.3+) when the kernel gives one, else by the pid itself. It never
-// calls waitpid(-1) and installs no SIGCHLD handler, so it coexists with a signalfd master.
+// PidHandle: the one owner responsible for reaping one child pid, through a pidfd (Linux 5.3+)
+// when the kernel gives one, else by the pid itself. It never calls waitpid(-1) and installs no
+// SIGCHLD handler, so it leaves other children of the process alone; a waitpid(-1) reaper
+// elsewhere in the process (such as forkd's master) would take its child's exit.
 #pragma once
 
 #include <sys/types.h>
@@ -13,7 +14,7 @@
 #include "common/exit_status.hpp"
 #include "common/fd.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
 
 // Owns the duty to reap one child. Destroying a handle whose child still runs sends it SIGKILL
 // and waits for it at most kReapOnDestroyLimit (the kernel tears a killed process down in
@@ -37,12 +38,12 @@ class PidHandle {
   // -1 when the kernel has no pidfd_open (callers then poll).
   [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
   [[nodiscard]] bool reaped() const noexcept { return exit_.has_value(); }
-  [[nodiscard]] const std::optional<ExitStatus>& exit() const noexcept { return exit_; }
+  [[nodiscard]] const std::optional<common::ExitStatus>& exit() const noexcept { return exit_; }
 
   // Reaps the child if it has exited; never blocks. EINTR-safe.
-  std::optional<ExitStatus> try_reap() noexcept;
+  std::optional<common::ExitStatus> try_reap() noexcept;
   // Waits at most `limit` for the child to exit and reaps it.
-  std::optional<ExitStatus> reap_within(std::chrono::milliseconds limit) noexcept;
+  std::optional<common::ExitStatus> reap_within(std::chrono::milliseconds limit) noexcept;
   // Through the pidfd when there is one, so a recycled pid is never hit; ESRCH once reaped.
   [[nodiscard]] std::error_code send_signal(int signo) noexcept;
   // Destruction will no longer kill the child.
@@ -52,10 +53,10 @@ class PidHandle {
   void release_child() noexcept;
 
   pid_t pid_ = -1;
-  UniqueFd pidfd_;
+  common::UniqueFd pidfd_;
   bool waitid_pidfd_ = true;  // P_PIDFD came with 5.4, pidfd_open with 5.3
   bool disowned_ = false;
-  std::optional<ExitStatus> exit_;
+  std::optional<common::ExitStatus> exit_;
 };
 
-}  // namespace forkd::common
+}  // namespace forkd::process

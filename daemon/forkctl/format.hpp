@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "common/ctl_args.hpp"
+#include "daemon/forkctl/args.hpp"
 
 namespace forkd::ctl {
 

@@ -1,4 +1,4 @@
-#include "common/process_sync.hpp"
+#include "process/sync.hpp"
 
 #include <poll.h>
 #include <unistd.h>
@@ -11,10 +11,15 @@
 #include <utility>
 
 #include "common/fd.hpp"
-#include "common/process_launch.hpp"
-#include "common/process_pipe_write.hpp"
+#include "process/launch.hpp"
+#include "process/pipe_write.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
+
+using common::ExitStatus;
+using common::last_error;
+using common::set_nonblocking;
+using common::UniqueFd;
 
 namespace {
 
@@ -263,4 +268,4 @@ std::string exec_file_sync(const std::string& file, const std::vector<std::strin
   return run_exec_sync(join_command(file, args), file, args, options);
 }
 
-}  // namespace forkd::common
+}  // namespace forkd::process

@@ -7,9 +7,9 @@
 
 #include <cstddef>
 
-namespace forkd::common {
+namespace forkd::process {
 
 // write(2) semantics (-1 and errno on failure), EPIPE instead of the signal. Not EINTR-retried.
 [[nodiscard]] ssize_t write_without_sigpipe(int fd, const void* data, std::size_t size) noexcept;
 
-}  // namespace forkd::common
+}  // namespace forkd::process

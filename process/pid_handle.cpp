@@ -1,4 +1,4 @@
-#include "common/process_exit.hpp"
+#include "process/pid_handle.hpp"
 
 #include <poll.h>
 #include <signal.h>
@@ -12,7 +12,10 @@
 #include <cstring>
 #include <utility>
 
-namespace forkd::common {
+namespace forkd::process {
+
+using common::ExitStatus;
+using common::last_error;
 
 namespace {
 
@@ -125,4 +128,4 @@ std::error_code PidHandle::send_signal(int signo) noexcept {
   return last_error();
 }
 
-}  // namespace forkd::common
+}  // namespace forkd::process

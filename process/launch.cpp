@@ -1,4 +1,4 @@
-#include "common/process_launch.hpp"
+#include "process/launch.hpp"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -15,7 +15,18 @@
 
 #include "common/spawner.hpp"
 
-namespace forkd::common {
+namespace forkd::process {
+
+using common::ChildStep;
+using common::find_program;
+using common::kCloseFd;
+using common::make_pipe;
+using common::make_socketpair;
+using common::spawn_process;
+using common::SpawnResult;
+using common::SpawnSpec;
+using common::system_error_from_errno;
+using common::UniqueFd;
 
 namespace {
 
@@ -199,4 +210,4 @@ StartedChild start_child(const std::string& file, const std::vector<std::string>
   return StartedChild{PidHandle(result.pid, wait), std::move(fds.parent_ends), fds.ipc_index};
 }
 
-}  // namespace forkd::common
+}  // namespace forkd::process
