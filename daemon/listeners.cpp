@@ -17,6 +17,7 @@
 
 #include "common/decimal.hpp"
 #include "common/unix_socket.hpp"
+#include "daemon/reload_plan.hpp"
 
 namespace forkd::daemon {
 
@@ -335,23 +336,19 @@ UniqueFd duplicate(const UniqueFd& fd, const ListenConfig& config) {
   return copy;
 }
 
-bool same_socket_config(const ListenConfig& a, const ListenConfig& b) {
-  return a.kind == b.kind && a.host == b.host && a.port == b.port && a.path == b.path &&
-         a.reuseport == b.reuseport;
-}
-
 }  // namespace
 
 ListenerSet ListenerSet::rebuild(const std::vector<ListenConfig>& configs,
+                                 const std::vector<std::optional<std::size_t>>& kept_from,
                                  const ListenerSet& current) {
   ListenerSet next;
-  for (const auto& config : configs) {
+  for (std::size_t i = 0; i < configs.size(); ++i) {
+    const ListenConfig& config = configs[i];
     Listener l;
     l.config = config;
-    const auto old =
-        std::find_if(current.listeners_.begin(), current.listeners_.end(),
-                     [&](const Listener& c) { return same_socket_config(c.config, config); });
-    if (old != current.listeners_.end()) {
+    const std::optional<std::size_t> keep = i < kept_from.size() ? kept_from[i] : std::nullopt;
+    if (keep && *keep < current.listeners_.size()) {
+      const Listener* old = &current.listeners_[*keep];
       l.adopted = old->adopted;
       l.created_file = old->created_file;
       if (old->shared) l.shared = duplicate(old->shared, config);
@@ -381,7 +378,7 @@ void ListenerSet::remove_socket_files_not_in(const ListenerSet& successor) const
     if (!l.created_file) continue;
     const bool kept =
         std::any_of(successor.listeners_.begin(), successor.listeners_.end(),
-                    [&](const Listener& n) { return same_socket_config(n.config, l.config); });
+                    [&](const Listener& n) { return same_socket(n.config, l.config); });
     if (!kept) ::unlink(l.config.path.c_str());
   }
 }

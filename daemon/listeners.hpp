@@ -3,6 +3,7 @@
 // are unlinked only by the explicit remove_socket_files() shutdown step, never by a destructor.
 #pragma once
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -62,10 +63,12 @@ class ListenerSet {
   [[nodiscard]] const std::vector<Listener>& listeners() const noexcept { return listeners_; }
   // Shutdown step: unlink the unix socket files this master created.
   void remove_socket_files() const;
-  // Reload: a new set for `configs` in which every socket `current` already has for the same
-  // address is the very same socket (a duplicate fd of it: no connection is refused, no accept
-  // queue dropped) and only new addresses are bound. Throws ListenError; `current` is untouched.
+  // Reload: a new set for `configs` in which each entry the plan keeps (kept_from[i], an index
+  // into `current`) is the very same socket (a duplicate fd of it: no connection is refused, no
+  // accept queue dropped) and only the others are bound. Throws ListenError; `current` is
+  // untouched.
   [[nodiscard]] static ListenerSet rebuild(const std::vector<common::ListenConfig>& configs,
+                                           const std::vector<std::optional<std::size_t>>& kept_from,
                                            const ListenerSet& current);
   // Unlinks the unix socket files this set created that `successor` does not use.
   void remove_socket_files_not_in(const ListenerSet& successor) const;

@@ -102,7 +102,7 @@ void Master::start_reload() {
     log_->warn("reload: pidfile changes take effect after a restart");
   ListenerSet next_listeners;
   try {
-    next_listeners = ListenerSet::rebuild(next.listen, listeners_);
+    next_listeners = ListenerSet::rebuild(next.listen, plan.kept_from, listeners_);
     next_listeners.ensure_worker_sockets(next_target);
   } catch (const std::exception& e) {
     next_listeners.remove_socket_files_not_in(listeners_);

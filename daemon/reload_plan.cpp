@@ -50,8 +50,12 @@ ReloadPlan plan_reload(const common::Config& current, const common::Config& next
   plan.workers_from = current_workers;
   plan.workers_to = next_workers;
   for (const auto& n : next.listen) {
-    const bool kept = std::any_of(current.listen.begin(), current.listen.end(),
+    const auto old = std::find_if(current.listen.begin(), current.listen.end(),
                                   [&](const auto& c) { return same_socket(c, n); });
+    const bool kept = old != current.listen.end();
+    plan.kept_from.push_back(
+        kept ? std::optional<std::size_t>(static_cast<std::size_t>(old - current.listen.begin()))
+             : std::nullopt);
     (kept ? plan.listeners_kept : plan.listeners_added).push_back(n.address);
   }
   for (const auto& c : current.listen) {

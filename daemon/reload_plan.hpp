@@ -2,6 +2,7 @@
 // socket), the worker count, and every other key that differs. Pure: it compares two configs.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,10 @@ struct ReloadPlan {
   unsigned workers_from = 0;
   unsigned workers_to = 0;
   std::vector<std::string> changed_keys;  // "worker.env.A: 1 -> 2", dotted paths, listen excluded
+  // For each entry of the next `listen`, the index of the current entry whose socket it keeps;
+  // nullopt: a socket to bind. ListenerSet::rebuild follows this, so the listeners the plan
+  // reports and the sockets a reload keeps are one decision.
+  std::vector<std::optional<std::size_t>> kept_from;
 
   // One line per change, for logs, dry runs and the reload reply.
   [[nodiscard]] std::vector<std::string> describe() const;
