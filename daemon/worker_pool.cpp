@@ -65,24 +65,9 @@ void WorkerPool::publish(nlohmann::json event) {
   actions_.emplace_back(PublishOrder{std::move(event)});
 }
 
-Lane* WorkerPool::lane_of(pid_t pid, Where* where) {
-  const auto it = where_.find(pid);
-  if (it == where_.end()) return nullptr;
-  if (where != nullptr) *where = it->second;
-  switch (it->second.role) {
-    case Role::current:
-      return &slots_.at(it->second.slot).current;
-    case Role::incoming:
-      return &*slots_.at(it->second.slot).incoming;
-    case Role::retiring:
-      return &retiring_.at(pid).lane;
-  }
-  return nullptr;
-}
-
 const Lane* WorkerPool::find(pid_t pid, unsigned* slot) const {
   Where where{};
-  const Lane* lane = const_cast<WorkerPool*>(this)->lane_of(pid, &where);  // NOLINT
+  const Lane* lane = lane_in(*this, pid, &where);
   if (lane != nullptr && slot != nullptr) *slot = where.slot;
   return lane;
 }
@@ -274,7 +259,10 @@ bool WorkerPool::exited(pid_t pid, const common::ExitStatus& status, TimePoint n
   if (stopping_ || lane->asked_to_stop) {
     log(LogLevel::info, fmt::format("worker {} (pid {}) stopped: {} after {}", slot.id, pid,
                                     status.describe(), format_duration(uptime)));
-    if (where.role == Role::current) slot.last_exit = status, slot.last_exit_at = now;
+    if (where.role == Role::current) {
+      slot.last_exit = status;
+      slot.last_exit_at = now;
+    }
     apply(slot, *lane, SlotEvent::exited_as_asked, now);
     lane->pid = -1;
     if (where.role == Role::retiring) retiring_.erase(pid);

@@ -182,7 +182,10 @@ class WorkerPool {
     Role role;
   };
 
-  Lane* lane_of(pid_t pid, Where* where = nullptr);
+  Lane* lane_of(pid_t pid, Where* where = nullptr) { return lane_in(*this, pid, where); }
+  // One lookup for the const and the mutable pool.
+  template <typename Self>
+  static auto lane_in(Self& self, pid_t pid, Where* where) -> decltype(&self.slots_[0].current);
   // The table's transition plus what its action means for this lane.
   void apply(Slot& slot, Lane& lane, SlotEvent event, TimePoint now, Duration grace = {});
   void judge_exit(Slot& slot, Lane& lane, TimePoint now);
@@ -221,6 +224,22 @@ class WorkerPool {
   bool all_ready_announced_ = false;
   std::vector<PoolAction> actions_;
 };
+
+template <typename Self>
+auto WorkerPool::lane_in(Self& self, pid_t pid, Where* where) -> decltype(&self.slots_[0].current) {
+  const auto it = self.where_.find(pid);
+  if (it == self.where_.end()) return nullptr;
+  if (where != nullptr) *where = it->second;
+  switch (it->second.role) {
+    case Role::current:
+      return &self.slots_.at(it->second.slot).current;
+    case Role::incoming:
+      return &*self.slots_.at(it->second.slot).incoming;
+    case Role::retiring:
+      return &self.retiring_.at(pid).lane;
+  }
+  return nullptr;
+}
 
 template <typename F>
 void WorkerPool::for_each_process(F&& visit) const {
