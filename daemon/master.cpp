@@ -155,7 +155,16 @@ int Master::run() {
   log_->info("forkd {} started (pid {}), {} workers, config {}", FORKD_VERSION, ::getpid(),
              pool_.target(), config_.source);
   guarded("start", [] {});
-  io_.run();
+  // The backstop for handlers that are not guarded themselves (output capture, the control
+  // and metrics servers' own I/O): an exception leaves run(), is logged, and the loop goes on.
+  while (!finished_) {
+    try {
+      io_.run();
+      break;
+    } catch (const std::exception& e) {
+      log_error_and_go_on(*log_, "event loop", e.what());
+    }
+  }
   return exit_code_;
 }
 
