@@ -5,7 +5,12 @@ Measures, in one run and with the same worker count for both:
   a) hello-world throughput with wrk (keep-alive connections);
   b) respawn latency: SIGKILL of one worker until its replacement is there and the cluster
      answers, over many kills (p50/p95), plus the time until the new pid itself answered;
-  c) the master's resident memory (VmRSS), idle after the runs.
+  c) the master's resident memory (VmRSS), idle after the runs;
+  d) a crash storm, with 1 and with 2 workers (fresh servers): the same slot's worker SIGKILLed
+     0.4 s after its replacement answered, 20 times, as a request that crashes its worker
+     would; reported: kill -> the slot's new worker answered (p50/p95) and how many requests
+     of a few background clients waited longer than a grace (1 s) or failed. A slot may take
+     35 s to come back; no kill starts after 90 s (a backing-off policy gets fewer kills).
 
 Every process it starts runs in its own session and is killed at exit; all traffic goes to
 127.0.0.1. Standard library only. Run it through bench/run, which builds forkd first.
@@ -25,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -116,18 +122,22 @@ class Server:
     log_path: str
     proc: subprocess.Popen | None = None
     error: str | None = None
+    pid_seen: int | None = None  # the master's pid, kept for the report once it is stopped
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, workers: int, timeout_s: float = 15.0) -> bool:
+    def launch(self) -> None:
         with open(self.log_path, "ab") as log_file:
             # A session of its own: the whole tree can be killed by its process group.
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 start_new_session=True)
+
+    def start(self, workers: int, timeout_s: float = 15.0) -> bool:
+        self.launch()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -268,8 +278,118 @@ def wait_for_workers(server: Server, workers: int, timeout_s: float) -> bool:
     return False
 
 
+# The crash storm: one slot's worker SIGKILLed again and again, each time STORM_INTERVAL_S after
+# its replacement answered, as when one kind of request keeps crashing whichever worker takes
+# it. Nothing waits for the replacement to age: a restart policy that holds back a worker which
+# died young is part of what is measured, for the one slot that keeps dying.
+STORM_INTERVAL_S = 0.4
+PROBE_TIMEOUT_S = 10.0  # how long a background probe waits before it gives up
 
 
+@dataclass
+class Storm:
+    back_ms: list[float] = field(default_factory=list)  # kill -> the slot's new worker answered
+    timeouts: int = 0  # kills after which the slot did not serve again within the timeout
+    out_of_time: bool = False  # stopped before all its kills: the storm's time budget ran out
+    probes: int = 0  # requests the background clients made during the storm
+    late: int = 0  # of them: waited longer than the grace (answered late or not at all)
+    failed: int = 0  # of them: reset, refused or not answered within PROBE_TIMEOUT_S
+
+
+def measure_storm(server: Server, workers: int, kills: int, clients: int, grace_s: float,
+                  timeout_s: float, budget_s: float) -> Storm:
+    """SIGKILLs the same slot `kills` times while `clients` threads request one at a time.
+    Waits up to `timeout_s` per kill for the slot to serve again, and starts no kill after
+    `budget_s` (a restart policy that backs off could otherwise make it last many minutes)."""
+    result = Storm()
+    if not wait_for_workers(server, workers, timeout_s):
+        result.timeouts += 1
+        return result
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def probe() -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            reply = http_get(server.port, timeout=PROBE_TIMEOUT_S)
+            waited = time.monotonic() - t0
+            with lock:
+                result.probes += 1
+                result.late += waited > grace_s
+                result.failed += reply is None or reply.status != 200
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=probe, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        victim = min(children_of(server.pid))
+        budget_end = time.monotonic() + budget_s
+        for _ in range(kills):
+            if time.monotonic() > budget_end:
+                result.out_of_time = True
+                break
+            before = set(children_of(server.pid))
+            t0 = now_ns()
+            os.kill(victim, signal.SIGKILL)
+            deadline = t0 + int(timeout_s * 1e9)
+            new_pid = None
+            while new_pid is None and now_ns() < deadline:
+                fresh = [p for p in children_of(server.pid) if p not in before]
+                if fresh:
+                    new_pid = fresh[0]
+                else:
+                    time.sleep(0.0005)
+            back = None
+            while new_pid is not None and back is None and now_ns() < deadline:
+                reply = http_get(server.port)
+                if reply and reply.status == 200 and reply.pid == new_pid:
+                    back = now_ns()
+            if back is None:
+                result.timeouts += 1
+                break
+            result.back_ms.append((back - t0) / 1e6)
+            victim = new_pid
+            time.sleep(STORM_INTERVAL_S)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(PROBE_TIMEOUT_S + 1)
+    return result
+
+
+def make_server(name: str, args: argparse.Namespace, tmp: str, workers: int) -> Server:
+    """A server configured in a directory of its own (config, control socket, pid file)."""
+    os.makedirs(tmp, exist_ok=True)
+    port = free_port()
+    if name == "forkd":
+        conf = write_forkd_conf(tmp, port, workers)
+        argv = [args.forkd, "-c", conf]
+    else:
+        conf = write_nginx_conf(tmp, port, workers)
+        argv = [args.nginx, "-p", tmp + "/", "-e", f"{tmp}/nginx-error.log", "-c", conf]
+    return Server(name, argv, port, os.path.join(tmp, f"{name}.log"))
+
+
+def run_storms(args: argparse.Namespace, tmp: str, names: list[str]) -> dict[int, dict[str, Storm]]:
+    """For each --storm-workers count, each server started afresh, stormed, stopped."""
+    storms: dict[int, dict[str, Storm]] = {}
+    for workers in args.storm_workers:
+        storms[workers] = {}
+        for name in names:
+            server = make_server(name, args, os.path.join(tmp, f"storm-{workers}-{name}"), workers)
+            log(f"{name}: crash storm, {args.storm_kills} SIGKILLs of one slot, "
+                f"{workers} worker(s), {args.storm_clients} clients")
+            try:
+                if not server.start(workers):
+                    log(f"{name} {server.error}; its log:\n{server.log_tail()}")
+                    continue
+                storms[workers][name] = measure_storm(server, workers, args.storm_kills,
+                                                      args.storm_clients, args.grace,
+                                                      args.storm_timeout, args.storm_budget)
+            finally:
+                server.stop()
+    return storms
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -296,9 +416,33 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--kills", type=int, default=50, help="SIGKILLs per server (default 50)")
     p.add_argument("--only", choices=("forkd", "nginx"), help="measure one server only")
+    p.add_argument("--storm-kills", type=int, default=20,
+                   help="crash storm: SIGKILLs of one slot, each 0.4 s after its replacement "
+                   "answered (default 20; 0 skips the storm)")
+    p.add_argument("--storm-workers", default="1,2",
+                   help="crash storm: worker counts, one storm each (default 1,2)")
+    p.add_argument("--storm-clients", type=int, default=4,
+                   help="crash storm: clients requesting one at a time (default 4)")
+    p.add_argument("--grace", type=float, default=1.0,
+                   help="crash storm: a probe waiting longer than this counts (default 1.0 s)")
+    p.add_argument("--storm-timeout", type=float, default=35.0,
+                   help="crash storm: seconds a killed slot may take to serve again (default 35, "
+                   "above forkd's default restart.max_delay of 30 s)")
+    p.add_argument("--storm-budget", type=float, default=90.0,
+                   help="crash storm: no kill is started after this many seconds (default 90)")
     args = p.parse_args()
     if not 1 <= args.workers <= 64 or args.kills < 1 or not 1 <= args.duration <= 120:
         p.error("--workers 1..64, --kills >= 1, --duration 1..120")
+    try:
+        args.storm_workers = [int(n) for n in args.storm_workers.split(",") if n]
+    except ValueError:
+        p.error("--storm-workers: comma-separated counts, e.g. 1,2")
+    if (not 0 <= args.storm_kills <= 200 or not all(1 <= n <= 64 for n in args.storm_workers)
+            or not 1 <= args.storm_clients <= 64 or not 0 < args.grace <= PROBE_TIMEOUT_S
+            or not 1 <= args.storm_timeout <= 300 or not 1 <= args.storm_budget <= 1800):
+        p.error(f"--storm-kills 0..200, --storm-workers 1..64 each, --storm-clients 1..64, "
+                f"--grace 0..{PROBE_TIMEOUT_S:.0f}, --storm-timeout 1..300, "
+                "--storm-budget 1..1800")
     return args
 
 
@@ -314,16 +458,9 @@ def main() -> int:
     try:
         names = [args.only] if args.only else ["forkd", "nginx"]
         for name in names:
-            port = free_port()
-            if name == "forkd":
-                conf = write_forkd_conf(tmp, port, args.workers)
-                argv = [args.forkd, "-c", conf]
-            else:
-                conf = write_nginx_conf(tmp, port, args.workers)
-                argv = [args.nginx, "-p", tmp + "/", "-e", f"{tmp}/nginx-error.log", "-c", conf]
-            server = Server(name, argv, port, os.path.join(tmp, f"{name}.log"))
+            server = make_server(name, args, tmp, args.workers)
             servers[name] = server
-            log(f"starting {name} with {args.workers} workers on 127.0.0.1:{port}")
+            log(f"starting {name} with {args.workers} workers on 127.0.0.1:{server.port}")
             if not server.start(args.workers):
                 log(f"{name} {server.error}; its log:\n{server.log_tail()}")
                 failed = True
@@ -350,8 +487,21 @@ def main() -> int:
         # Idle after the runs: let the last replacement settle before reading memory.
         time.sleep(1.0)
         rss = {s.name: vm_rss_kib(s.pid) for s in live}
+        for s in live:
+            s.pid_seen = s.pid
+            s.stop()
+
+        storms = run_storms(args, tmp, names) if args.storm_kills else {}
+        for workers, by_name in storms.items():
+            for name in names:
+                storm = by_name.get(name)
+                if storm is None or storm.timeouts:
+                    log(f"{name}: crash storm with {workers} worker(s): the slot did not serve "
+                        f"again within {args.storm_timeout:g} s")
+                    failed = True
 
         report(args, servers, throughput, respawn, rss)
+        report_storms(args, storms)
     except KeyboardInterrupt:
         log("interrupted")
         failed = True
@@ -438,7 +588,53 @@ def report(args: argparse.Namespace, servers: dict[str, Server],
             if r.fair_ms:
                 print(f"  {name} respawn mean {statistics.mean(r.fair_ms):.3f} ms, "
                       f"min {min(r.fair_ms):.3f}, max {max(r.fair_ms):.3f}")
-        print(f"  {name} master pid {s.pid} VmRSS {rss.get(name)} KiB")
+        print(f"  {name} master pid {s.pid_seen} VmRSS {rss.get(name)} KiB")
+
+
+def report_storms(args: argparse.Namespace, storms: dict[int, dict[str, Storm]]) -> None:
+    if not storms:
+        return
+    print()
+    print(f"crash storm: the same slot's worker SIGKILLed {STORM_INTERVAL_S} s after its "
+          f"replacement answered, {args.storm_kills} times; {args.storm_clients} clients "
+          f"requesting one at a time, grace {args.grace:g} s")
+    rows: list[tuple[str, str, str, str]] = []
+    for workers, by_name in storms.items():
+        def back(name: str, q: float, by: dict[str, Storm] = by_name) -> float | None:
+            storm = by.get(name)
+            return stats(storm.back_ms, q) if storm and storm.back_ms else None
+
+        def count(name: str, what: str, by: dict[str, Storm] = by_name) -> str:
+            storm = by.get(name)
+            return "-" if storm is None else f"{getattr(storm, what)}/{storm.probes}"
+
+        def done(name: str, by: dict[str, Storm] = by_name) -> str:
+            storm = by.get(name)
+            return "-" if storm is None else f"{len(storm.back_ms)}/{args.storm_kills}"
+
+        label = f"{workers} worker{'s' if workers > 1 else ''}"
+        rows.append((f"{label}: kills the slot came back from / planned", done("forkd"),
+                     done("nginx"), ""))
+        for q in (50, 95):
+            a, b = back("forkd", q), back("nginx", q)
+            rows.append((f"{label}: kill -> the slot serves again, p{q} ms", fmt(a, 1), fmt(b, 1),
+                         ratio(a, b)))
+        rows.append((f"{label}: probes waiting > {args.grace:g} s / all", count("forkd", "late"),
+                     count("nginx", "late"), ""))
+        rows.append((f"{label}: probes failed / all", count("forkd", "failed"),
+                     count("nginx", "failed"), ""))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'metric':<{width}}  {'forkd':>12}  {'nginx':>12}  {'forkd/nginx':>11}")
+    print(f"{'-' * width}  {'-' * 12}  {'-' * 12}  {'-' * 11}")
+    for label, a, b, r in rows:
+        print(f"{label:<{width}}  {a:>12}  {b:>12}  {r:>11}")
+    print()
+    print("raw (kill -> the slot serves again, ms, in kill order):")
+    for workers, by_name in storms.items():
+        for name, storm in by_name.items():
+            print(f"  {name}, {workers} worker(s), timeouts={storm.timeouts}"
+                  + (f", stopped by the {args.storm_budget:g} s budget" if storm.out_of_time
+                     else "") + ": " + " ".join(f"{v:.1f}" for v in storm.back_ms))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The servers the benchmarks compare, configured alike: forkd's http-hello and nginx answering
 "hello" with an X-Worker-Pid header, the same number of workers, on 127.0.0.1 only. Shared by
-bench/bench.py and bench/reload/reload_bench.py."""
+bench/bench.py, bench/reload/reload_bench.py and bench/many/many_bench.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_forkd_conf(tmp: str, port: int, workers: int) -> str:
+def write_forkd_conf(tmp: str, port: int, workers: int, log_level: str = "warn") -> str:
     path = os.path.join(tmp, "forkd.yaml")
     with open(path, "w", encoding="ascii") as f:
         f.write(f"""workers: {workers}
@@ -25,7 +25,7 @@ worker:
 control:
   socket: {tmp}/forkd.sock
 log:
-  level: warn
+  level: {log_level}
 """)
     return path
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/ndjson.hpp"
+
 namespace forkd::common {
 
 // A value as one line, '\n' included. Invalid UTF-8 in a string is replaced rather than
@@ -26,7 +28,8 @@ struct ParsedLine {
 
 // The lines waiting to go out on one stream: they gather in a pending batch while the previous
 // batch is being written, so a burst costs one write, and the total is capped, so a peer that
-// does not read costs at most `max_bytes`.
+// does not read costs at most `max_bytes`. Once written or dropped, a batch's memory is given
+// back: a drained queue holds no buffer.
 class LineQueue {
  public:
   explicit LineQueue(std::size_t max_bytes) : max_bytes_(max_bytes) {}
@@ -37,10 +40,14 @@ class LineQueue {
   // nothing is pending. Write batch(), then call batch_written().
   [[nodiscard]] bool start_batch();
   [[nodiscard]] const std::string& batch() const noexcept { return in_flight_; }
-  void batch_written() noexcept { in_flight_.clear(); }
+  void batch_written() noexcept { release(in_flight_); }
   // Drops the pending lines; a batch in flight stays valid until batch_written().
-  void clear() noexcept { pending_.clear(); }
+  void clear() noexcept { release(pending_); }
   [[nodiscard]] std::size_t bytes() const noexcept { return pending_.size() + in_flight_.size(); }
+  // Bytes reserved for both: no more than two empty std::strings' once drained.
+  [[nodiscard]] std::size_t capacity() const noexcept {
+    return pending_.capacity() + in_flight_.capacity();
+  }
   [[nodiscard]] bool writing() const noexcept { return !in_flight_.empty(); }
 
  private:

@@ -2,6 +2,10 @@
 
 namespace forkd::common {
 
+void release(std::string& buffer) noexcept {
+  std::string().swap(buffer);
+}
+
 void LineDecoder::feed(std::string_view bytes, const Sink& sink) {
   while (!bytes.empty()) {
     const std::size_t nl = bytes.find('\n');
@@ -10,7 +14,7 @@ void LineDecoder::feed(std::string_view bytes, const Sink& sink) {
       if (nl == std::string_view::npos) return;
       discarding_ = false;
     } else if (partial_.size() + chunk.size() > max_line_) {
-      partial_.clear();
+      release(partial_);
       sink(Event::oversized, {});
       if (nl == std::string_view::npos) {
         discarding_ = true;
@@ -27,7 +31,7 @@ void LineDecoder::feed(std::string_view bytes, const Sink& sink) {
       }
       if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
       sink(Event::line, line);
-      partial_.clear();
+      release(partial_);
     }
     bytes.remove_prefix(nl + 1);
   }

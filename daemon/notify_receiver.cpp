@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -81,39 +82,43 @@ bool NotifyReceiver::from_worker(pid_t sender) const {
 }
 
 void NotifyReceiver::read_next() {
-  socket_.async_wait(asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](
-                                                                    std::error_code ec) {
-    if (ec || self->closed_) return;
-    // Drain what is queued, a bounded number per wake-up so a flood cannot starve the loop.
-    for (int i = 0; i < 64; ++i) {
-      iovec iov{self->buffer_.data(), self->buffer_.size()};
-      alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(ucred))> control{};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control.data();
-      msg.msg_controllen = control.size();
-      const ssize_t n =
-          ::recvmsg(self->socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (n < 0) break;
-      pid_t sender = 0;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-          ucred cred{};
-          std::memcpy(&cred, CMSG_DATA(c), sizeof(cred));
-          sender = cred.pid;
-        }
+  socket_.async_wait(asio::posix::stream_descriptor::wait_read,
+                     [self = shared_from_this()](std::error_code ec) {
+                       if (ec || self->closed_) return;
+                       self->drain();
+                     });
+}
+
+// Drains what is queued, a bounded number per wake-up so a flood cannot starve the loop.
+void NotifyReceiver::drain() {
+  std::array<char, common::kNotifyMessageMax> buffer{};
+  for (int i = 0; i < 64; ++i) {
+    iovec iov{buffer.data(), buffer.size()};
+    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(ucred))> control{};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    const ssize_t n = ::recvmsg(socket_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) break;
+    pid_t sender = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+        ucred cred{};
+        std::memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+        sender = cred.pid;
       }
-      if (!self->from_worker(sender)) {
-        if (self->rejected_) self->rejected_(sender);
-        continue;
-      }
-      self->handler_(self->worker_pid_, common::parse_notify_message(std::string_view(
-                                            self->buffer_.data(), static_cast<std::size_t>(n))));
-      if (self->closed_) return;
     }
-    self->read_next();
-  });
+    if (!from_worker(sender)) {
+      if (rejected_) rejected_(sender);
+      continue;
+    }
+    handler_(worker_pid_, common::parse_notify_message(
+                              std::string_view(buffer.data(), static_cast<std::size_t>(n))));
+    if (closed_) return;
+  }
+  read_next();
 }
 
 }  // namespace forkd::daemon

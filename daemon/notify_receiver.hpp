@@ -1,11 +1,11 @@
 // One worker's NOTIFY_SOCKET: a datagram socket at an abstract address only this master hands
 // out, read with SO_PASSCRED so that a datagram counts only when it comes from that worker or a
 // process it started (systemd-notify run from a worker's shell). Others are dropped and said.
+// Datagrams are read into a buffer on the stack: an idle receiver holds no buffer.
 #pragma once
 
 #include <sys/types.h>
 
-#include <array>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <functional>
@@ -37,6 +37,7 @@ class NotifyReceiver : public std::enable_shared_from_this<NotifyReceiver> {
 
  private:
   void read_next();
+  void drain();  // called with a reference held by the handler: callbacks may drop the owner's
   [[nodiscard]] bool from_worker(pid_t sender) const;
 
   asio::posix::stream_descriptor socket_;
@@ -44,7 +45,6 @@ class NotifyReceiver : public std::enable_shared_from_this<NotifyReceiver> {
   Handler handler_;
   Rejected rejected_;
   pid_t worker_pid_ = 0;
-  std::array<char, common::kNotifyMessageMax> buffer_{};
   bool closed_ = false;
 };
 

@@ -1,8 +1,12 @@
 #include "daemon/output_capture.hpp"
 
+#include <algorithm>
+#include <array>
 #include <asio/buffer.hpp>
+#include <asio/error.hpp>
 
 #include "common/log.hpp"
+#include "common/ndjson.hpp"
 
 namespace forkd::daemon {
 
@@ -24,7 +28,7 @@ OutputCapture::OutputCapture(asio::io_context& io, common::UniqueFd read_end, st
 void OutputCapture::close() {
   if (closed_) return;
   if (!partial_.empty()) emit(partial_);
-  partial_.clear();
+  common::release(partial_);
   closed_ = true;
   std::error_code ignored;
   stream_.close(ignored);
@@ -39,31 +43,58 @@ void OutputCapture::emit(std::string_view line) {
   }
 }
 
+// Waits for readability instead of reading into a buffer of the capture's: a pending read
+// would need its buffer for as long as the worker stays quiet.
 void OutputCapture::read_next() {
-  stream_.async_read_some(
-      asio::buffer(buffer_), [self = shared_from_this()](std::error_code ec, std::size_t n) {
-        if (self->closed_) return;
-        std::string_view data(self->buffer_.data(), ec ? 0 : n);
-        while (!data.empty()) {
-          const auto nl = data.find('\n');
-          const auto room = kMaxLine - self->partial_.size();
-          const auto take = std::min({nl == std::string_view::npos ? data.size() : nl, room});
-          self->partial_.append(data.substr(0, take));
-          data.remove_prefix(take);
-          if (!data.empty() && data.front() == '\n') {
-            data.remove_prefix(1);
-          } else if (self->partial_.size() < kMaxLine) {
-            break;  // an unfinished line: wait for more
-          }
-          self->emit(self->partial_);
-          self->partial_.clear();
-        }
-        if (ec) {
-          self->close();
-          return;
-        }
-        self->read_next();
-      });
+  stream_.async_wait(asio::posix::stream_descriptor::wait_read,
+                     [self = shared_from_this()](std::error_code ec) {
+                       if (self->closed_) return;
+                       if (ec) {
+                         self->close();
+                         return;
+                       }
+                       self->read_available();
+                     });
+}
+
+void OutputCapture::read_available() {
+  // Not zeroed: read_some() fills what is used.
+  std::array<char, kReadChunk> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
+  std::error_code ec;
+  const std::size_t n = stream_.read_some(asio::buffer(buffer), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    read_next();  // woken for nothing
+    return;
+  }
+  if (ec) {  // EOF included: the unfinished line goes out as it is
+    close();
+    return;
+  }
+  take(std::string_view(buffer.data(), n));
+  read_next();
+}
+
+// Emits every complete line of `data` straight from it, and every kMaxLine bytes of a longer
+// one; keeps only what remains of an unfinished line.
+void OutputCapture::take(std::string_view data) {
+  while (!data.empty()) {
+    const auto nl = data.find('\n');
+    const auto line_end = nl == std::string_view::npos ? data.size() : nl;
+    const auto piece = std::min(line_end, kMaxLine - partial_.size());
+    const bool ends_line = nl != std::string_view::npos && piece == nl;
+    if (!ends_line && partial_.size() + piece < kMaxLine) {
+      partial_.append(data.substr(0, piece));  // unfinished: wait for more
+      return;
+    }
+    if (partial_.empty()) {
+      emit(data.substr(0, piece));
+    } else {
+      partial_.append(data.substr(0, piece));
+      emit(partial_);
+      common::release(partial_);
+    }
+    data.remove_prefix(ends_line ? piece + 1 : piece);
+  }
 }
 
 }  // namespace forkd::daemon

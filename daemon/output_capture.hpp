@@ -1,9 +1,9 @@
 // `stdout: log` / `stderr: log`: one worker stream read line by line into the master's log.
 // Lines longer than kMaxLine are split, never buffered without limit; each wake-up reads a
-// bounded amount, so a flooding worker cannot starve the master's loop.
+// bounded amount, so a flooding worker cannot starve the master's loop. Only an unfinished line
+// is kept between wake-ups: a quiet worker costs the master no buffer.
 #pragma once
 
-#include <array>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <memory>
@@ -22,16 +22,22 @@ class OutputCapture : public std::enable_shared_from_this<OutputCapture> {
                                              std::string tag, bool is_stderr);
   OutputCapture(asio::io_context& io, common::UniqueFd read_end, std::string tag, bool is_stderr);
   void close();
+  // Bytes reserved for an unfinished line: an empty std::string's once none is pending.
+  [[nodiscard]] std::size_t buffer_capacity() const noexcept { return partial_.capacity(); }
+
+  // The most one wake-up reads, into a buffer on the stack.
+  static constexpr std::size_t kReadChunk = std::size_t{16} * 1024;
 
  private:
   void read_next();
+  void read_available();
+  void take(std::string_view data);
   void emit(std::string_view line);
 
   asio::posix::stream_descriptor stream_;
   std::string tag_;
   bool is_stderr_;
-  std::array<char, 16384> buffer_{};
-  std::string partial_;
+  std::string partial_;  // an unfinished line, shorter than kMaxLine
   bool closed_ = false;
 };
 

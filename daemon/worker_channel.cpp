@@ -1,6 +1,8 @@
 #include "daemon/worker_channel.hpp"
 
+#include <array>
 #include <asio/buffer.hpp>
+#include <asio/error.hpp>
 #include <asio/write.hpp>
 
 namespace forkd::daemon {
@@ -40,20 +42,36 @@ void WorkerChannel::fail() {
   if (callbacks_.closed) callbacks_.closed();
 }
 
+// Waits for readability instead of reading into a buffer of the channel's: a pending read
+// would need its buffer for as long as the worker stays silent, that is, for ever.
 void WorkerChannel::read_next() {
-  socket_.async_read_some(
-      asio::buffer(buffer_), [self = shared_from_this()](std::error_code ec, std::size_t n) {
-        if (self->closed_) return;
-        if (ec) {
-          self->fail();
-          return;
-        }
-        self->decoder_.feed(std::string_view(self->buffer_.data(), n),
-                            [&](common::LineDecoder::Event event, std::string_view line) {
-                              self->on_line(event, line);
-                            });
-        if (!self->closed_) self->read_next();
-      });
+  socket_.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](std::error_code ec) {
+    if (self->closed_) return;
+    if (ec) {
+      self->fail();
+      return;
+    }
+    self->read_available();
+  });
+}
+
+void WorkerChannel::read_available() {
+  // Not zeroed: read_some() fills what is used, and 64 KiB of zeros per wake-up would be waste.
+  std::array<char, kReadChunk> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
+  std::error_code ec;
+  const std::size_t n = socket_.read_some(asio::buffer(buffer), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    read_next();  // woken for nothing
+    return;
+  }
+  if (ec) {  // EOF included
+    fail();
+    return;
+  }
+  decoder_.feed(
+      std::string_view(buffer.data(), n),
+      [this](common::LineDecoder::Event event, std::string_view line) { on_line(event, line); });
+  if (!closed_) read_next();
 }
 
 void WorkerChannel::on_line(common::LineDecoder::Event event, std::string_view line) const {

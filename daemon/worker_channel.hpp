@@ -1,9 +1,9 @@
 // The master's end of one worker's IPC socket: NDJSON in, NDJSON out.
 // Reads are size-capped before parsing and the outgoing queue is bounded, so a worker that
-// floods or never reads costs the master a fixed amount of memory and never blocks it.
+// floods or never reads costs the master a fixed amount of memory and never blocks it; and
+// memory is held only while data flows, so an idle worker costs the master no buffer at all.
 #pragma once
 
-#include <array>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <functional>
@@ -36,9 +36,18 @@ class WorkerChannel : public std::enable_shared_from_this<WorkerChannel> {
   [[nodiscard]] bool send(const nlohmann::json& message);
   void close();
   [[nodiscard]] std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
+  // Bytes its buffers reserve (an unfinished incoming line, outgoing lines): a few empty
+  // std::strings' worth once the traffic stopped.
+  [[nodiscard]] std::size_t buffer_capacity() const noexcept {
+    return decoder_.capacity() + queue_.capacity();
+  }
+
+  // The most one wake-up reads, into a buffer on the stack: the loop stays fair to the others.
+  static constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
 
  private:
   void read_next();
+  void read_available();
   void on_line(common::LineDecoder::Event event, std::string_view line) const;
   void write_next();
   void fail();
@@ -47,7 +56,6 @@ class WorkerChannel : public std::enable_shared_from_this<WorkerChannel> {
   common::LineDecoder decoder_;
   common::LineQueue queue_;
   Callbacks callbacks_;
-  std::array<char, 65536> buffer_{};
   bool closed_ = false;
 };
 

@@ -62,4 +62,20 @@ TEST(JsonLinesTest, QueueBatchesWhileAWriteIsInFlightAndStaysUnderItsCap) {
   EXPECT_FALSE(queue.writing());
 }
 
+TEST(JsonLinesTest, QueueGivesItsMemoryBackOnceDrained) {
+  const std::size_t empty = 2 * std::string().capacity();
+  LineQueue queue(1 << 20);
+  ASSERT_TRUE(queue.push(std::string(100000, 'a') + "\n"));
+  ASSERT_TRUE(queue.start_batch());
+  ASSERT_TRUE(queue.push(std::string(100000, 'b') + "\n"));
+  EXPECT_GE(queue.capacity(), 200000U);
+  queue.batch_written();
+  ASSERT_TRUE(queue.start_batch());
+  queue.batch_written();
+  EXPECT_LE(queue.capacity(), empty);  // nothing left to write: no buffer held
+  ASSERT_TRUE(queue.push(std::string(100000, 'c') + "\n"));
+  queue.clear();
+  EXPECT_LE(queue.capacity(), empty);
+}
+
 }  // namespace

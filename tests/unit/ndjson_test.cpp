@@ -51,4 +51,19 @@ TEST(NdjsonTest, LineOfExactlyMaxSizeIsAccepted) {
   EXPECT_EQ(c.oversized, 1);
 }
 
+TEST(NdjsonTest, AnUnfinishedLinesBufferIsGivenBackOnceTheLineIsDone) {
+  LineDecoder d(4096);
+  Collected c;
+  d.feed(std::string(1000, 'a'), c.sink());
+  EXPECT_GE(d.capacity(), 1000U);  // held while the line is unfinished
+  d.feed("a\n", c.sink());
+  ASSERT_EQ(c.lines.size(), 1U);
+  EXPECT_EQ(c.lines[0].size(), 1001U);
+  EXPECT_LE(d.capacity(), std::string().capacity());  // an idle peer costs no buffer
+  d.feed(std::string(3000, 'b'), c.sink());
+  d.feed(std::string(3000, 'b') + "\n", c.sink());  // past the cap: dropped
+  EXPECT_EQ(c.oversized, 1);
+  EXPECT_LE(d.capacity(), std::string().capacity());
+}
+
 }  // namespace
