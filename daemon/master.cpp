@@ -219,8 +219,7 @@ void Master::pass() {
     listeners_.trim_worker_sockets(pool_.target());
     if (reload_) reload_->listeners.trim_worker_sockets(pool_.target());
   }
-  const bool upgrade_pending = upgrade_ && !upgrade_->handed_over;
-  if (pool_.stopping() && pool_.process_count() == 0 && !upgrade_pending) {
+  if (pool_.stopping() && pool_.process_count() == 0 && !upgrade_.pending()) {
     finish();
     return;
   }
@@ -276,7 +275,7 @@ void Master::reap_children() {
 }
 
 void Master::on_child_exit(pid_t pid, int wait_status) {
-  if (upgrade_ && upgrade_->pid == pid) {
+  if (upgrade_.is_new_master(pid)) {
     on_upgrade_exit(wait_status);
     return;
   }
@@ -416,7 +415,7 @@ void Master::schedule_wakeup() {
     if (!next || t < *next) next = t;
   };
   for (const auto& w : reply_waiters_) consider(w.deadline);
-  if (upgrade_ && !upgrade_->handed_over) consider(upgrade_->deadline);
+  if (const auto due = upgrade_.next_wakeup()) consider(*due);
   if (next_memory_check_) consider(*next_memory_check_);
   wakeup_.cancel();
   if (!next) return;
@@ -437,7 +436,7 @@ void Master::finish() {
     respond({{"ok", false}, {"error", "forkd is stopping"}});
   queued_reload_replies_.clear();
   // After a hand-over the sockets and their files belong to the new master.
-  const bool handed_over = upgrade_ && upgrade_->handed_over;
+  const bool handed_over = upgrade_.handed_over();
   if (!handed_over) listeners_.remove_socket_files();
   if (control_) {
     if (!handed_over) control_->remove_socket_file();

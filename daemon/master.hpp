@@ -28,6 +28,7 @@
 #include "daemon/metrics_server.hpp"
 #include "daemon/pidfile.hpp"
 #include "daemon/proc_stats.hpp"
+#include "daemon/upgrade_handoff.hpp"
 #include "daemon/worker_pool.hpp"
 
 namespace spdlog {
@@ -90,14 +91,6 @@ struct ReloadRecord {
 struct LaunchInfo {
   std::string executable;  // resolved when forkd started, so a replaced file is what runs next
   std::vector<std::string> argv;
-};
-
-// A hot upgrade in progress: the new master is our child until it says it is ready.
-struct Upgrade {
-  pid_t pid = -1;
-  TimePoint deadline;
-  bool stop_sent = false;
-  bool handed_over = false;
 };
 
 // Logs an exception that reached a handler; the master does not stop for it (Unicorn's master
@@ -166,6 +159,7 @@ class Master {
   void read_upgrade_pipe();
   void hand_over();
   void on_upgrade_exit(int wait_status);
+  void carry_out(UpgradeHandoff::Decision decision);
   void tell_predecessor_ready();
   void on_control_request(const nlohmann::json& request, const PeerCredentials& peer,
                           Respond respond);
@@ -214,7 +208,7 @@ class Master {
   std::unique_ptr<MetricsServer> metrics_;
   asio::steady_timer watchdog_;
   LaunchInfo launch_;
-  std::optional<Upgrade> upgrade_;
+  UpgradeHandoff upgrade_;
   std::unique_ptr<asio::posix::stream_descriptor> upgrade_pipe_;
   std::array<char, 64> upgrade_buffer_{};
   std::optional<Pidfile> pidfile_;

@@ -31,8 +31,8 @@ constexpr auto kUpgradeGrace = std::chrono::seconds(10);
 
 void Master::start_upgrade() {
   if (pool_.stopping()) return;
-  if (upgrade_) {
-    log_->warn("hot upgrade: already in progress (new master pid {}); ignored", upgrade_->pid);
+  if (!upgrade_.idle()) {
+    log_->warn("hot upgrade: already in progress (new master pid {}); ignored", *upgrade_.pid());
     return;
   }
   if (launch_.executable.empty()) {
@@ -88,8 +88,7 @@ void Master::start_upgrade() {
                 result.describe(spec));
     return;  // a child that failed to exec is reaped as an unknown pid
   }
-  upgrade_ = Upgrade{result.pid, Clock::now() + config_.worker.ready_timeout + kUpgradeGrace, false,
-                     false};
+  upgrade_.started(result.pid, Clock::now() + config_.worker.ready_timeout + kUpgradeGrace);
   upgrade_pipe_ = std::make_unique<asio::posix::stream_descriptor>(io_, pipe.first.release());
   log_->info("hot upgrade: started {} as new master (pid {})", spec.program, result.pid);
   publish({{"event", "upgrade"}, {"pid", result.pid}, {"state", "started"}});
@@ -99,9 +98,9 @@ void Master::start_upgrade() {
 void Master::read_upgrade_pipe() {
   upgrade_pipe_->async_read_some(asio::buffer(upgrade_buffer_), [this](std::error_code ec,
                                                                        std::size_t n) {
-    if (ec == asio::error::operation_aborted || !upgrade_) return;
+    if (ec == asio::error::operation_aborted || !upgrade_.pending()) return;
     if (!ec && std::string_view(upgrade_buffer_.data(), n).starts_with(kReadyWord.substr(0, 5))) {
-      guarded("hot upgrade", [this] { hand_over(); });
+      guarded("hot upgrade", [this] { carry_out(upgrade_.ready_word()); });
       return;
     }
     if (ec) return;  // EOF without "ready": the new master died; its exit is reported when reaped
@@ -110,18 +109,17 @@ void Master::read_upgrade_pipe() {
 }
 
 void Master::hand_over() {
-  upgrade_->handed_over = true;
   upgrade_pipe_.reset();
   log_->info("hot upgrade: new master (pid {}) is ready; this master stops accepting and drains",
-             upgrade_->pid);
-  publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "handed_over"}});
+             *upgrade_.pid());
+  publish({{"event", "upgrade"}, {"pid", *upgrade_.pid()}, {"state", "handed_over"}});
   // The new master is the service's main process now (NotifyAccess=main lets only us say so),
   // and the pidfile names it.
-  notify_service_manager("MAINPID=" + std::to_string(upgrade_->pid) +
-                         "\nSTATUS=handed over to pid " + std::to_string(upgrade_->pid));
+  notify_service_manager("MAINPID=" + std::to_string(*upgrade_.pid()) +
+                         "\nSTATUS=handed over to pid " + std::to_string(*upgrade_.pid()));
   if (pidfile_) {
-    if (const auto ec = pidfile_->rewrite(upgrade_->pid)) {
-      log_->error("hot upgrade: cannot write pid {} to {}: {}", upgrade_->pid, pidfile_->path(),
+    if (const auto ec = pidfile_->rewrite(*upgrade_.pid())) {
+      log_->error("hot upgrade: cannot write pid {} to {}: {}", *upgrade_.pid(), pidfile_->path(),
                   ec.message());
     }
   }
@@ -131,32 +129,48 @@ void Master::hand_over() {
 }
 
 void Master::on_upgrade_exit(int wait_status) {
+  const pid_t pid = *upgrade_.pid();
   const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
-  if (upgrade_->handed_over) {
-    log_->warn("hot upgrade: new master (pid {}) {}", upgrade_->pid, status.describe());
-  } else {
-    log_->error(
-        "hot upgrade failed: new master (pid {}) {} before it was ready; this master keeps serving",
-        upgrade_->pid, status.describe());
-    publish({{"event", "upgrade"}, {"pid", upgrade_->pid}, {"state", "failed"}});
-    upgrade_pipe_.reset();
-    upgrade_.reset();
+  switch (upgrade_.exited(pid)) {
+    case UpgradeHandoff::Decision::exited_after:
+      log_->warn("hot upgrade: new master (pid {}) {}", pid, status.describe());
+      break;
+    case UpgradeHandoff::Decision::failed:
+      log_->error(
+          "hot upgrade failed: new master (pid {}) {} before it was ready; this master keeps "
+          "serving",
+          pid, status.describe());
+      publish({{"event", "upgrade"}, {"pid", pid}, {"state", "failed"}});
+      upgrade_pipe_.reset();
+      break;
+    default:
+      break;
   }
 }
 
 void Master::enforce_upgrade_deadline(TimePoint now) {
-  if (!upgrade_ || upgrade_->handed_over || now < upgrade_->deadline) return;
-  if (!upgrade_->stop_sent) {
-    log_->error(
-        "hot upgrade: new master (pid {}) not ready in time; stopping it, this master keeps "
-        "serving",
-        upgrade_->pid);
-    ::kill(upgrade_->pid, SIGQUIT);
-    upgrade_->stop_sent = true;
-    upgrade_->deadline = now + std::chrono::seconds(5);
-  } else {
-    ::kill(upgrade_->pid, SIGKILL);
-    upgrade_->deadline = now + std::chrono::hours(1);
+  carry_out(upgrade_.deadline_check(now));
+}
+
+void Master::carry_out(UpgradeHandoff::Decision decision) {
+  switch (decision) {
+    case UpgradeHandoff::Decision::hand_over:
+      hand_over();
+      break;
+    case UpgradeHandoff::Decision::quit_new:
+      log_->error(
+          "hot upgrade: new master (pid {}) not ready in time; stopping it, this master keeps "
+          "serving",
+          *upgrade_.pid());
+      ::kill(*upgrade_.pid(), SIGQUIT);
+      break;
+    case UpgradeHandoff::Decision::kill_new:
+      log_->error("hot upgrade: new master (pid {}) still running; sending SIGKILL",
+                  *upgrade_.pid());
+      ::kill(*upgrade_.pid(), SIGKILL);
+      break;
+    default:
+      break;
   }
 }
 
