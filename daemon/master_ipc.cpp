@@ -90,11 +90,14 @@ bool Master::deliver(pid_t pid, const nlohmann::json& data) {
   }
   // It does not read its IPC socket: the queue is full. Replace it rather than buffer more;
   // the pass after this handler starts the replacement.
+  // Said once, when its replacement is decided: a peer flooding it must not flood the log.
   unsigned slot = 0;
   (void)pool_.find(pid, &slot);
-  log_->error("worker {} (pid {}) does not read its IPC channel ({} bytes queued); message dropped",
-              slot, pid, channel.queued_bytes());
-  if (pool_.serving(slot) == pid) (void)pool_.replace(slot, StopReason::stuck_ipc, Clock::now());
+  const bool replacing =
+      pool_.serving(slot) == pid && pool_.replace(slot, StopReason::stuck_ipc, Clock::now());
+  log_->log(replacing ? spdlog::level::err : spdlog::level::debug,
+            "worker {} (pid {}) does not read its IPC channel ({} bytes queued); message dropped",
+            slot, pid, channel.queued_bytes());
   return false;
 }
 
