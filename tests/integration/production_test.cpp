@@ -14,15 +14,6 @@ namespace {
 
 using namespace forkd::test;
 
-std::string proc_status_line(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return line;
-  }
-  return "";
-}
-
 TEST(ProductionTest, AsPid1ItReapsOrphanedGrandchildren) {
   if (::geteuid() != 0) GTEST_SKIP() << "unshare --pid needs root";
   TempDir dir;

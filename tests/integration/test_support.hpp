@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <set>
 #include <string>
@@ -107,6 +108,16 @@ struct EventStream {
     return process.wait_for_stdout(regex, timeout, from);
   }
 };
+
+// The "Key:\tvalue" line of /proc/PID/status, or "" (gone, or no such key).
+inline std::string proc_status_line(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) return line;
+  }
+  return "";
+}
 
 inline std::string test_worker_command(const std::string& flags) {
   return "  command: [" + test_worker_bin() + (flags.empty() ? "" : ", " + flags) + "]\n";

@@ -14,15 +14,6 @@ namespace {
 
 using namespace forkd::test;
 
-std::string proc_status_line(pid_t pid, const std::string& key) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) return line;
-  }
-  return "";
-}
-
 // Real, effective, saved and filesystem uid, as /proc/PID/status shows them.
 std::string uid_line(uid_t uid) {
   std::string line = "Uid:";
