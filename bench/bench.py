@@ -212,6 +212,22 @@ class Respawn:
     timeouts: int = 0  # kills where no replacement appeared at all
 
 
+def kill_and_find_replacement(server: Server, victim: int, before, timeout_s: float,
+                              poll_s: float = 0.0) -> tuple[int, int, int | None]:
+    """SIGKILLs `victim`; returns the kill's time, the deadline, and the first child of the
+    master that was not in `before` (None when none came before the deadline)."""
+    t0 = now_ns()
+    os.kill(victim, signal.SIGKILL)
+    deadline = t0 + int(timeout_s * 1e9)
+    while now_ns() < deadline:
+        fresh = [p for p in children_of(server.pid) if p not in before]
+        if fresh:
+            return t0, deadline, fresh[0]
+        if poll_s:
+            time.sleep(poll_s)
+    return t0, deadline, None
+
+
 def measure_respawn(server: Server, workers: int, kills: int, timeout_s: float,
                     pid_window_s: float) -> Respawn:
     result = Respawn()
@@ -228,15 +244,7 @@ def measure_respawn(server: Server, workers: int, kills: int, timeout_s: float,
         if wait > 0:
             time.sleep(wait)
 
-        t0 = now_ns()
-        os.kill(victim, signal.SIGKILL)
-        deadline = t0 + int(timeout_s * 1e9)
-
-        new_pid = None
-        while new_pid is None and now_ns() < deadline:
-            fresh = [p for p in children_of(server.pid) if p not in before]
-            if fresh:
-                new_pid = fresh[0]
+        t0, deadline, new_pid = kill_and_find_replacement(server, victim, before, timeout_s)
         if new_pid is None:
             result.timeouts += 1
             continue
@@ -330,16 +338,8 @@ def measure_storm(server: Server, workers: int, kills: int, clients: int, grace_
                 result.out_of_time = True
                 break
             before = set(children_of(server.pid))
-            t0 = now_ns()
-            os.kill(victim, signal.SIGKILL)
-            deadline = t0 + int(timeout_s * 1e9)
-            new_pid = None
-            while new_pid is None and now_ns() < deadline:
-                fresh = [p for p in children_of(server.pid) if p not in before]
-                if fresh:
-                    new_pid = fresh[0]
-                else:
-                    time.sleep(0.0005)
+            t0, deadline, new_pid = kill_and_find_replacement(server, victim, before, timeout_s,
+                                                              poll_s=0.0005)
             back = None
             while new_pid is not None and back is None and now_ns() < deadline:
                 reply = http_get(server.port)
