@@ -61,7 +61,6 @@ struct WorkerIo {
   std::shared_ptr<NotifyReceiver> notify;  // its NOTIFY_SOCKET
   std::string status_text;                 // the last STATUS= it sent
   std::optional<ProcOwner> owner;          // worker.user/group, when it runs as another user
-  std::chrono::system_clock::time_point started_wall;
 };
 
 // An operator waiting (`send --wait`) for the next message a worker sends.

@@ -193,7 +193,6 @@ void Master::spawn_worker(const SpawnOrder& order) {
   const pid_t pid = result.pid;
   WorkerIo io;
   if (spec.uid) io.owner = ProcOwner{*spec.uid, spec.gid.value_or(::getgid())};
-  io.started_wall = std::chrono::system_clock::now();
   if (notify) {
     notify->set_worker_pid(pid);
     io.notify = std::move(notify);

@@ -144,7 +144,6 @@ class WorkerPool {
   bool replace(unsigned slot, StopReason reason, TimePoint now);
   // Replaces `slots` `batch` at a time; RolloutOutcome{id} tells how it ended.
   void start_rollout(std::vector<unsigned> slots, std::uint64_t id);
-  void fail_rollout(const std::string& why, TimePoint now);
   [[nodiscard]] bool rollout_active() const noexcept { return rollout_.has_value(); }
 
   void scale_to(unsigned count, TimePoint now);
@@ -197,6 +196,7 @@ class WorkerPool {
   void recycle_overaged(TimePoint now);
   void promote_replacements(TimePoint now);
   void advance_rollout(TimePoint now);
+  void fail_rollout(const std::string& why, TimePoint now);
   void announce_readiness();
   void stop_lane(Slot* slot, Lane& lane, StopReason reason, Duration grace, TimePoint now);
   [[nodiscard]] bool proven(const Lane& lane, TimePoint now) const;
