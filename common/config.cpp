@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "common/safe_open.hpp"
 #include "common/units.hpp"
 #include "common/unix_socket.hpp"
 #include "common/worker_identity.hpp"
@@ -533,6 +534,45 @@ class DocumentCounter final : public YAML::EventHandler {
   std::optional<YAML::Mark> second_;
 };
 
+// What a document may expand to once aliases are followed: a few hundred kilobytes of aliases
+// can stand for gigabytes of values (and of error messages quoting them). Written out, a config
+// never needs more than the largest file we read, nor more nodes than 4096 listeners and a
+// large env ever take.
+constexpr std::size_t kMaxExpandedNodes = 200'000;
+
+// The first node past the limits, walking the tree as the loader will (every alias again), and
+// stopping there: the walk itself must not take the time the expansion would.
+std::optional<std::string> expansion_problem(const YAML::Node& root, YAML::Mark& where) {
+  std::size_t nodes = 0;
+  std::size_t bytes = 0;
+  std::vector<YAML::Node> pending{root};
+  while (!pending.empty()) {
+    const YAML::Node node = std::move(pending.back());
+    pending.pop_back();
+    if (++nodes > kMaxExpandedNodes) {
+      where = node.Mark();
+      return "the document expands to more than " + std::to_string(kMaxExpandedNodes) +
+             " values once its aliases (*name) are followed; write the values out instead";
+    }
+    if (node.IsScalar()) {
+      bytes += node.Scalar().size();
+      if (bytes > kMaxFileSize) {
+        where = node.Mark();
+        return "the document expands to more than " + format_size(kMaxFileSize) +
+               " of text once its aliases (*name) are followed; write the values out instead";
+      }
+    } else if (node.IsSequence()) {
+      for (const YAML::Node& item : node) pending.push_back(item);
+    } else if (node.IsMap()) {
+      for (const auto& item : node) {
+        pending.push_back(item.first);
+        pending.push_back(item.second);
+      }
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<YAML::Mark> second_document(const std::string& text) {
   std::istringstream in(text);
   YAML::Parser parser(in);
@@ -561,8 +601,19 @@ Config Loader::load() {
     throw ConfigError(std::move(issues_));
   }
   if (documents.empty() || documents[0].IsNull()) {
-    if (!issues_.empty()) throw ConfigError(std::move(issues_));
-    return config;
+    // An editor or cp truncates before it writes: a reload in that gap must not replace the
+    // production config with the defaults.
+    if (issues_.empty()) {
+      report(YAML::Mark::null_mark(), "",
+             "the file is empty or holds only comments; a config must set at least one key "
+             "(run forkd without -c for the embedded default)");
+    }
+    throw ConfigError(std::move(issues_));
+  }
+  YAML::Mark where = YAML::Mark::null_mark();
+  if (const auto problem = expansion_problem(documents[0], where)) {
+    report(where, "", *problem);
+    throw ConfigError(std::move(issues_));
   }
   const Field root{documents[0], documents[0].Mark(), documents[0].Mark()};
   if (!root.value.IsMap()) {
@@ -891,6 +942,7 @@ void Loader::load_worker(const Field& field, WorkerConfig& worker) {
     worker.uid = ids.uid;
     worker.gid = ids.gid;
     worker.groups = ids.groups;
+    worker.account_env = ids.account_env;
   }
   if (const Field* f = find(fields, "ready")) {
     if (auto value = read_enum(*f, "worker.ready", kReadyModes)) worker.ready = *value;
@@ -1261,8 +1313,15 @@ Config load_config_file(const std::string& path, const LoadOptions& options) {
   const auto fail = [&](const std::string& message) {
     return ConfigError({ConfigIssue{path, 0, 0, message}});
   };
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw fail("cannot read config file: " + errno_text(errno));
+  // O_NONBLOCK: a FIFO at the path must not hang the master (start-up or SIGHUP).
+  std::string why;
+  UniqueFd fd = open_trusted(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0, why);
+  if (!fd) throw fail("cannot read config file: " + why);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw fail("cannot read config file: " + errno_text(errno));
+  if (!S_ISREG(st.st_mode)) {
+    throw fail("the config file must be a regular file, this is " + file_kind(st.st_mode));
+  }
   std::string text;
   std::array<char, 65536> buffer{};
   for (;;) {

@@ -4,6 +4,8 @@
 #include <cctype>
 #include <limits>
 
+#include "common/text_escape.hpp"
+
 namespace forkd::common {
 namespace {
 
@@ -239,12 +241,15 @@ std::string format_size(std::uint64_t bytes) {
 }
 
 std::string quote(std::string_view text) {
+  // A message quotes what was written, not a whole 100 KB value.
+  constexpr std::size_t kShown = 200;
   std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
+  for (char c : escape_text(text.substr(0, kShown), true)) {
+    if (c == '"') out += '\\';
     out += c;
   }
   out += '"';
+  if (text.size() > kShown) out += "... (" + std::to_string(text.size()) + " bytes)";
   return out;
 }
 

@@ -39,7 +39,8 @@ class UnitError : public std::invalid_argument {
 [[nodiscard]] std::string format_duration(std::chrono::milliseconds duration);
 [[nodiscard]] std::string format_size(std::uint64_t bytes);
 
-// "text" with " and \ escaped: how error messages quote what the user wrote.
+// "text" with " and \ escaped, and control characters and invalid UTF-8 as \xHH (see
+// escape_text), cut after 200 bytes: how error messages quote what the user wrote.
 [[nodiscard]] std::string quote(std::string_view text);
 
 }  // namespace forkd::common

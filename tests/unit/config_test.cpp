@@ -113,10 +113,45 @@ TEST(ConfigDefaults, EmbeddedDefaultFollowsTheSpec) {
   EXPECT_FALSE(config.log.format_set);
 }
 
-TEST(ConfigLoad, EmptyOrCommentOnlyFileIsTheDefault) {
-  EXPECT_EQ(without_source(load("")), without_source(default_config()));
-  EXPECT_EQ(without_source(load("# nothing here\n\n")), without_source(default_config()));
-  EXPECT_EQ(load("").source, kSource);
+// A file truncated by an editor or cp, reloaded in that gap, must not become the defaults.
+TEST(ConfigLoad, EmptyOrCommentOnlyFileIsAnError) {
+  const std::string expected =
+      "forkd.yaml: the file is empty or holds only comments; a config must set at least one key "
+      "(run forkd without -c for the embedded default)";
+  EXPECT_EQ(error_of(""), expected);
+  EXPECT_EQ(error_of("# nothing here\n\n"), expected);
+  EXPECT_EQ(error_of("---\n...\n"), expected);
+  EXPECT_EQ(without_source(load("{}\n")), without_source(default_config()));
+}
+
+TEST(ConfigLoad, AliasesCannotExpandPastTheLimits) {
+  // 230 KB of aliases that would stand for 1.1 GB of env values.
+  std::string yaml = "s: &s \"" + std::string(100'000, 'x') + "\"\nworker:\n  env:\n";
+  for (int i = 0; i < 12'000; ++i) yaml += "    V" + std::to_string(i) + ": *s\n";
+  const std::string error = error_of(yaml);
+  EXPECT_NE(error.find("expands to more than 16MiB of text once its aliases"), std::string::npos)
+      << error;
+  // Billion laughs: nine levels of ten.
+  std::string laughs = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int level = 1; level < 9; ++level) {
+    laughs += "a" + std::to_string(level) + ": &a" + std::to_string(level) + " [";
+    for (int i = 0; i < 10; ++i) laughs += (i > 0 ? ", *a" : "*a") + std::to_string(level - 1);
+    laughs += "]\n";
+  }
+  const auto errors = errors_of(laughs + "listen: *a8\n");
+  ASSERT_EQ(errors.size(), 1U);
+  EXPECT_NE(errors[0].find("expands to more than 200000 values"), std::string::npos) << errors[0];
+  // Aliases within the limits are fine.
+  EXPECT_EQ(load("worker:\n  cwd: &d /srv\n  env: {DIR: *d}\n").worker.env.at("DIR"), "/srv");
+}
+
+TEST(ConfigLoad, QuotedValuesAreEscapedAndCut) {
+  const std::string error = error_of("workers: \"4\\e[2J\xff\"\n");
+  EXPECT_NE(error.find("\\x1b[2J\\xff"), std::string::npos) << error;
+  EXPECT_EQ(error.find('\x1b'), std::string::npos) << error;
+  const std::string long_error = error_of("workers: " + std::string(5000, 'y') + "\n");
+  EXPECT_NE(long_error.find("... (5000 bytes)"), std::string::npos) << long_error;
+  EXPECT_LT(long_error.size(), 400U) << long_error;
 }
 
 TEST(ConfigLoad, EmptySectionsKeepTheirDefaults) {
@@ -165,8 +200,45 @@ TEST(ConfigLoad, UnreadableFileNamesThePathAndErrno) {
     FAIL() << "no error";
   } catch (const ConfigError& error) {
     EXPECT_EQ(error.issues().at(0).to_string(),
-              dir.path() + ": cannot read config file: Is a directory");
+              dir.path() + ": the config file must be a regular file, this is a directory");
   }
+}
+
+// A FIFO at the config path would hang the master on SIGHUP.
+TEST(ConfigLoad, AFifoIsRefusedAtOnce) {
+  TempDir dir;
+  const std::string fifo = dir.file("forkd.yaml");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  try {
+    (void)load_config_file(fifo);
+    FAIL() << "no error";
+  } catch (const ConfigError& error) {
+    EXPECT_EQ(error.issues().at(0).to_string(),
+              fifo + ": the config file must be a regular file, this is a FIFO");
+  }
+}
+
+TEST(ConfigLoad, ASymlinkInADirectoryOthersCanWriteIsNotFollowed) {
+  TempDir dir;
+  const fs::path real = write_file(dir, "real.yaml", "workers: 2\n", fs::perms::owner_read);
+  const fs::path open_dir = fs::path(dir.path()) / "shared";
+  fs::create_directory(open_dir);
+  fs::permissions(open_dir, fs::perms::all | fs::perms::sticky_bit);
+  const fs::path link = open_dir / "forkd.yaml";
+  fs::create_symlink(real, link);
+  try {
+    (void)load_config_file(link.string());
+    FAIL() << "no error";
+  } catch (const ConfigError& error) {
+    EXPECT_EQ(error.issues().at(0).to_string(),
+              link.string() + ": cannot read config file: is a symbolic link in " +
+                  open_dir.string() + ", which is writable by everyone; refusing to follow it");
+  }
+  // The same link in a directory only we can write is followed (a Kubernetes ConfigMap mount
+  // is made of such links).
+  const fs::path trusted = fs::path(dir.path()) / "forkd.yaml";
+  fs::create_symlink(real, trusted);
+  EXPECT_EQ(load_config_file(trusted.string()).workers, 2U);
 }
 
 TEST(ConfigLoad, IssueFormatting) {
