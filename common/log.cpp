@@ -1,6 +1,7 @@
 #include "common/log.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/details/null_mutex.h>
@@ -16,6 +17,7 @@
 
 #include "common/fd.hpp"
 #include "common/json_lines.hpp"
+#include "common/safe_open.hpp"
 
 namespace forkd::common::log {
 
@@ -66,9 +68,10 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
     file_.reset();
     failed_said_ = false;
     if (path_.empty()) return true;
-    UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
+    std::string why;
+    UniqueFd fd = open_log_file(path_, why);
     if (!fd) {
-      say_fallback("cannot open log file " + path_ + ": " + std::strerror(errno));
+      say_fallback("cannot open log file " + path_ + ": " + why);
       return false;
     }
     file_ = std::move(fd);
@@ -135,6 +138,39 @@ spdlog::level::level_enum& current_level() {
 }
 
 }  // namespace
+
+UniqueFd open_log_file(const std::string& path, std::string& error) {
+  // O_NONBLOCK while opening: a FIFO planted at the path must not hang the master.
+  UniqueFd fd = open_trusted(
+      path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0640, error);
+  struct stat st {};
+  if (!fd) {
+    // A FIFO nobody reads fails with ENXIO: say what it is rather than "No such device".
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode)) {
+      error = "is " + file_kind(st.st_mode) + ", not a regular file; refusing it";
+    }
+    return fd;
+  }
+  if (::fstat(fd.get(), &st) != 0) {
+    error = std::strerror(errno);
+    return {};
+  }
+  if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode)) {
+    error = "is " + file_kind(st.st_mode) + ", not a regular file; refusing it";
+    return {};
+  }
+  if (const std::string owner = foreign_owner(st); S_ISREG(st.st_mode) && !owner.empty()) {
+    error = "is " + owner +
+            ", not by root or forkd's user; refusing to write to it "
+            "(logrotate: create it as root, e.g. `create 0640 root adm`)";
+    return {};
+  }
+  if (const auto failed = set_nonblocking(fd.get(), false)) {
+    error = failed.message();
+    return {};
+  }
+  return fd;
+}
 
 std::string format_time(std::chrono::system_clock::time_point tp) {
   const auto since = tp.time_since_epoch();

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/config.hpp"
+#include "common/fd.hpp"
 
 namespace forkd::common::log {
 
@@ -18,6 +19,10 @@ namespace forkd::common::log {
 void configure(const LogConfig& config);
 // Reopens log.file (SIGUSR1, logrotate); returns false when it fell back to stderr.
 bool reopen();
+// Opens a log file for appending (log.file, log.audit): symbolic links only where nobody but
+// root and us could have planted them, a regular file (or a device such as /dev/null) owned by
+// root or us. On failure the fd is invalid and `error` says why, without the path.
+[[nodiscard]] UniqueFd open_log_file(const std::string& path, std::string& error);
 // The logger of one component ("master", "worker", "control", ...), created on first use.
 [[nodiscard]] std::shared_ptr<spdlog::logger> get(const std::string& component);
 [[nodiscard]] spdlog::level::level_enum to_spdlog(LogLevel level) noexcept;

@@ -10,6 +10,8 @@
 #include <charconv>
 #include <cstring>
 
+#include "common/safe_open.hpp"
+
 namespace forkd::daemon {
 namespace {
 
@@ -35,6 +37,20 @@ bool same_inode(const struct stat& a, const struct stat& b) noexcept {
 void check_file_kind(const std::string& path, const struct stat& st) {
   if (!S_ISREG(st.st_mode)) refuse(path, "not a regular file; refusing it");
   if (st.st_nlink > 1) refuse(path, "has other hard links; refusing it");
+}
+
+// As systemd does for PIDFile=: a file another user owns, in a directory others can write,
+// may hold whatever pid they chose, and a master that trusted it could signal or lock out
+// the wrong process.
+void check_owner(const std::string& path, const struct stat& st) {
+  const std::string owner = common::foreign_owner(st);
+  if (owner.empty()) return;
+  struct stat dir {};
+  const std::string directory = common::parent_directory(path);
+  if (::stat(directory.c_str(), &dir) != 0) fail(path, "cannot check " + directory, errno);
+  if (const std::string why = common::others_can_write(dir); !why.empty()) {
+    refuse(path, "is " + owner + " in " + directory + ", which is " + why + "; refusing it");
+  }
 }
 
 std::optional<pid_t> read_pid_from(int fd) noexcept {
@@ -99,6 +115,7 @@ Pidfile Pidfile::acquire(const std::string& path) {
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) fail(path, "fstat", errno);
     check_file_kind(path, st);
+    check_owner(path, st);
     lock_or_refuse(fd.get(), path);
     if (!path_names(path, fd.get(), st)) continue;  // lost a race with a remove(): retry
     check_file_kind(path, st);
