@@ -26,6 +26,7 @@
 
 #include "common/json_lines.hpp"
 #include "common/ndjson.hpp"
+#include "common/socket_file.hpp"
 #include "common/unix_socket.hpp"
 #include "daemon/accept_retry.hpp"
 
@@ -119,22 +120,15 @@ BoundSocket create_listening_socket(const ControlServerOptions& options,
   BoundSocket bound;
   bound.fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!bound.fd) throw common::system_error_from_errno("socket for control socket " + path);
-  // bind() gives the new file the socket inode's mode minus the umask, so narrowing the
-  // inode first means the file never exists with a mode wider than the one asked for.
+  // Born owner-only when a group is still to be set, so the master's own group never gets
+  // what `mode` grants the configured one; then group and mode through an O_PATH descriptor,
+  // never through a path lookup that a planted symlink could redirect.
   const auto mode = static_cast<mode_t>(options.mode & 0777);
-  if (::fchmod(bound.fd.get(), mode) != 0) {
-    throw common::system_error_from_errno("fchmod control socket " + path);
+  if (const int error =
+          common::bind_unix_with_mode(bound.fd.get(), address, group ? (mode & 0700) : mode)) {
+    throw std::system_error(error, std::generic_category(), "cannot bind control socket " + path);
   }
-  if (::bind(bound.fd.get(), address.get(), address.size()) != 0) {
-    throw common::system_error_from_errno("cannot bind control socket " + path);
-  }
-  // The group before the mode: until chmod, the group has at most what the umask left.
-  if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), *group) != 0) {
-    throw common::system_error_from_errno("cannot set the group of control socket " + path);
-  }
-  if (::chmod(path.c_str(), mode) != 0) {
-    throw common::system_error_from_errno("cannot set the mode of control socket " + path);
-  }
+  if (group) common::set_socket_file_access(path, mode, group);
   if (::listen(bound.fd.get(), kListenBacklog) != 0) {
     throw common::system_error_from_errno("cannot listen on control socket " + path);
   }

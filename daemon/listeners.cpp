@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "common/decimal.hpp"
+#include "common/socket_file.hpp"
 #include "common/unix_socket.hpp"
 #include "daemon/reload_plan.hpp"
 
@@ -29,6 +30,10 @@ namespace {
 
 [[noreturn]] void fail(const ListenConfig& config, const std::string& what, int err) {
   throw ListenError(what + " " + config.address + ": " + std::strerror(err));
+}
+
+mode_t unix_mode(const ListenConfig& config) {
+  return config.mode ? static_cast<mode_t>(*config.mode) : 0666;
 }
 
 struct SockAddr {
@@ -213,16 +218,16 @@ UniqueFd open_listener(const ListenConfig& config, bool reuseport) {
   } else {
     clear_stale_unix_socket(config);
   }
-  const SockAddr addr = make_sockaddr(config);
-  // A unix socket is created with the umask applied: start closed, then open up to `mode`.
-  const mode_t old_mask = config.kind == AddressKind::unix_path ? ::umask(0177) : 0;
-  const int rc = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length);
-  const int bind_errno = errno;
-  if (config.kind == AddressKind::unix_path) ::umask(old_mask);
-  if (rc != 0) fail(config, "cannot bind", bind_errno);
   if (config.kind == AddressKind::unix_path) {
-    const mode_t mode = config.mode ? static_cast<mode_t>(*config.mode) : 0666;
-    if (::chmod(config.path.c_str(), mode) != 0) fail(config, "cannot chmod", errno);
+    // Born with its mode: no chmod through a path someone could have swapped for a symlink.
+    const int error =
+        common::bind_unix_with_mode(fd.get(), common::UnixAddress(config.path), unix_mode(config));
+    if (error != 0) fail(config, "cannot bind", error);
+  } else {
+    const SockAddr addr = make_sockaddr(config);
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.length) != 0) {
+      fail(config, "cannot bind", errno);
+    }
   }
   if (::listen(fd.get(), config.backlog) != 0) fail(config, "cannot listen on", errno);
   return fd;
@@ -361,8 +366,11 @@ ListenerSet ListenerSet::rebuild(const std::vector<ListenConfig>& configs,
         if (l.shared) ::listen(l.shared.get(), config.backlog);
       }
       if (config.kind == AddressKind::unix_path && config.mode != old->config.mode) {
-        const mode_t mode = config.mode ? static_cast<mode_t>(*config.mode) : 0666;
-        if (::chmod(config.path.c_str(), mode) != 0) fail(config, "cannot chmod", errno);
+        try {
+          common::set_socket_file_access(config.path, unix_mode(config), std::nullopt);
+        } catch (const std::system_error& error) {
+          throw ListenError(config.address + ": " + error.what());
+        }
       }
     } else if (!config.reuseport) {
       l.shared = open_listener(config, false);
