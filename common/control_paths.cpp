@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "common/fd.hpp"
+#include "common/safe_open.hpp"
 
 namespace forkd::common {
 namespace {
@@ -79,6 +80,21 @@ void ensure_private_dir(const std::string& dir) {
                              fmt::format("{:04o}", st.st_mode & 07777) +
                              ", expected 0700 (refusing to use it)");
   }
+}
+
+std::string untrusted_socket_dir(const std::string& socket_path) {
+  if (socket_path.empty() || socket_path.front() == '@') return {};
+  const std::string dir = parent_of(socket_path);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return {};  // connect() will say what is missing
+  const std::string why = others_can_write(st);
+  if (why.empty()) return why;
+  return "the socket directory " + dir + " is " + why +
+         ", so another user could have put a fake server there; refusing to use it";
+}
+
+bool trusted_server_uid(uid_t uid) {
+  return uid == 0 || uid == ::geteuid();
 }
 
 void prepare_control_socket_dir(const std::string& socket_path) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <utility>
 
+#include "common/control_paths.hpp"
 #include "common/unix_socket.hpp"
 
 namespace forkd::ctl {
@@ -32,6 +33,9 @@ ControlClient::ControlClient(std::string path) : path_(std::move(path)) {
       throw UnreachableError(std::string("cannot connect: ") + error.what());
     }
   }();
+  if (const std::string why = common::untrusted_socket_dir(path_); !why.empty()) {
+    throw UnreachableError("cannot connect to " + path_ + ": " + why);
+  }
   std::error_code error;
   fd_ = common::connect_unix(address, SOCK_STREAM, error);
   if (!fd_) {
@@ -39,6 +43,16 @@ ControlClient::ControlClient(std::string path) : path_(std::move(path)) {
         error == std::errc::no_such_file_or_directory || error == std::errc::connection_refused;
     throw UnreachableError("cannot connect to " + path_ + ": " + error.message() +
                            (absent ? " (is forkd running?)" : ""));
+  }
+  if (address.abstract()) {
+    ucred server{};
+    socklen_t length = sizeof(server);
+    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &server, &length) != 0 ||
+        !common::trusted_server_uid(server.uid)) {
+      throw UnreachableError("cannot connect to " + path_ + ": the server there runs as uid " +
+                             std::to_string(server.uid) +
+                             ", neither root nor us; refusing to talk to it");
+    }
   }
 }
 

@@ -105,14 +105,21 @@ struct UnprivilegedForkd {
   Listener listener = Listener::tcp_v4();
   ForkdProcess forkd;
   uid_t uid = spare_uid();
+  std::string socket_path;
+
+  // The control socket, in a directory the uid owns (forkctl refuses one others can write).
+  const std::string& socket() {
+    if (socket_path.empty()) socket_path = socket_dir_for(dir, uid) + "/forkd.sock";
+    return socket_path;
+  }
 
   // `prefix` runs first (e.g. prlimit), then setpriv with `setpriv_flags`, then forkd.
   void start(const std::string& body, const std::vector<std::string>& setpriv_flags,
              std::vector<std::string> prefix = {}) {
     std::filesystem::permissions(dir.path(), std::filesystem::perms::all);
-    const std::string config = dir.write_file(
-        "forkd.yaml", "listen: [" + listener.address() +
-                          "]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n" + body);
+    const std::string config =
+        dir.write_file("forkd.yaml", "listen: [" + listener.address() +
+                                         "]\ncontrol: {socket: " + socket() + "}\n" + body);
     std::vector<std::string> argv = std::move(prefix);
     for (auto& arg : setpriv_as(uid)) argv.push_back(std::move(arg));
     argv.insert(argv.end(), setpriv_flags.begin(), setpriv_flags.end());
@@ -199,7 +206,7 @@ TEST(ProductionTest, ForkFailuresCountTowardsMaxFailures) {
       R"(worker (\d+) failed 3 times in a row \(restart.max_failures\); slot marked failed)", 20s);
   ASSERT_TRUE(failed) << u.forkd.log();
   // A round trip through the master's loop: a retry loop would have logged more by then.
-  const auto status = run_command({forkctl_bin(), "-s", u.dir.file("forkd.sock"), "status"}, 10s);
+  const auto status = forkctl_as(u.uid, {"-s", u.socket(), "status"}, 10s);
   EXPECT_EQ(status.exit_code(), 0) << status.err;
   EXPECT_NE(status.out.find("failed"), std::string::npos) << status.out;
   // Which slots fail depends on how many threads the master has (a sanitizer's count too).

@@ -292,18 +292,20 @@ TEST(ReloadTest, ReuseportReloadToFewerWorkersLeavesNoOrphanSocket) {
   TempDir dir;
   std::filesystem::permissions(dir.path(), std::filesystem::perms::all);
   const std::uint16_t port = free_tcp_port();
+  const uid_t uid = spare_uid();
+  const std::string socket = socket_dir_for(dir, uid) + "/forkd.sock";
   const auto config = [&](unsigned workers) {
     // `started` readiness with a min_uptime: each replacement proves itself for 2 s, so the
     // rollout outlasts the retiring worker's drain by far.
     return "workers: " + std::to_string(workers) +
            "\nlisten:\n  - address: 127.0.0.1:" + std::to_string(port) +
-           "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") +
+           "\n    reuseport: true\ncontrol: {socket: " + socket +
            "}\nworker: {ready: started}\nrestart: {min_uptime: 2s}\n";
   };
   ForkdProcess forkd;
   ForkdOptions options;
   options.config_yaml = config(3);
-  auto argv = setpriv_as(spare_uid());
+  auto argv = setpriv_as(uid);
   argv.insert(argv.end(), {"--", forkd_bin(), "-c", dir.file("forkd.yaml")});
   options.binary = argv.front();
   options.extra_args.assign(argv.begin() + 1, argv.end());
@@ -315,7 +317,7 @@ TEST(ReloadTest, ReuseportReloadToFewerWorkersLeavesNoOrphanSocket) {
 
   (void)dir.write_file("forkd.yaml", config(2));
   auto reload = std::async(std::launch::async, [&] {
-    return run_command({forkctl_bin(), "-s", dir.file("forkd.sock"), "reload"}, 60s);
+    return forkctl_as(uid, {"-s", socket, "reload"}, 60s);
   });
   ASSERT_TRUE(forkd.wait_for_log(R"(worker 2 \(pid \d+\) stopped: exited with code 0)", 30s,
                                  ready->end_offset))

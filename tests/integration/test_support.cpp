@@ -2,10 +2,13 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <system_error>
 
 namespace forkd::test {
 
@@ -37,6 +40,22 @@ std::string control_request(const std::string& socket_path, const std::string& l
     reply.append(buf, static_cast<std::size_t>(n));
   }
   return reply.substr(0, reply.find('\n'));
+}
+
+std::string socket_dir_for(const TempDir& dir, uid_t uid) {
+  const std::string path = dir.file("run-" + std::to_string(uid));
+  if (::mkdir(path.c_str(), 0700) != 0 || ::chown(path.c_str(), uid, uid) != 0) {
+    throw std::system_error(errno, std::generic_category(), "socket directory " + path);
+  }
+  return path;
+}
+
+RunResult forkctl_as(uid_t uid, const std::vector<std::string>& args,
+                     std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv = setpriv_as(uid);
+  argv.push_back(forkctl_bin());
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv, timeout);
 }
 
 }  // namespace forkd::test

@@ -109,6 +109,14 @@ struct EventStream {
   }
 };
 
+// A directory `uid` owns (0700) inside `dir`, for the control socket of a forkd running as that
+// uid: forkctl refuses a socket directory that another user owns or can write, so the test's
+// forkctl then runs as `uid` too (forkctl_as). Needs root.
+std::string socket_dir_for(const TempDir& dir, uid_t uid);
+// forkctl run as `uid` (through setpriv) with these arguments.
+RunResult forkctl_as(uid_t uid, const std::vector<std::string>& args,
+                     std::chrono::milliseconds timeout = 30s);
+
 // The "Key:\tvalue" line of /proc/PID/status, or "" (gone, or no such key).
 inline std::string proc_status_line(pid_t pid, const std::string& key) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
