@@ -50,6 +50,7 @@ struct WorkerConfig {
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   std::vector<gid_t> groups;
+  std::map<std::string, std::string> account_env;  // HOME, USER, LOGNAME, SHELL of `uid`
   ReadyMode ready = ReadyMode::automatic;
   Duration ready_timeout = std::chrono::seconds(30);
   Duration heartbeat_timeout{0};

@@ -50,7 +50,11 @@ std::optional<UserEntry> lookup_user(const std::string& name, std::string& error
     passwd entry{};
     passwd* result = nullptr;
     const int r = ::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &result);
-    if (r == 0 && result != nullptr) found = UserEntry{result->pw_uid, result->pw_gid};
+    if (r == 0 && result != nullptr) {
+      found = UserEntry{result->pw_uid, result->pw_gid, result->pw_name,
+                        result->pw_dir != nullptr ? result->pw_dir : "",
+                        result->pw_shell != nullptr ? result->pw_shell : ""};
+    }
     return r;
   });
   if (!found && !means_not_found(rc)) error = std::generic_category().message(rc);
@@ -132,6 +136,10 @@ ResolvedWorkerIds resolve_worker_ids(const std::string& user, const std::string&
     out.uid = user_entry->uid;
     out.gid = group_id.value_or(user_entry->gid);
     out.groups = group_list(user, user_entry->gid);
+    out.account_env = {{"USER", user_entry->name},
+                       {"LOGNAME", user_entry->name},
+                       {"HOME", user_entry->home.empty() ? "/" : user_entry->home},
+                       {"SHELL", user_entry->shell.empty() ? "/bin/sh" : user_entry->shell}};
     if (group_id &&
         std::find(out.groups.begin(), out.groups.end(), *group_id) == out.groups.end()) {
       out.groups.push_back(*group_id);

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,8 +26,11 @@ struct ResolvedWorkerIds {
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   std::vector<gid_t> groups;  // supplementary groups; filled whenever uid is
-  std::string user_error;     // "" or why worker.user cannot be applied
-  std::string group_error;    // "" or why worker.group cannot be applied
+  // HOME, USER, LOGNAME and SHELL of the user switched to, as systemd sets them for User=:
+  // filled whenever uid is, so a worker never sees the master's HOME=/root.
+  std::map<std::string, std::string> account_env;
+  std::string user_error;   // "" or why worker.user cannot be applied
+  std::string group_error;  // "" or why worker.group cannot be applied
 };
 
 // `user` (may be ""): its uid, its primary gid and every group it is a member of. `group` (may
@@ -40,6 +44,9 @@ struct ResolvedWorkerIds {
 struct UserEntry {
   uid_t uid = 0;
   gid_t gid = 0;  // primary group
+  std::string name;
+  std::string home;
+  std::string shell;
 };
 
 // getpwnam_r/getgrnam_r with a buffer that grows on ERANGE. nullopt with `error` "" means no

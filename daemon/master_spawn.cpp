@@ -58,6 +58,8 @@ std::map<std::string, std::string> Master::worker_environment(unsigned slot,
     if (!inherited_variable_allowed(name)) continue;
     env.emplace(std::string(name), std::string(entry.substr(eq + 1)));
   }
+  // The user's own HOME and names, not the master's; worker.env still has the last word.
+  for (const auto& [k, v] : config_.worker.account_env) env[k] = v;
   for (const auto& [k, v] : config_.worker.env) env[k] = v;
   const std::size_t listener_count = listeners_.listeners().size();
   const std::string ipc_fd = std::to_string(3 + listener_count);
