@@ -17,6 +17,7 @@
 #include "common/log.hpp"
 #include "daemon/master.hpp"
 #include "daemon/proc_stats.hpp"
+#include "daemon/request_fields.hpp"
 
 namespace forkd::daemon {
 
@@ -185,7 +186,7 @@ void Master::cmd_reopen_logs(const json& /*request*/, Respond& respond) {
 }
 
 void Master::cmd_stop(const json& request, Respond& respond) {
-  const bool fast = request.value("fast", false);
+  const bool fast = flag_field(request, "fast");
   respond({{"ok", true}, {"message", fast ? "fast stop started" : "graceful stop started"}});
   handle(fast ? MasterEvent::fast_stop : MasterEvent::graceful_stop);
 }

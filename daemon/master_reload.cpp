@@ -12,6 +12,7 @@
 #include "daemon/cpu_count.hpp"
 #include "daemon/master.hpp"
 #include "daemon/reload_plan.hpp"
+#include "daemon/request_fields.hpp"
 
 namespace forkd::daemon {
 
@@ -29,7 +30,7 @@ std::string join(const std::vector<common::ConfigIssue>& issues) {
 }  // namespace
 
 void Master::cmd_reload(const nlohmann::json& request, Respond& respond) {
-  const bool dry_run = request.value("dry_run", false);  // throws on a wrong type: answered then
+  const bool dry_run = flag_field(request, "dry_run");  // throws on a wrong type: answered then
   request_reload(std::move(respond), dry_run);
 }
 
@@ -69,6 +70,8 @@ void Master::dry_run_reload(const Respond& respond) {
              {"message", "configuration " + config_path_ + " is valid"}});
   } catch (const common::ConfigError& e) {
     respond({{"ok", false}, {"error", join(e.issues())}});
+  } catch (const std::exception& e) {
+    respond({{"ok", false}, {"error", "cannot load " + config_path_ + ": " + e.what()}});
   }
 }
 
@@ -89,6 +92,12 @@ void Master::start_reload() {
     for (const auto& issue : e.issues()) log_->error("reload: {}", issue.to_string());
     finish_reload(false, "invalid configuration, nothing changed: " + join(e.issues()), replies,
                   {});
+    return;
+  } catch (const std::exception& e) {
+    // Out of memory under a cgroup cap, say: still a failed reload that is counted and answered.
+    log_->error("reload: cannot load {}: {}", config_path_, e.what());
+    finish_reload(false, "cannot load " + config_path_ + ": " + e.what() + "; nothing changed",
+                  replies, {});
     return;
   }
   const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
