@@ -29,13 +29,18 @@ std::optional<pid_t> read_pid_file(const std::string& path) {
 
 // A worker shell script. The first time it runs it starts `leftover` in the background (it
 // inherits fd 3, the listener) and writes its pid to leftover.pid; then it runs `then`.
-std::string worker_script(TempDir& dir, const std::string& leftover, const std::string& then) {
+std::string worker_script(const TempDir& dir, const std::string& leftover,
+                          const std::string& then) {
   const std::string marker = dir.file("started-once");
-  const std::string path = dir.write_file(
-      "worker.sh", "#!/bin/sh\nif [ ! -e " + marker + " ]; then\n  : > " + marker + "\n  " +
-                       leftover + " &\n  echo $! > " + dir.file("leftover.pid.tmp") + "\n  mv " +
-                       dir.file("leftover.pid.tmp") + " " + dir.file("leftover.pid") + "\n" + then +
-                       "\nfi\nexec " + test_worker_bin() + " --serve\n");
+  const std::string pid_file = dir.file("leftover.pid");
+  std::string text = "#!/bin/sh\n";
+  text += "if [ ! -e " + marker + " ]; then\n";
+  text += "  : > " + marker + "\n";
+  text += "  " + leftover + " &\n";
+  text += "  echo $! > " + pid_file + ".tmp && mv " + pid_file + ".tmp " + pid_file + "\n";
+  text += then + "\nfi\n";
+  text += "exec " + test_worker_bin() + " --serve\n";
+  std::string path = dir.write_file("worker.sh", text);
   ::chmod(path.c_str(), 0755);
   return path;
 }
