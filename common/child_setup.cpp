@@ -41,6 +41,8 @@ const char* to_string(ChildStep step) noexcept {
       return "exec";
     case ChildStep::session:
       return "setsid";
+    case ChildStep::process_group:
+      return "setpgid";
   }
   return "start";
 }
@@ -139,6 +141,9 @@ void run_child(ChildPlan& plan) noexcept {
     if (::getppid() != plan.master_pid) ::_exit(1);
   }
   if (plan.new_session && ::setsid() < 0) die(plan, ChildStep::session, errno);
+  if (plan.own_process_group && !plan.new_session && ::setpgid(0, 0) != 0) {
+    die(plan, ChildStep::process_group, errno);
+  }
   arrange_fds(plan);
   if (plan.rlimit_nofile != 0) {
     const rlimit lim{plan.rlimit_nofile, plan.rlimit_nofile};

@@ -26,6 +26,7 @@ enum class ChildStep : int {
   capabilities,
   exec,
   session,
+  process_group,
 };
 [[nodiscard]] const char* to_string(ChildStep step) noexcept;
 
@@ -52,6 +53,9 @@ struct ChildPlan {
   bool ignore_sigpipe = false;
   bool ignore_sigint = true;  // the terminal's Ctrl-C is the master's; a library child keeps it
   bool new_session = false;   // setsid(): its own session and process group (Node's detached)
+  // setpgid(0, 0): a process group of its own in the master's session, so that whatever it
+  // starts can be signalled with it; the parent does the same, whichever runs first.
+  bool own_process_group = false;
   std::uint64_t rlimit_nofile = 0;
   bool pin_cpu = false;
   cpu_set_t cpu{};

@@ -138,6 +138,7 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   plan.ignore_sigpipe = spec.entry != nullptr;
   plan.ignore_sigint = spec.ignore_sigint;
   plan.new_session = spec.new_session;
+  plan.own_process_group = spec.own_process_group && !spec.new_session;
   plan.drop_capabilities = spec.drop_capabilities;
   plan.rlimit_nofile = spec.rlimit_nofile;
   if (spec.cpu) {
@@ -172,6 +173,9 @@ SpawnResult spawn_process(const SpawnSpec& spec) {
   if (pid == 0) run_child(plan);
 
   result.pid = pid;
+  // The child does it too; whichever comes second fails harmlessly (EACCES once it has
+  // exec'd, as after a vfork, or ESRCH once it is gone).
+  if (plan.own_process_group) (void)::setpgid(pid, pid);
   error_pipe.second.reset();
   ChildFailure failure{};
   std::size_t got = 0;

@@ -33,6 +33,9 @@ struct SpawnSpec {
   bool die_with_master = true;
   bool ignore_sigint = true;  // false: the child gets SIGINT's default action (library children)
   bool new_session = false;   // setsid() in the child
+  // A process group of its own (ChildPlan), set on both sides of the fork: a signal to the
+  // group sent as soon as spawn_process returns cannot miss it.
+  bool own_process_group = false;
   bool drop_capabilities = false;  // a non-root child keeps no capability (ChildPlan)
   // Exec children without uid/gid: clone(CLONE_VM | CLONE_VFORK) instead of fork(), as
   // posix_spawn does, so no page tables are copied (fork's cost grows with our memory).

@@ -22,6 +22,7 @@
 #include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
+#include "daemon/process_group.hpp"
 #include "daemon/request_migration.hpp"
 #include "daemon/worker_channel.hpp"
 
@@ -202,6 +203,7 @@ void Master::pass() {
   if (finished_) return;
   const TimePoint now = Clock::now();
   reap_children();
+  check_leftovers();
   enforce_upgrade_deadline(now);
   check_memory(now);
   expire_reply_waiters(now);
@@ -219,7 +221,8 @@ void Master::pass() {
     listeners_.trim_worker_sockets(pool_.target());
     if (reload_) reload_->listeners.trim_worker_sockets(pool_.target());
   }
-  if (pool_.stopping() && pool_.process_count() == 0 && !upgrade_.pending()) {
+  if (pool_.stopping() && pool_.process_count() == 0 && pool_.leftovers().empty() &&
+      !upgrade_.pending()) {
     finish();
     return;
   }
@@ -237,10 +240,7 @@ bool Master::run_pool_actions() {
             if constexpr (std::is_same_v<A, SpawnOrder>) {
               spawn_worker(a);
             } else if constexpr (std::is_same_v<A, SignalOrder>) {
-              if (::kill(a.pid, a.signo) != 0) {
-                log_->warn("worker pid {}: {} failed: {}", a.pid, common::signal_name(a.signo),
-                           std::strerror(errno));
-              }
+              send_signal(a);
             } else if constexpr (std::is_same_v<A, PublishOrder>) {
               publish(std::move(a.event));
             } else if constexpr (std::is_same_v<A, LogOrder>) {
@@ -265,13 +265,51 @@ bool Master::run_pool_actions() {
   return any;
 }
 
+void Master::send_signal(const SignalOrder& order) {
+  const std::string name = common::signal_name(order.signo);
+  switch (order.target) {
+    case SignalTarget::worker:
+      if (::kill(order.pid, order.signo) != 0) {
+        log_->warn("worker pid {}: {} failed: {}", order.pid, name, std::strerror(errno));
+      }
+      break;
+    case SignalTarget::worker_group:
+      if (::kill(-order.pid, order.signo) != 0) {
+        log_->warn("process group of worker pid {}: {} failed: {}", order.pid, name,
+                   std::strerror(errno));
+      }
+      break;
+    case SignalTarget::leftovers:
+      if (signal_leftover_group(order.pid, order.signo) == 0) break;
+      if (errno == ESRCH) {
+        pool_.leftovers_gone(order.pid);
+      } else {
+        log_->warn("process group of worker pid {}: {} failed: {}", order.pid, name,
+                   std::strerror(errno));
+      }
+      break;
+  }
+}
+
+// Every exit is collected before any is handled: what a worker left behind is judged once its
+// own children that died with it (reparented to us) are reaped too.
 void Master::reap_children() {
+  std::vector<std::pair<pid_t, int>> exits;
   for (;;) {
     int status = 0;
     const pid_t pid = ::waitpid(-1, &status, WNOHANG);
     if (pid <= 0) break;  // 0: none left to reap now; -1/ECHILD: no children at all
-    on_child_exit(pid, status);
+    exits.emplace_back(pid, status);
   }
+  for (const auto& [pid, status] : exits) on_child_exit(pid, status);
+}
+
+void Master::check_leftovers() {
+  std::vector<pid_t> gone;
+  for (const auto& [pgid, group] : pool_.leftovers()) {
+    if (!leftover_group_alive(pgid)) gone.push_back(pgid);
+  }
+  for (const pid_t pgid : gone) pool_.leftovers_gone(pgid);
 }
 
 void Master::on_child_exit(pid_t pid, int wait_status) {
@@ -285,7 +323,10 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
     for (auto& output : io.mapped().outputs) output->close();
   }
   const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
-  if (!pool_.exited(pid, status, Clock::now())) {
+  // Processes of a worker's group that outlive it are reparented to us (a subreaper); they are
+  // reaped here like any orphan, and the pool stops them as it stopped the worker.
+  const bool group_left = pool_.find(pid) != nullptr && leftover_group_alive(pid);
+  if (!pool_.exited(pid, status, Clock::now(), group_left)) {
     log_->debug("reaped process {} ({}), not a worker", pid, status.describe());
   }
 }

@@ -125,6 +125,9 @@ class Master {
   bool run_pool_actions();
   void reap_children();
   void on_child_exit(pid_t pid, int wait_status);
+  void send_signal(const SignalOrder& order);
+  // Tells the pool which groups its workers left behind have emptied since the last pass.
+  void check_leftovers();
   void check_memory(TimePoint now);
   void enforce_upgrade_deadline(TimePoint now);
   void schedule_wakeup();

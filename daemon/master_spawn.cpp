@@ -116,6 +116,9 @@ void Master::spawn_worker(const SpawnOrder& order) {
   spec.env = worker_environment(id, order.generation);
   spec.listen_pid = true;
   spec.drop_capabilities = true;
+  // Whatever it starts can then be stopped with it (SPEC: trust boundaries). The group stays in
+  // our session; the terminal's Ctrl-C now reaches the master alone.
+  spec.own_process_group = true;
   spec.cwd = wc.cwd;
   spec.rlimit_nofile = wc.rlimit_nofile;
   if (wc.cpu_affinity) {

@@ -32,6 +32,10 @@ std::int64_t milliseconds(Clock::duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
 }
 
+// How long a leftover group is waited for after SIGKILL: one that is still there then escaped
+// (or cannot die), and a stop does not hang on it.
+constexpr Duration kLeftoverKillWait = std::chrono::seconds(1);
+
 }  // namespace
 
 PoolSettings PoolSettings::from(const common::Config& config, bool exec_workers) {
@@ -96,6 +100,7 @@ void WorkerPool::apply(Slot& slot, Lane& lane, SlotEvent event, TimePoint now, D
       lane.retry_at.reset();
       lane.asked_to_stop = false;
       lane.killed = false;
+      lane.group_killed = false;
       lane.stop_reason = StopReason::none;
       lane.spawn_error.clear();
       lane.ready_at.reset();
@@ -115,7 +120,12 @@ void WorkerPool::apply(Slot& slot, Lane& lane, SlotEvent event, TimePoint now, D
       }
       break;
     case SlotAction::kill:
-      actions_.emplace_back(SignalOrder{lane.pid, SIGKILL});
+      // A stop whose grace ran out takes the whole group; a worker killed for a missed
+      // deadline leaves its group to the leftover rule (SIGTERM first) when it is reaped.
+      lane.group_killed = event == SlotEvent::kill_due;
+      actions_.emplace_back(
+          SignalOrder{lane.pid, SIGKILL,
+                      lane.group_killed ? SignalTarget::worker_group : SignalTarget::worker});
       lane.killed = true;
       break;
     case SlotAction::announce:
@@ -198,6 +208,8 @@ void WorkerPool::spawned(unsigned slot_id, bool incoming, pid_t pid, const std::
   lane.ready_deadline = now + settings_.ready_timeout;
   lane.last_heartbeat = now;
   lane.spawn_error = error;
+  // The pid names a new group: the one a worker left under that number is gone.
+  leftovers_.erase(pid);
   if (settings_.max_lifetime.count() > 0) {
     // Up to 10% jitter so workers started together are not all recycled together.
     const auto lifetime = settings_.max_lifetime.count();
@@ -239,35 +251,44 @@ void WorkerPool::heartbeat(pid_t pid, TimePoint now) {
   if (Lane* lane = lane_of(pid); lane != nullptr) lane->last_heartbeat = now;
 }
 
-bool WorkerPool::exited(pid_t pid, const common::ExitStatus& status, TimePoint now) {
+bool WorkerPool::exited(pid_t pid, const common::ExitStatus& status, TimePoint now,
+                        bool group_left) {
   Where where{};
   Lane* lane = lane_of(pid, &where);
   if (lane == nullptr) return false;
+  const Lane as_it_was = *lane;  // the lane moves on (a respawn, a retiring entry erased)
+  judge_worker_exit(pid, where, *lane, status, now);
+  if (group_left) stop_leftovers(where.slot, pid, as_it_was, now);
+  return true;
+}
+
+void WorkerPool::judge_worker_exit(pid_t pid, Where where, Lane& lane,
+                                   const common::ExitStatus& status, TimePoint now) {
   where_.erase(pid);
   Slot& slot = slots_.at(where.slot);
-  const auto uptime = now - lane->started_at;
+  const auto uptime = now - lane.started_at;
   nlohmann::json event = {{"event", "worker_exited"},
                           {"worker", slot.id},
                           {"pid", pid},
-                          {"generation", lane->generation},
+                          {"generation", lane.generation},
                           {"uptime_ms", milliseconds(uptime)}};
   if (status.code) event["code"] = *status.code;
   if (status.signal) event["signal"] = *status.signal;
   publish(std::move(event));
-  const std::string what = lane->spawn_error.empty() ? status.describe() : lane->spawn_error;
+  const std::string what = lane.spawn_error.empty() ? status.describe() : lane.spawn_error;
 
-  if (stopping_ || lane->asked_to_stop) {
+  if (stopping_ || lane.asked_to_stop) {
     log(LogLevel::info, fmt::format("worker {} (pid {}) stopped: {} after {}", slot.id, pid,
                                     status.describe(), format_duration(uptime)));
     if (where.role == Role::current) {
       slot.last_exit = status;
       slot.last_exit_at = now;
     }
-    apply(slot, *lane, SlotEvent::exited_as_asked, now);
-    lane->pid = -1;
+    apply(slot, lane, SlotEvent::exited_as_asked, now);
+    lane.pid = -1;
     if (where.role == Role::retiring) retiring_.erase(pid);
     if (where.role == Role::incoming) slot.incoming.reset();
-    return true;
+    return;
   }
   if (where.role == Role::incoming) {
     // A replacement that never became ready: its predecessor keeps serving.
@@ -276,32 +297,57 @@ bool WorkerPool::exited(pid_t pid, const common::ExitStatus& status, TimePoint n
     log(LogLevel::error, why);
     slot.incoming.reset();
     if (rollout_) fail_rollout(why, now);
-    return true;
+    return;
   }
   if (where.role == Role::retiring) {  // killed for a deadline while draining: gone all the same
     log(LogLevel::info, fmt::format("worker {} (pid {}) stopped: {} after {}", slot.id, pid,
                                     status.describe(), format_duration(uptime)));
     retiring_.erase(pid);
-    return true;
+    return;
   }
   slot.last_exit = status;
   slot.last_exit_at = now;
   const bool timed_out =
-      lane->stop_reason == StopReason::heartbeat || lane->stop_reason == StopReason::ready_timeout;
+      lane.stop_reason == StopReason::heartbeat || lane.stop_reason == StopReason::ready_timeout;
   ++slot.restarts_by_reason[timed_out ? "timeout" : (status.signal ? "signal" : "exit")];
-  if (lane->stop_reason == StopReason::heartbeat) {
+  if (lane.stop_reason == StopReason::heartbeat) {
     log(LogLevel::error, fmt::format("worker {} (pid {}) {} after missing heartbeats", slot.id, pid,
                                      status.describe()));
-  } else if (!lane->spawn_error.empty()) {
+  } else if (!lane.spawn_error.empty()) {
     log(LogLevel::error,
-        fmt::format("worker {} (pid {}) could not start: {}", slot.id, pid, lane->spawn_error));
+        fmt::format("worker {} (pid {}) could not start: {}", slot.id, pid, lane.spawn_error));
   } else {
     log(LogLevel::warn, fmt::format("worker {} (pid {}) {} after {}", slot.id, pid,
                                     status.describe(), format_duration(uptime)));
   }
-  apply(slot, *lane, SlotEvent::exited, now);
-  lane->pid = -1;
-  return true;
+  apply(slot, lane, SlotEvent::exited, now);
+  lane.pid = -1;
+}
+
+void WorkerPool::stop_leftovers(unsigned slot, pid_t pgid, const Lane& lane, TimePoint now) {
+  if (lane.group_killed) {  // SIGKILL went to the whole group with the worker: only wait
+    leftovers_.insert_or_assign(pgid, LeftoverGroup{slot, now, now + kLeftoverKillWait});
+    return;
+  }
+  // A worker that was being stopped had one grace period for its whole group; what a worker
+  // left when it exited on its own gets a grace period of its own.
+  const TimePoint kill_at = lane.asked_to_stop && lane.stop_deadline
+                                ? std::max(now, *lane.stop_deadline)
+                                : now + settings_.shutdown_timeout;
+  leftovers_.insert_or_assign(pgid, LeftoverGroup{slot, kill_at, std::nullopt});
+  log(LogLevel::info,
+      fmt::format("worker {} (pid {}) left processes behind in its process group; sending them "
+                  "SIGTERM, SIGKILL in {}",
+                  slot, pgid, format_duration(kill_at - now)));
+  actions_.emplace_back(SignalOrder{pgid, SIGTERM, SignalTarget::leftovers});
+}
+
+void WorkerPool::leftovers_gone(pid_t pgid) {
+  const auto it = leftovers_.find(pgid);
+  if (it == leftovers_.end()) return;
+  log(LogLevel::info,
+      fmt::format("the processes worker {} (pid {}) left behind are gone", it->second.slot, pgid));
+  leftovers_.erase(it);
 }
 
 bool WorkerPool::replace(unsigned slot_id, StopReason reason, TimePoint now) {
@@ -376,6 +422,9 @@ void WorkerPool::stop(bool fast, Duration grace, TimePoint now) {
     if (slot.incoming) stop_all(&slot, *slot.incoming);
   }
   for (auto& [pid, r] : retiring_) stop_all(&slots_.at(r.slot), r.lane);
+  for (auto& [pgid, group] : leftovers_) {
+    if (!group.give_up_at && now + grace < group.kill_at) group.kill_at = now + grace;
+  }
 }
 
 void WorkerPool::stop_lane(Slot* slot, Lane& lane, StopReason reason, Duration grace,
@@ -409,6 +458,31 @@ void WorkerPool::enforce_deadlines(TimePoint now) {
     if (slot.incoming) enforce_deadline(&slot, *slot.incoming, now);
   }
   for (auto& [pid, r] : retiring_) enforce_deadline(&slots_.at(r.slot), r.lane, now);
+  enforce_leftover_deadlines(now);
+}
+
+void WorkerPool::enforce_leftover_deadlines(TimePoint now) {
+  for (auto it = leftovers_.begin(); it != leftovers_.end();) {
+    const pid_t pgid = it->first;
+    LeftoverGroup& group = it->second;
+    if (group.give_up_at && now >= *group.give_up_at) {
+      log(LogLevel::warn,
+          fmt::format("processes worker {} (pid {}) left behind are still there {} after "
+                      "SIGKILL; no longer waiting for them",
+                      group.slot, pgid, format_duration(kLeftoverKillWait)));
+      it = leftovers_.erase(it);
+      continue;
+    }
+    if (!group.give_up_at && now >= group.kill_at) {
+      log(LogLevel::warn,
+          fmt::format("worker {} (pid {}): what it left behind is still running after its "
+                      "shutdown grace period; sending SIGKILL to its process group",
+                      group.slot, pgid));
+      actions_.emplace_back(SignalOrder{pgid, SIGKILL, SignalTarget::leftovers});
+      group.give_up_at = now + kLeftoverKillWait;
+    }
+    ++it;
+  }
 }
 
 void WorkerPool::enforce_deadline(Slot* slot, Lane& lane, TimePoint now) {
@@ -580,6 +654,7 @@ std::optional<TimePoint> WorkerPool::next_wakeup() const {
     if (slot.incoming) deadlines(slot, *slot.incoming, true);
   }
   for (const auto& [pid, r] : retiring_) deadlines(slots_.at(r.slot), r.lane, false);
+  for (const auto& [pgid, group] : leftovers_) consider(group.give_up_at.value_or(group.kill_at));
   return next;
 }
 

@@ -69,6 +69,7 @@ struct Lane {
   std::optional<TimePoint> retry_at;    // backoff: when to spawn again (none: at once)
   bool asked_to_stop = false;           // its exit is expected
   bool killed = false;                  // SIGKILL sent: no deadline applies any more
+  bool group_killed = false;            // ... to its whole process group (its grace ran out)
   StopReason stop_reason = StopReason::none;
   std::string spawn_error;  // the child could not exec or enter its app
 };
@@ -91,15 +92,30 @@ struct RetiringProcess {
   Lane lane;
 };
 
+// The processes a worker left in its process group when it exited (a child it started that
+// outlives it, still holding the listeners). They get the worker's graceful-then-kill timing:
+// SIGTERM when it exits, SIGKILL when its grace runs out. The group's id is the worker's pid.
+struct LeftoverGroup {
+  unsigned slot = 0;
+  TimePoint kill_at;                    // SIGKILL to the group then
+  std::optional<TimePoint> give_up_at;  // set with SIGKILL: if still there then, stop waiting
+};
+
 // The actions the master carries out, in order.
 struct SpawnOrder {
   unsigned slot;
   bool incoming;  // a replacement next to the running process
   unsigned generation;
 };
+enum class SignalTarget {
+  worker,        // the worker process alone
+  worker_group,  // the worker and every process of its group: kill(-pid)
+  leftovers,     // the group of a worker that has exited; gone (ESRCH): leftovers_gone(pid)
+};
 struct SignalOrder {
-  pid_t pid;
+  pid_t pid;  // the worker's pid, which is also the id of its process group
   int signo;
+  SignalTarget target = SignalTarget::worker;
 };
 struct PublishOrder {
   nlohmann::json event;  // `forkctl events`; the master adds "at"
@@ -135,8 +151,11 @@ class WorkerPool {
 
   void ready(pid_t pid, TimePoint now);
   void heartbeat(pid_t pid, TimePoint now);
-  // False: not a worker of this pool.
-  bool exited(pid_t pid, const common::ExitStatus& status, TimePoint now);
+  // False: not a worker of this pool. `group_left`: other processes of its process group are
+  // still there; they are stopped as the worker was (LeftoverGroup).
+  bool exited(pid_t pid, const common::ExitStatus& status, TimePoint now, bool group_left = false);
+  // The last process of the group a worker left behind is gone.
+  void leftovers_gone(pid_t pgid);
 
   // A new process for `slot` next to the running one, which drains once it is ready. False
   // when nothing was started (stopping, a replacement already coming, or nothing running: then
@@ -169,6 +188,10 @@ class WorkerPool {
   // The pid serving slot `id` now, if any.
   [[nodiscard]] std::optional<pid_t> serving(unsigned id) const;
   [[nodiscard]] std::size_t process_count() const noexcept { return where_.size(); }
+  // Groups of exited workers that still have processes, by group id.
+  [[nodiscard]] const std::map<pid_t, LeftoverGroup>& leftovers() const noexcept {
+    return leftovers_;
+  }
   [[nodiscard]] unsigned ready_count() const;
   // Each process once, with its slot.
   template <typename F>
@@ -192,6 +215,10 @@ class WorkerPool {
                         const char* why);
   void enforce_deadlines(TimePoint now);
   void enforce_deadline(Slot* slot, Lane& lane, TimePoint now);
+  void judge_worker_exit(pid_t pid, Where where, Lane& lane, const common::ExitStatus& status,
+                         TimePoint now);
+  void stop_leftovers(unsigned slot, pid_t pgid, const Lane& lane, TimePoint now);
+  void enforce_leftover_deadlines(TimePoint now);
   void maintain_count(TimePoint now);
   void recycle_overaged(TimePoint now);
   void promote_replacements(TimePoint now);
@@ -211,6 +238,7 @@ class WorkerPool {
   std::vector<Slot> slots_;  // ids 0..size-1; past the target they drain away
   std::map<pid_t, RetiringProcess> retiring_;
   std::map<pid_t, Where> where_;  // every live pid
+  std::map<pid_t, LeftoverGroup> leftovers_;
   struct Rollout {
     std::vector<unsigned> pending;
     std::vector<unsigned> active;

@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <linux/capability.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -87,6 +88,25 @@ TEST(SpawnerTest, AChildThatCannotSetItsGroupsNeverRunsItsProgram) {
 TEST(SpawnerTest, AChildThatCannotSetItsUidNeverRunsItsProgram) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root, minus CAP_SETUID";
   expect_refused_switch(&lose_cap_setuid, ChildStep::setuid);
+}
+
+// A worker leads a group of its own in our session, whether it was forked or vforked.
+TEST(SpawnerTest, OwnProcessGroupInTheSameSession) {
+  for (const bool vfork : {false, true}) {
+    SpawnSpec spec;
+    spec.program = "/bin/sleep";
+    spec.argv = {"/bin/sleep", "100"};
+    spec.own_process_group = true;
+    spec.vfork = vfork;
+    const auto result = spawn_process(spec);
+    ASSERT_GT(result.pid, 0);
+    EXPECT_FALSE(result.failure) << result.describe(spec);
+    EXPECT_EQ(::getpgid(result.pid), result.pid) << "vfork " << vfork;
+    EXPECT_EQ(::getsid(result.pid), ::getsid(0)) << "vfork " << vfork;
+    ASSERT_EQ(::kill(-result.pid, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(result.pid, &status, 0), result.pid);
+  }
 }
 
 }  // namespace

@@ -105,14 +105,19 @@ struct Driver {
     pool.ready(pid, now);
     pass();
   }
-  void exit(pid_t pid, const forkd::common::ExitStatus& status) {
-    ASSERT_TRUE(pool.exited(pid, status, now));
+  void exit(pid_t pid, const forkd::common::ExitStatus& status, bool group_left = false) {
+    ASSERT_TRUE(pool.exited(pid, status, now, group_left));
     pass();
   }
   SlotState state(unsigned slot) const { return pool.slots().at(slot).current.state; }
   bool signalled(pid_t pid, int signo) const {
     return std::any_of(signals.begin(), signals.end(),
                        [&](const SignalOrder& s) { return s.pid == pid && s.signo == signo; });
+  }
+  bool signalled(pid_t pid, int signo, SignalTarget target) const {
+    return std::any_of(signals.begin(), signals.end(), [&](const SignalOrder& s) {
+      return s.pid == pid && s.signo == signo && s.target == target;
+    });
   }
 };
 
@@ -444,6 +449,119 @@ TEST(WorkerPool, UnknownPidIsNotAWorker) {
   Driver d;
   d.pass();
   EXPECT_FALSE(d.pool.exited(4242, exit_code(0), d.now));
+}
+
+// ---- what a worker leaves behind in its process group ---------------------------------------
+
+TEST(WorkerPool, WhatAWorkerLeftGetsSigtermThenSigkillAfterShutdownTimeout) {
+  Driver d;
+  d.pass();
+  const pid_t pid = d.serving(0);
+  d.ready(pid);
+  d.exit(pid, exit_code(0), true);
+  EXPECT_TRUE(d.signalled(pid, SIGTERM, SignalTarget::leftovers));
+  ASSERT_EQ(d.pool.leftovers().count(pid), 1U);
+  EXPECT_EQ(d.state(0), SlotState::starting);  // the slot respawns meanwhile, as after any exit
+  EXPECT_EQ(d.pool.leftovers().at(pid).kill_at, d.now + seconds(30));
+  d.advance(seconds(29));
+  EXPECT_FALSE(d.signalled(pid, SIGKILL));
+  d.advance(seconds(1));
+  EXPECT_TRUE(d.signalled(pid, SIGKILL, SignalTarget::leftovers));
+  d.pool.leftovers_gone(pid);
+  EXPECT_TRUE(d.pool.leftovers().empty());
+}
+
+TEST(WorkerPool, AWorkerThatLeftNothingLeavesNothingToWaitFor) {
+  Driver d;
+  d.pass();
+  const pid_t pid = d.serving(0);
+  d.exit(pid, exit_code(0));
+  EXPECT_TRUE(d.pool.leftovers().empty());
+  EXPECT_FALSE(d.signalled(pid, SIGTERM));
+}
+
+TEST(WorkerPool, WorkerSignalsGoToTheWorkerAloneUntilItsGraceRunsOut) {
+  Driver d;
+  d.pass();
+  const pid_t pid = d.serving(0);
+  d.ready(pid);
+  d.pool.stop(false, seconds(30), d.now);
+  (void)d.run();
+  EXPECT_TRUE(d.signalled(pid, SIGTERM, SignalTarget::worker));
+  d.advance(seconds(30));
+  EXPECT_TRUE(d.signalled(pid, SIGKILL, SignalTarget::worker_group));
+}
+
+TEST(WorkerPool, HeartbeatKillLeavesTheGroupToTheLeftoverRule) {
+  auto s = settings();
+  s.heartbeat_timeout = seconds(2);
+  Driver d(s);
+  d.pass();
+  const pid_t pid = d.serving(0);
+  d.ready(pid);
+  d.wake();
+  EXPECT_TRUE(d.signalled(pid, SIGKILL, SignalTarget::worker));
+  d.exit(pid, killed_by(SIGKILL), true);
+  EXPECT_TRUE(d.signalled(pid, SIGTERM, SignalTarget::leftovers));
+  EXPECT_EQ(d.pool.leftovers().at(pid).kill_at, d.now + seconds(30));
+}
+
+TEST(WorkerPool, LeftoversOfAStoppedWorkerShareItsDeadline) {
+  Driver d;
+  d.pass();
+  const pid_t pid = d.serving(0);
+  d.ready(pid);
+  const TimePoint stop_at = d.now;
+  d.pool.stop(false, seconds(30), d.now);
+  (void)d.run();
+  d.advance(seconds(10));
+  d.exit(pid, exit_code(0), true);
+  EXPECT_TRUE(d.signalled(pid, SIGTERM, SignalTarget::leftovers));
+  EXPECT_EQ(d.pool.leftovers().at(pid).kill_at, stop_at + seconds(30));
+  EXPECT_EQ(*d.pool.next_wakeup(), stop_at + seconds(30));
+  d.wake();
+  EXPECT_TRUE(d.signalled(pid, SIGKILL, SignalTarget::leftovers));
+}
+
+TEST(WorkerPool, AFastStopShortensTheLeftoversGrace) {
+  Driver d;
+  d.pass();
+  const pid_t pid = d.serving(0);
+  d.ready(pid);
+  d.exit(pid, exit_code(0), true);
+  d.pool.stop(true, seconds(1), d.now);
+  (void)d.run();
+  EXPECT_EQ(d.pool.leftovers().at(pid).kill_at, d.now + seconds(1));
+}
+
+TEST(WorkerPool, AGroupKilledWithItsWorkerIsWaitedForBriefly) {
+  Driver d;
+  d.pass();
+  const pid_t pid = d.serving(0);
+  d.ready(pid);
+  d.pool.stop(false, seconds(5), d.now);
+  (void)d.run();
+  d.advance(seconds(5));
+  ASSERT_TRUE(d.signalled(pid, SIGKILL, SignalTarget::worker_group));
+  const auto signals = d.signals.size();
+  d.exit(pid, killed_by(SIGKILL), true);
+  EXPECT_EQ(d.signals.size(), signals);  // no SIGTERM after the SIGKILL
+  ASSERT_EQ(d.pool.leftovers().count(pid), 1U);
+  d.wake();  // one that survives SIGKILL (escaped, unkillable) is not waited for forever
+  EXPECT_TRUE(d.pool.leftovers().empty());
+  EXPECT_NE(d.logs.back().find("no longer waiting"), std::string::npos) << d.logs.back();
+  EXPECT_FALSE(d.pool.next_wakeup().has_value());
+}
+
+TEST(WorkerPool, ANewWorkerWithTheLeftGroupsNumberEndsTheWait) {
+  Driver d;
+  d.pass();
+  const pid_t pid = d.serving(0);
+  d.ready(pid);
+  d.next_pid = pid;  // the number is free again: the group it named is empty
+  d.exit(pid, exit_code(0), true);
+  EXPECT_EQ(d.serving(0), pid);
+  EXPECT_TRUE(d.pool.leftovers().empty());
 }
 
 }  // namespace
