@@ -32,6 +32,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -1037,6 +1038,22 @@ RunResult run_command(std::vector<std::string> argv, std::chrono::milliseconds t
         fds[i].fd = -1;
       }
     }
+  }
+  // Its pipes close before it has exited (coreutils close stdout and stderr in an atexit
+  // handler): let it finish, as a zombie not reaped yet, before its group is killed, or the
+  // SIGKILL meant for leftovers lands on the command itself and becomes its status.
+  while (!result.timed_out) {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT | WNOHANG) == 0 &&
+        info.si_pid == pid) {
+      break;
+    }
+    if (remaining_ms(deadline) <= 0) {
+      ::kill(pid, SIGKILL);
+      result.timed_out = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   // Anything the command left behind in its group goes too. While the command itself is an
   // unreaped zombie its pid, the group id, cannot be recycled, so this kills nothing foreign.

@@ -55,7 +55,8 @@ void as_nobody(std::vector<std::string> argv) {
   full.emplace_back("--");
   full.insert(full.end(), argv.begin(), argv.end());
   const auto r = run_command(full, 10s);
-  ASSERT_EQ(r.exit_code(), 0) << r.out << r.err;
+  ASSERT_EQ(r.exit_code(), 0) << argv.front() << ": " << describe_status(r.status) << r.out
+                              << r.err;
 }
 
 // Whether a client has connected to `listener` (its backlog is not empty), without waiting.
