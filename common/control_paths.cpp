@@ -6,12 +6,12 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <memory>
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
 
 #include "common/fd.hpp"
-#include "common/safe_open.hpp"
 
 namespace forkd::common {
 namespace {
@@ -84,13 +84,35 @@ void ensure_private_dir(const std::string& dir) {
 
 std::string untrusted_socket_dir(const std::string& socket_path) {
   if (socket_path.empty() || socket_path.front() == '@') return {};
-  const std::string dir = parent_of(socket_path);
+  std::string dir = parent_of(socket_path);
+  // Symlinks resolved: the directory that holds the socket, and the one that holds that.
+  if (std::unique_ptr<char, decltype(&std::free)> real(::realpath(dir.c_str(), nullptr),
+                                                       &std::free);
+      real) {
+    dir = real.get();
+  }
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) return {};  // connect() will say what is missing
-  const std::string why = others_can_write(st);
-  if (why.empty()) return why;
-  return "the socket directory " + dir + " is " + why +
-         ", so another user could have put a fake server there; refusing to use it";
+  const auto refuse = [&](const std::string& why) {
+    return "the socket directory " + dir + " is " + why +
+           ", so another user could have put a fake server there; refusing to use it";
+  };
+  if ((st.st_mode & S_IWOTH) != 0) return refuse("writable by everyone");
+  if ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0) {
+    return refuse("writable by its group (gid " + std::to_string(st.st_gid) + ")");
+  }
+  if (st.st_uid == 0 || st.st_uid == ::geteuid()) return {};
+  // Another user's directory is trusted only where that user could not have made it: root gave
+  // it to them in a directory only root can write (RuntimeDirectory=, tmpfiles: /run/forkd of a
+  // service running as user forkd). /tmp/forkd-UID made by someone else fails here.
+  const std::string above = parent_of(dir);
+  struct stat up {};
+  if (::stat(above.c_str(), &up) == 0 && up.st_uid == 0 &&
+      (up.st_mode & (S_IWGRP | S_IWOTH)) == 0) {
+    return {};
+  }
+  return refuse("owned by uid " + std::to_string(st.st_uid) + " in " + above +
+                ", which others than root can write");
 }
 
 bool trusted_server_uid(uid_t uid) {

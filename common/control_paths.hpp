@@ -26,11 +26,12 @@ void prepare_control_socket_dir(const std::string& socket_path);
 // std::runtime_error naming the path, since another user could have planted it.
 void ensure_private_dir(const std::string& dir);
 
-// Why forkctl must not talk to the server at `socket_path`: its directory (symlinks resolved)
-// is owned by a user other than root and ours, or others can write it, so whoever could have
-// planted a fake server there would read what we send and forge what we print (tmux refuses
-// such a directory too). Empty when it is trusted. Abstract names ("@x") have no directory:
-// the server's credentials are checked after connecting instead (see trusted_server_uid).
+// Why forkctl must not talk to the server at `socket_path`, or "" when it may: whoever could
+// have put a fake server there would read what we send and forge what we print (tmux refuses
+// such a directory too). The directory (symlinks resolved) must not be writable by its group
+// or by everyone, and must be owned by root or us, or by a user who could not have made it:
+// root gave it to them in a directory only root can write (/run/forkd of a service running as
+// user forkd). Abstract names ("@x") have no directory: see trusted_server_uid.
 [[nodiscard]] std::string untrusted_socket_dir(const std::string& socket_path);
 // A server uid forkctl accepts on an abstract socket: root or our own.
 [[nodiscard]] bool trusted_server_uid(uid_t uid);
