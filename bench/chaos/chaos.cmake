@@ -1,6 +1,7 @@
 # The short chaos run (bench/chaos/run --duration 10) as a ctest test, label `chaos`: this
-# build's forkd and forkctl under killed, stopped, reloaded and scaled workers and a flooded
-# control socket. Included from tests/CMakeLists.txt; needs python3 (stdlib only).
+# build's forkd and forkctl under killed, stopped, reloaded and scaled workers, a flooded
+# control socket and, as root (CI), a hostile local user (uid 65534 through setpriv).
+# Included from tests/CMakeLists.txt; needs python3 (stdlib only).
 find_package(Python3 COMPONENTS Interpreter)
 # Also in the sanitizer build, where any report fails it (the master-RSS bound is not checked
 # there: ASan's quarantine holds freed memory on purpose).

@@ -13,7 +13,7 @@ CONFIG_TEMPLATE = """\
 workers: {workers}
 listen:
   - 127.0.0.1:{port}
-worker:
+{unix_listener}worker:
   app: http-hello
   ready_timeout: 10s
   heartbeat_timeout: {heartbeat}ms
@@ -24,11 +24,11 @@ restart:
   min_uptime: 1s
 control:
   socket: {socket}
-ipc:
+{control_mode}ipc:
   max_message: {max_message}
 log:
   level: info
-"""
+{log_file}"""
 
 
 # ---- /proc ---------------------------------------------------------------------------------
@@ -104,13 +104,31 @@ class Daemon:
         self.seen = {}  # worker pid -> starttime, to kill leftovers by identity only
         self.seen_lock = threading.Lock()
         self.extra_env = {}
+        # Set by expose_to(): paths in a directory another user owns, for the hostile user.
+        self.log_file_path = None
+        self.unix_socket = None
+        self.control_mode = None
+
+    def expose_to(self, log_file, unix_socket, control_mode):
+        """Puts log.file and a Unix listener where another user can tamper with them, and
+        opens the control socket to everyone (peer credentials still decide)."""
+        self.log_file_path = log_file
+        self.unix_socket = unix_socket
+        self.control_mode = control_mode
 
     def valid_config(self):
         self.valid_flip = not self.valid_flip
+        unix_listener = ""
+        if self.unix_socket:
+            # The mode alternates too, so each valid reload changes it on the live socket.
+            mode = "0660" if self.valid_flip else "0666"
+            unix_listener = f"  - address: unix:{self.unix_socket}\n    mode: \"{mode}\"\n"
         return CONFIG_TEMPLATE.format(
             workers=self.workers, port=self.port, socket=self.socket,
             heartbeat=int(self.heartbeat_s * 1000), max_message=self.max_message,
-            delay=100 if self.valid_flip else 150)
+            delay=100 if self.valid_flip else 150, unix_listener=unix_listener,
+            control_mode=f"  mode: \"{self.control_mode}\"\n" if self.control_mode else "",
+            log_file=f"  file: {self.log_file_path}\n" if self.log_file_path else "")
 
     def write_config(self, text):
         tmp = self.config + ".tmp"
