@@ -95,12 +95,13 @@ void Master::open_control_socket(common::UniqueFd adopted) {
 void Master::open_metrics(common::UniqueFd adopted) {
   if (config_.metrics.listen.empty() && !adopted) return;
   auto snapshot = [this] { return metrics_snapshot(); };
-  auto healthy = [this] { return any_worker_ready(); };
+  // /readyz: a worker serves and the master is not stopping (a load balancer stops sending).
+  auto ready = [this] { return any_worker_ready() && !pool_.stopping(); };
   if (adopted) {
-    metrics_ = std::make_unique<MetricsServer>(io_, std::move(adopted), snapshot, healthy);
+    metrics_ = std::make_unique<MetricsServer>(io_, std::move(adopted), snapshot, ready);
   } else {
     metrics_ = std::make_unique<MetricsServer>(
-        io_, common::parse_listen_address(config_.metrics.listen), snapshot, healthy);
+        io_, common::parse_listen_address(config_.metrics.listen), snapshot, ready);
   }
   log_->info("metrics on http://{}/metrics", metrics_->bound_address());
 }
