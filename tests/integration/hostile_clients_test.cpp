@@ -1,10 +1,11 @@
-// Clients that hold the master's sockets without playing their part: metrics clients that
-// connect and send nothing. Each attack is run for
+// Clients that hold the master's sockets without playing their part: control clients that
+// queue waits and leave, metrics clients that connect and send nothing. Each attack is run for
 // real; operators and probes must still be served, and what the clients held be let go.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +20,16 @@ namespace {
 
 using namespace forkd::test;
 using forkd::common::UniqueFd;
+
+UniqueFd connect_unix(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  if (!fd || ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
+    return {};
+  return fd;
+}
 
 UniqueFd connect_tcp(std::uint16_t port) {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -49,6 +60,50 @@ bool closed_by_peer(int fd) {
     if (n > 0) continue;
     return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
   }
+}
+
+// 64 requests fill a client's pending limit, so the master stops reading it before its EOF.
+// 300 such clients, one after the other, would hold every one of the 256 client places for the
+// hour they wait, were a client that left not reaped at once whatever it left pending.
+TEST(HostileClientsTest, ControlClientsLeavingWithSendWaitsPendingAreReapedAtOnce) {
+  Cluster c;
+  // A worker that reads its IPC channel but never answers: every wait would run its course.
+  c.start("workers: 1\nworker:\n" + test_worker_command("") + "  ready: message\n");
+  c.wait_all_ready(1);
+  const pid_t master = c.forkd.pid();
+  ASSERT_EQ(forkctl(c, {"status"}).exit_code(), 0);
+  const std::size_t baseline = open_fds(master).size();
+
+  std::string requests;
+  for (int i = 0; i < 64; ++i) {
+    requests += R"({"cmd":"send","worker":0,"data":{"n":)" + std::to_string(i) +
+                R"(},"wait_ms":3600000})"
+                "\n";
+  }
+  const std::string path = c.dir.file("forkd.sock");
+  for (int i = 0; i < 300; ++i) {
+    const UniqueFd client = connect_unix(path);
+    ASSERT_TRUE(client) << "connect " << path << ": " << std::strerror(errno);
+    send_quietly(client.get(), requests);
+  }  // each closes as it goes out of scope
+
+  RunResult status;
+  const bool served = wait_until(
+      [&] {
+        status = forkctl(c, {"status"}, 10s);
+        return status.exit_code() == 0;
+      },
+      10s, 100ms);
+  EXPECT_TRUE(served) << "forkctl status: " << status.out << status.err;
+  std::size_t fds = 0;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        fds = open_fds(master).size();
+        return fds <= baseline;
+      },
+      10s))
+      << fds << " fds open, " << baseline << " before the clients came";
+  EXPECT_TRUE(c.forkd.running());
 }
 
 // Liveness is not readiness, and an overloaded metrics port must not turn either into a lie:
