@@ -22,6 +22,7 @@
 #include "common/exit_status.hpp"
 #include "common/fd.hpp"
 #include "common/signal_source.hpp"
+#include "daemon/audit_trail.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
@@ -208,7 +209,7 @@ class Master {
   WorkerPool pool_;
   std::map<pid_t, WorkerIo> workers_;
   std::shared_ptr<spdlog::logger> log_;
-  std::shared_ptr<spdlog::logger> audit_;
+  AuditTrail audit_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;
   asio::steady_timer watchdog_;

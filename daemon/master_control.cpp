@@ -1,6 +1,6 @@
 // The operator's side of the master: control socket commands, status, events.
 // Each command is one entry of kCommands (name -> handler, and whether it changes anything,
-// which is what puts it in the audit log); every handler answers through `respond` once.
+// which is what puts it in the audit trail); every handler answers through `respond` once.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -157,13 +157,12 @@ void Master::on_control_request(const json& request, const ControlCaller& caller
     respond(error_reply("unknown command \"" + name + "\""));
     return;
   }
-  if (spec->changes_something) {
-    const auto dry = request.find("dry_run");
-    const bool dry_run = dry != request.end() && dry->is_boolean() && dry->get<bool>();
-    audit_->info("{}{} requested by {}", name, dry_run ? " (dry run)" : "",
-                 describe_peer(caller.peer));
+  if (!spec->changes_something) {
+    run_command(request, caller, respond, spec->run);
+    return;
   }
-  run_command(request, caller, respond, spec->run);
+  audit_.command(name, request, caller.peer, std::move(respond),
+                 [&](Respond& recorded) { run_command(request, caller, recorded, spec->run); });
 }
 
 void Master::run_command(const json& request, const ControlCaller& caller, Respond& respond,
@@ -184,7 +183,7 @@ void Master::on_control_client_closed(std::uint64_t client) {
     dropped.push_back(std::move(w));
     return true;
   });
-  // Answered though the server has nobody to send it to: every Respond is called once.
+  // Answered for the audit trail's sake; the server has nobody to send it to.
   for (auto& w : dropped) w.respond(error_reply("abandoned: the client closed the connection"));
 }
 

@@ -103,6 +103,10 @@ TEST(HostileClientsTest, ControlClientsLeavingWithSendWaitsPendingAreReapedAtOnc
       },
       10s))
       << fds << " fds open, " << baseline << " before the clients came";
+  // Their waits were dropped with them, each recorded in the audit trail.
+  EXPECT_TRUE(c.forkd.wait_for_log(
+      "audit: send worker=0 wait_ms=3600000 bytes=\\d+ by uid \\d+ pid \\d+: failed: abandoned",
+      10s));
   EXPECT_TRUE(c.forkd.running());
 }
 
