@@ -209,7 +209,7 @@ spdlog::level::level_enum to_spdlog(LogLevel level) noexcept {
 void configure(const LogConfig& config) {
   shared_sink()->configure(config);
   audit_has_own_file() = !config.audit.empty();
-  if (audit_has_own_file()) audit_file_sink()->configure(config, config.audit);
+  audit_file_sink()->configure(config, config.audit);  // "": a file it had is closed
   current_level() = to_spdlog(config.level);
   spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) {
     if (l->name() != kAuditComponent) l->set_level(current_level());
