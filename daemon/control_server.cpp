@@ -414,8 +414,8 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
                                      }));
   }
 
-  // A pending wait in the reactor's error queue would keep the next read from being tried at
-  // once (asio reads speculatively only when that queue is empty): cancel it before reading.
+  // The watch ends when reading resumes: the read sees EOF itself, and a wait left in the
+  // reactor's error queue would make asio skip trying the read at once.
   void stop_watching_hangup() {
     if (!watching_hangup_) return;
     watching_hangup_ = false;
