@@ -74,7 +74,7 @@ constexpr std::array<std::string_view, 6> kRestartKeys{"delay", "max_delay",    
 constexpr std::array<std::string_view, 1> kReloadKeys{"batch"};
 constexpr std::array<std::string_view, 3> kControlKeys{"socket", "mode", "group"};
 constexpr std::array<std::string_view, 1> kIpcKeys{"max_message"};
-constexpr std::array<std::string_view, 3> kLogKeys{"level", "format", "file"};
+constexpr std::array<std::string_view, 4> kLogKeys{"level", "format", "file", "audit"};
 constexpr std::array<std::string_view, 1> kMetricsKeys{"listen"};
 
 struct Section {
@@ -1193,6 +1193,9 @@ void Loader::load_log(const Field& field, LogConfig& log) {
   if (const Field* f = find(fields, "file")) {
     if (auto file = read_string(*f, "log.file")) log.file = *file;
   }
+  if (const Field* f = find(fields, "audit")) {
+    if (auto audit = read_string(*f, "log.audit")) log.audit = *audit;
+  }
 }
 
 void Loader::load_metrics(const Field& field, MetricsConfig& metrics) {
@@ -1424,6 +1427,7 @@ std::string to_yaml(const Config& config) {
   out.line(2, "level", config_name(config.log.level));
   out.line(2, "format", config.log.format_set ? config_name(config.log.format) : kAutoFormat);
   out.line(2, "file", yaml_string(config.log.file));
+  out.line(2, "audit", yaml_string(config.log.audit));
 
   out.line(0, "pidfile", yaml_string(config.pidfile));
   out.section("metrics");

@@ -106,6 +106,7 @@ struct LogConfig {
   LogFormat format = LogFormat::text;
   bool format_set = false;  // false ("auto" in YAML): journal when JOURNAL_STREAM is set, else text
   std::string file;
+  std::string audit;  // "" = the main log; else a file of its own. Written whatever the level.
   bool operator==(const LogConfig&) const = default;
 };
 

@@ -54,13 +54,20 @@ bool write_all(int fd, std::string_view data) {
 
 class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
  public:
-  void configure(const LogConfig& config) {
+  ForkdSink() = default;
+  // The audit file's sink: opened with the checks of open_log_file, and when it cannot be
+  // written its records go to `fallback` (the main log), so none is lost.
+  explicit ForkdSink(std::shared_ptr<ForkdSink> fallback) : fallback_(std::move(fallback)) {}
+
+  void configure(const LogConfig& config) { configure(config, config.file); }
+  // log.format, written to `path` ("" = stderr).
+  void configure(const LogConfig& config, const std::string& path) {
     format_ = config.format;
     if (!config.format_set) {
       const char* stream = std::getenv("JOURNAL_STREAM");
       format_ = (stream != nullptr && *stream != '\0') ? LogFormat::journal : LogFormat::text;
     }
-    path_ = config.file;
+    path_ = path;
     reopen_file();
   }
 
@@ -71,7 +78,8 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
     std::string why;
     UniqueFd fd = open_log_file(path_, why);
     if (!fd) {
-      say_fallback("cannot open log file " + path_ + ": " + why);
+      say_fallback(std::string("cannot open ") + (fallback_ ? "audit" : "log") + " file " + path_ +
+                   ": " + why);
       return false;
     }
     file_ = std::move(fd);
@@ -80,13 +88,17 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
-    std::string line = render(msg);
     if (file_) {
-      if (write_all(file_.get(), line)) return;
-      say_fallback("cannot write log file " + path_ + ": " + std::strerror(errno));
+      if (write_all(file_.get(), render(msg))) return;
+      say_fallback(std::string(fallback_ ? "cannot write audit file " : "cannot write log file ") +
+                   path_ + ": " + std::strerror(errno));
       file_.reset();
     }
-    (void)write_all(STDERR_FILENO, line);
+    if (fallback_) {
+      fallback_->log(msg);
+      return;
+    }
+    (void)write_all(STDERR_FILENO, render(msg));
   }
   void flush_() override {}
 
@@ -117,9 +129,12 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
   void say_fallback(const std::string& why) {
     if (failed_said_) return;
     failed_said_ = true;
-    (void)write_all(STDERR_FILENO, "forkd: " + why + "; logging to stderr instead\n");
+    (void)write_all(STDERR_FILENO, "forkd: " + why +
+                                       (fallback_ ? "; audit records go to the main log instead\n"
+                                                  : "; logging to stderr instead\n"));
   }
 
+  std::shared_ptr<ForkdSink> fallback_;  // set for the audit sink only
   LogFormat format_ = LogFormat::text;
   std::string path_;
   UniqueFd file_;
@@ -132,9 +147,27 @@ std::shared_ptr<ForkdSink>& shared_sink() {
   return sink;
 }
 
+// log.audit's own file; used only while log.audit names one.
+std::shared_ptr<ForkdSink>& audit_file_sink() {
+  static auto sink = std::make_shared<ForkdSink>(shared_sink());
+  return sink;
+}
+
+bool& audit_has_own_file() {
+  static bool own = false;
+  return own;
+}
+
 spdlog::level::level_enum& current_level() {
   static spdlog::level::level_enum level = spdlog::level::info;
   return level;
+}
+
+constexpr const char* kAuditComponent = "audit";
+
+std::shared_ptr<spdlog::sinks::sink> audit_destination() {
+  if (audit_has_own_file()) return audit_file_sink();
+  return shared_sink();
 }
 
 }  // namespace
@@ -202,16 +235,34 @@ spdlog::level::level_enum to_spdlog(LogLevel level) noexcept {
 
 void configure(const LogConfig& config) {
   shared_sink()->configure(config);
+  audit_has_own_file() = !config.audit.empty();
+  audit_file_sink()->configure(config, config.audit);  // "": a file it had is closed
   current_level() = to_spdlog(config.level);
-  spdlog::apply_all(
-      [](const std::shared_ptr<spdlog::logger>& l) { l->set_level(current_level()); });
+  spdlog::apply_all([](const std::shared_ptr<spdlog::logger>& l) {
+    if (l->name() != kAuditComponent) l->set_level(current_level());
+  });
+  if (auto audit_logger = spdlog::get(kAuditComponent)) {
+    audit_logger->sinks().assign(1, audit_destination());
+  }
 }
 
 bool reopen() {
-  return shared_sink()->reopen_file();
+  bool ok = shared_sink()->reopen_file();
+  if (audit_has_own_file()) ok = audit_file_sink()->reopen_file() && ok;
+  return ok;
+}
+
+std::shared_ptr<spdlog::logger> audit() {
+  if (auto existing = spdlog::get(kAuditComponent)) return existing;
+  auto logger = std::make_shared<spdlog::logger>(kAuditComponent, audit_destination());
+  logger->set_level(spdlog::level::trace);  // never filtered by log.level
+  logger->flush_on(spdlog::level::trace);
+  spdlog::register_logger(logger);
+  return logger;
 }
 
 std::shared_ptr<spdlog::logger> get(const std::string& component) {
+  if (component == kAuditComponent) return audit();
   if (auto existing = spdlog::get(component)) return existing;
   auto logger = std::make_shared<spdlog::logger>(component, shared_sink());
   logger->set_level(current_level());

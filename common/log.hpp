@@ -14,15 +14,19 @@
 
 namespace forkd::common::log {
 
-// (Re)configures the shared sink. Opening log.file may fail: then the error is said once on
-// stderr and logging goes to stderr; supervision never depends on the log.
+// (Re)configures the shared sink and the audit trail's. Opening log.file may fail: then the
+// error is said once on stderr and logging goes to stderr; supervision never depends on the
+// log. log.audit is opened with open_log_file's checks; when it cannot be, that is said once on
+// stderr and the audit records go to the main log.
 void configure(const LogConfig& config);
-// Reopens log.file (SIGUSR1, logrotate); returns false when it fell back to stderr.
+// Reopens log.file and log.audit (SIGUSR1, logrotate); false when either fell back.
 bool reopen();
 // Opens a log file for appending (log.file, log.audit): symbolic links only where nobody but
 // root and us could have planted them, a regular file (or a device such as /dev/null) owned by
 // root or us. On failure the fd is invalid and `error` says why, without the path.
 [[nodiscard]] UniqueFd open_log_file(const std::string& path, std::string& error);
+// The audit trail's logger: written whatever log.level says, to log.audit or the main log.
+[[nodiscard]] std::shared_ptr<spdlog::logger> audit();
 // The logger of one component ("master", "worker", "control", ...), created on first use.
 [[nodiscard]] std::shared_ptr<spdlog::logger> get(const std::string& component);
 [[nodiscard]] spdlog::level::level_enum to_spdlog(LogLevel level) noexcept;

@@ -17,6 +17,16 @@ UniqueFd open_signalfd(const sigset_t& mask) {
   return fd;
 }
 
+SignalInfo describe(const signalfd_siginfo& info) {
+  const int code = info.ssi_code;
+  SignalInfo signal;
+  signal.signo = static_cast<int>(info.ssi_signo);
+  signal.from_process = code == SI_USER || code == SI_TKILL || code == SI_QUEUE;
+  signal.sender_pid = static_cast<pid_t>(info.ssi_pid);
+  signal.sender_uid = static_cast<uid_t>(info.ssi_uid);
+  return signal;
+}
+
 }  // namespace
 
 SignalSource::SignalSource(asio::io_context& io, std::initializer_list<int> signals,
@@ -43,7 +53,7 @@ void SignalSource::read_next() {
       const ssize_t n = ::read(stream_.native_handle(), infos.data(), sizeof(infos));
       if (n <= 0) break;
       const auto count = static_cast<std::size_t>(n) / sizeof(signalfd_siginfo);
-      for (std::size_t i = 0; i < count; ++i) handler_(static_cast<int>(infos[i].ssi_signo));
+      for (std::size_t i = 0; i < count; ++i) handler_(describe(infos[i]));
     }
     read_next();
   });

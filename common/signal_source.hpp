@@ -4,6 +4,8 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/types.h>
+
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <functional>
@@ -13,9 +15,17 @@
 
 namespace forkd::common {
 
+// One signal as the signalfd reports it, with who sent it (for the audit trail).
+struct SignalInfo {
+  int signo = 0;
+  bool from_process = false;  // kill(2), tgkill(2), sigqueue(3); else the kernel (a tty's ^C)
+  pid_t sender_pid = 0;       // meaningful when from_process
+  uid_t sender_uid = 0;       // the sender's real uid, when from_process
+};
+
 class SignalSource {
  public:
-  using Handler = std::function<void(int signo)>;
+  using Handler = std::function<void(const SignalInfo& signal)>;
 
   // Blocks `signals` with sigprocmask and starts reading them. Throws std::system_error.
   SignalSource(asio::io_context& io, std::initializer_list<int> signals, Handler handler);

@@ -10,7 +10,10 @@
 #include <spdlog/spdlog.h>
 #include <algorithm>
 #include <array>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <cerrno>
 #include <cstdint>
@@ -39,7 +42,8 @@ using LocalSocket = asio::local::stream_protocol::socket;
 constexpr int kListenBacklog = 128;
 constexpr std::size_t kReadChunk = std::size_t{16} * 1024;
 // Requests a client may have outstanding before we stop reading from it: pipelining is
-// allowed, flooding the master with unanswered work is not.
+// allowed, flooding the master with unanswered work is not. While reading is paused, a hangup
+// is still watched for, so a client that leaves is reaped whatever it left pending.
 constexpr std::size_t kMaxPendingRequests = 64;
 
 // asio's cancel() reports failure by exception, but a timer's cancel cannot fail; this is
@@ -243,8 +247,9 @@ class ControlServerState {
 
   // Called by connections.
   [[nodiscard]] const ControlServerOptions& options() const { return options_; }
-  void dispatch(const Json& request, const PeerCredentials& peer, const Respond& respond);
-  void forget(std::uint64_t id) noexcept { clients_.erase(id); }
+  void dispatch(const Json& request, const ControlCaller& caller, const Respond& respond);
+  // Drops a closed client; `had_requests`: tell the owner (client_closed), after the fact.
+  void forget(std::uint64_t id, bool had_requests) noexcept;
 
  private:
   void accept_next();
@@ -329,6 +334,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     if (closed_ || read_eof_ || close_when_drained_) return;
     if (slots_.size() >= kMaxPendingRequests) {
       read_paused_ = true;
+      watch_for_hangup();
       return;
     }
     socket_.async_read_some(asio::buffer(read_buffer_),
@@ -350,6 +356,8 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
       // A last request without its newline (printf ... | socat) is still a request.
       if (decoder_.buffered() > 0) consume(std::string_view("\n"));
       finish_if_drained();
+      // Half-closed, awaiting replies: nothing more is read, so a later close is watched for.
+      watch_for_hangup();
       return;
     }
     if (error) {
@@ -362,10 +370,50 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     read_next();
   }
 
-  // POLLHUP on a Unix stream socket means both directions are shut: the peer closed.
+  // POLLHUP on a Unix stream socket means both directions are shut: the peer closed (a
+  // half-close, shutdown(SHUT_WR) to await replies, is only POLLRDHUP). POLLERR: it reset.
   [[nodiscard]] bool peer_hung_up() {
     pollfd entry{socket_.native_handle(), POLLOUT, 0};
-    return ::poll(&entry, 1, 0) > 0 && (entry.revents & POLLHUP) != 0;
+    return ::poll(&entry, 1, 0) > 0 && (entry.revents & (POLLHUP | POLLERR)) != 0;
+  }
+
+  // Reading is paused (or over, after a half-close), so EOF cannot be read; a hangup is
+  // watched for instead. The reactor
+  // reports it edge-triggered, so a hangup that came before the watch is checked for first.
+  // A wait for errors completes on hangup or error only, never on data: no spinning.
+  void watch_for_hangup() {
+    if (closed_ || watching_hangup_) return;
+    if (peer_hung_up()) {
+      logger()->debug("control client {} left with {} requests unanswered", describe_peer(peer_),
+                      slots_.size());
+      close_connection();
+      return;
+    }
+    watching_hangup_ = true;
+    socket_.async_wait(
+        LocalSocket::wait_error,
+        asio::bind_cancellation_slot(hangup_watch_.slot(),
+                                     [self = shared_from_this()](std::error_code error) {
+                                       if (error == asio::error::operation_aborted)
+                                         return;  // stopped or closed
+                                       self->guarded([&] {
+                                         self->watching_hangup_ = false;
+                                         if (self->closed_) return;
+                                         if (error) {
+                                           self->close_connection();
+                                         } else if (self->read_paused_ || self->read_eof_) {
+                                           self->watch_for_hangup();
+                                         }
+                                       });
+                                     }));
+  }
+
+  // The watch ends when reading resumes: the read sees EOF itself, and a wait left in the
+  // reactor's error queue would make asio skip trying the read at once.
+  void stop_watching_hangup() {
+    if (!watching_hangup_) return;
+    watching_hangup_ = false;
+    hangup_watch_.emit(asio::cancellation_type::terminal);
   }
 
   void consume(std::string_view bytes) {
@@ -427,7 +475,8 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     }
     const std::uint64_t seq = open_slot();
     std::weak_ptr<ControlConnection> weak = weak_from_this();
-    server_.dispatch(request, peer_, [weak, seq](Json reply) {
+    dispatched_ = true;
+    server_.dispatch(request, ControlCaller{peer_, id_}, [weak, seq](Json reply) {
       if (auto self = weak.lock()) {
         self->guarded([&] { self->complete(seq, reply); });
       }
@@ -459,6 +508,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     if (slots_.empty()) arm_idle_timer();
     if (read_paused_ && slots_.size() < kMaxPendingRequests) {
       read_paused_ = false;
+      stop_watching_hangup();
       read_next();
     }
   }
@@ -560,7 +610,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
   void close_connection() noexcept {
     if (closed_) return;
     shut_down();
-    server_.forget(id_);  // may drop the last owner but the running handler's
+    server_.forget(id_, dispatched_);  // may drop the last owner but the running handler's
   }
 
   // No exception leaves an asio handler: a failure costs this client only.
@@ -584,6 +634,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
   LocalSocket socket_;
   asio::steady_timer idle_timer_;
   PeerCredentials peer_;
+  asio::cancellation_signal hangup_watch_;
   common::LineDecoder decoder_;
   std::array<char, kReadChunk> read_buffer_{};
   std::deque<ReplySlot> slots_;
@@ -595,6 +646,8 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
   bool subscriber_ = false;
   bool read_eof_ = false;
   bool read_paused_ = false;
+  bool watching_hangup_ = false;
+  bool dispatched_ = false;  // sent a request to the handler: its closing is reported
   bool close_when_drained_ = false;
   bool closed_ = false;
 };
@@ -698,14 +751,36 @@ bool ControlServerState::authorised(const PeerCredentials& peer) const {
   return peer_allowed(peer, daemon_uid_, group_, peer_supplementary_groups(peer));
 }
 
-void ControlServerState::dispatch(const Json& request, const PeerCredentials& peer,
+void ControlServerState::forget(std::uint64_t id, bool had_requests) noexcept {
+  clients_.erase(id);
+  if (!had_requests || !options_.client_closed || closed_) return;
+  // Posted: the close may happen inside a reply the owner is sending, in the middle of its
+  // own bookkeeping.
+  try {
+    asio::post(acceptor_.get_executor(), [this, id, alive = std::weak_ptr<const bool>(alive_)] {
+      if (alive.expired() || closed_) return;
+      try {
+        options_.client_closed(id);
+      } catch (const std::exception& error) {
+        logger()->error("control socket {}: after a client closed: {}", options_.path,
+                        error.what());
+      }
+    });
+  } catch (const std::exception& error) {
+    logger()->error("control socket {}: cannot report a closed client: {}", options_.path,
+                    error.what());
+  }
+}
+
+void ControlServerState::dispatch(const Json& request, const ControlCaller& caller,
                                   const Respond& respond) {
+  const PeerCredentials& peer = caller.peer;
   if (const auto log = logger(); log->should_log(spdlog::level::debug)) {
     log->debug("control client {}: {}", describe_peer(peer),
                request.dump(-1, ' ', false, Json::error_handler_t::replace));
   }
   try {
-    handler_(request, peer, respond);
+    handler_(request, caller, respond);
   } catch (const std::exception& error) {
     logger()->error("control command from {} failed: {}", describe_peer(peer), error.what());
     // Ignored when the handler had already answered.

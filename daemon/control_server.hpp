@@ -9,6 +9,7 @@
 #include <asio/io_context.hpp>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -26,6 +27,16 @@ struct PeerCredentials {
   gid_t gid = 0;
 };
 
+// Who sent a request: the peer's credentials and the connection it came on.
+struct ControlCaller {
+  PeerCredentials peer;
+  std::uint64_t client = 0;  // one per connection, never reused by a server
+};
+
+// Told, from the loop and after the fact, that a client which had sent requests is gone (it
+// closed, stopped reading, or was cut off), so work still meant to answer it can be dropped.
+using ClientClosed = std::function<void(std::uint64_t client)>;
+
 struct ControlServerOptions {
   std::string path;
   unsigned mode = 0600;
@@ -35,6 +46,7 @@ struct ControlServerOptions {
   std::size_t max_clients = 256;
   std::size_t max_outbound = std::size_t{1} << 20;         // unsent replies/events per client
   std::size_t max_outbound_total = std::size_t{16} << 20;  // ... and over all clients
+  ClientClosed client_closed;                              // may be empty
 };
 
 // The handler runs on the io_context's thread, inside the read that completed the request.
@@ -43,7 +55,7 @@ struct ControlServerOptions {
 // harmless (ignored). A handler may call publish_event() or close(), but must not destroy
 // the ControlServer from inside itself (post that to the loop instead).
 using Respond = std::function<void(nlohmann::json reply)>;
-using Handler = std::function<void(const nlohmann::json& request, const PeerCredentials&, Respond)>;
+using Handler = std::function<void(const nlohmann::json& request, const ControlCaller&, Respond)>;
 
 // "uid 1000 pid 4242": how log lines name a control client.
 [[nodiscard]] std::string describe_peer(const PeerCredentials& peer);

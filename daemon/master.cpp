@@ -72,7 +72,6 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       wakeup_(io_),
       pool_(pool_settings(), config_.workers == 0 ? usable_cpus() : config_.workers, 1),
       log_(common::log::get("master")),
-      audit_(common::log::get("audit")),
       watchdog_(io_),
       launch_(std::move(launch)) {
   // Orphans of our workers (their own children) are reparented to us and reaped, never left
@@ -87,10 +86,14 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       io_,
       std::initializer_list<int>{SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN,
                                  SIGTTOU, SIGCHLD},
-      [this](int signo) {
+      [this](const common::SignalInfo& signal) {
+        const int signo = signal.signo;
         for (const auto& m : kSignalTable) {
           if (m.signo != signo) continue;
-          if (signo != SIGCHLD) log_->info("received {}", common::signal_name(signo));
+          if (signo != SIGCHLD) {
+            log_->info("received {}", common::signal_name(signo));
+            audit_.signal(signal);
+          }
           guarded(common::signal_name(signo), [&] { handle(m.event); });
           return;
         }

@@ -22,6 +22,7 @@
 #include "common/exit_status.hpp"
 #include "common/fd.hpp"
 #include "common/signal_source.hpp"
+#include "daemon/audit_trail.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
@@ -67,6 +68,7 @@ struct WorkerIo {
 struct ReplyWaiter {
   pid_t pid;
   TimePoint deadline;
+  std::uint64_t client;  // the control connection; its closing drops the wait
   Respond respond;
 };
 
@@ -163,15 +165,19 @@ class Master {
   void on_upgrade_exit(int wait_status);
   void carry_out(UpgradeHandoff::Decision decision);
   void tell_predecessor_ready();
-  void on_control_request(const nlohmann::json& request, const PeerCredentials& peer,
+  void on_control_request(const nlohmann::json& request, const ControlCaller& caller,
                           Respond respond);
-  void cmd_status(const nlohmann::json& request, Respond& respond);
-  void cmd_restart(const nlohmann::json& request, Respond& respond);
-  void cmd_scale(const nlohmann::json& request, Respond& respond);
-  void cmd_stop(const nlohmann::json& request, Respond& respond);
-  void cmd_send(const nlohmann::json& request, Respond& respond);
-  void cmd_broadcast(const nlohmann::json& request, Respond& respond);
-  void cmd_reload(const nlohmann::json& request, Respond& respond);
+  void run_command(const nlohmann::json& request, const ControlCaller& caller, Respond& respond,
+                   void (Master::*command)(const nlohmann::json&, const ControlCaller&, Respond&));
+  // A control client that had sent requests is gone: what waits to answer it is dropped.
+  void on_control_client_closed(std::uint64_t client);
+  void cmd_status(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
+  void cmd_restart(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
+  void cmd_scale(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
+  void cmd_stop(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
+  void cmd_send(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
+  void cmd_broadcast(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
+  void cmd_reload(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
   // Reload (master_reload.cpp). `respond` may be empty (SIGHUP).
   void request_reload(Respond respond, bool dry_run);
   void dry_run_reload(const Respond& respond);
@@ -181,8 +187,9 @@ class Master {
   void roll_back_reload(const std::string& why);
   void finish_reload(bool ok, const std::string& error, std::vector<Respond>& replies,
                      const std::vector<std::string>& changes);
-  void cmd_reopen_logs(const nlohmann::json& request, Respond& respond);
-  void cmd_version(const nlohmann::json& request, Respond& respond);
+  void cmd_reopen_logs(const nlohmann::json& request, const ControlCaller& caller,
+                       Respond& respond);
+  void cmd_version(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
   void publish(nlohmann::json event);
   // False when the worker does not read its channel; it is then replaced.
   [[nodiscard]] bool deliver(pid_t pid, const nlohmann::json& data);
@@ -205,7 +212,7 @@ class Master {
   WorkerPool pool_;
   std::map<pid_t, WorkerIo> workers_;
   std::shared_ptr<spdlog::logger> log_;
-  std::shared_ptr<spdlog::logger> audit_;
+  AuditTrail audit_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;
   asio::steady_timer watchdog_;

@@ -1,6 +1,6 @@
 // The operator's side of the master: control socket commands, status, events.
 // Each command is one entry of kCommands (name -> handler, and whether it changes anything,
-// which is what puts it in the audit log); every handler answers through `respond` once.
+// which is what puts it in the audit trail); every handler answers through `respond` once.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,7 +28,7 @@ using nlohmann::json;
 struct CommandSpec {
   std::string_view name;
   bool changes_something;
-  void (Master::*run)(const json&, Respond&);
+  void (Master::*run)(const json&, const ControlCaller&, Respond&);
 };
 
 json error_reply(const std::string& why) {
@@ -81,8 +81,11 @@ void Master::open_control_socket(common::UniqueFd adopted) {
   options.group = config_.control.group;
   options.max_message = config_.ipc.max_message;
   (void)common::log::get("control");  // the server logs through this component's logger
-  auto handler = [this](const json& request, const PeerCredentials& peer, Respond respond) {
-    guarded("control request", [&] { on_control_request(request, peer, std::move(respond)); });
+  auto handler = [this](const json& request, const ControlCaller& caller, Respond respond) {
+    guarded("control request", [&] { on_control_request(request, caller, std::move(respond)); });
+  };
+  options.client_closed = [this](std::uint64_t client) {
+    guarded("control client closed", [&] { on_control_client_closed(client); });
   };
   if (adopted) {
     control_ = std::make_unique<ControlServer>(io_, std::move(options), std::move(handler),
@@ -96,12 +99,13 @@ void Master::open_control_socket(common::UniqueFd adopted) {
 void Master::open_metrics(common::UniqueFd adopted) {
   if (config_.metrics.listen.empty() && !adopted) return;
   auto snapshot = [this] { return metrics_snapshot(); };
-  auto healthy = [this] { return any_worker_ready(); };
+  // /readyz: a worker serves and the master is not stopping (a load balancer stops sending).
+  auto ready = [this] { return any_worker_ready() && !pool_.stopping(); };
   if (adopted) {
-    metrics_ = std::make_unique<MetricsServer>(io_, std::move(adopted), snapshot, healthy);
+    metrics_ = std::make_unique<MetricsServer>(io_, std::move(adopted), snapshot, ready);
   } else {
     metrics_ = std::make_unique<MetricsServer>(
-        io_, common::parse_listen_address(config_.metrics.listen), snapshot, healthy);
+        io_, common::parse_listen_address(config_.metrics.listen), snapshot, ready);
   }
   log_->info("metrics on http://{}/metrics", metrics_->bound_address());
 }
@@ -135,7 +139,7 @@ MetricsSnapshot Master::metrics_snapshot() const {
   return m;
 }
 
-void Master::on_control_request(const json& request, const PeerCredentials& peer, Respond respond) {
+void Master::on_control_request(const json& request, const ControlCaller& caller, Respond respond) {
   static constexpr std::array<CommandSpec, 9> kCommands = {{
       {"status", false, &Master::cmd_status},
       {"version", false, &Master::cmd_version},
@@ -154,21 +158,38 @@ void Master::on_control_request(const json& request, const PeerCredentials& peer
     respond(error_reply("unknown command \"" + name + "\""));
     return;
   }
+  if (!spec->changes_something) {
+    run_command(request, caller, respond, spec->run);
+    return;
+  }
+  audit_.command(name, request, caller.peer, std::move(respond),
+                 [&](Respond& recorded) { run_command(request, caller, recorded, spec->run); });
+}
+
+void Master::run_command(const json& request, const ControlCaller& caller, Respond& respond,
+                         void (Master::*command)(const json&, const ControlCaller&, Respond&)) {
   try {
-    if (spec->changes_something) {
-      const auto dry = request.find("dry_run");
-      const bool dry_run = dry != request.end() && dry->is_boolean() && dry->get<bool>();
-      audit_->info("{}{} requested by {}", name, dry_run ? " (dry run)" : "", describe_peer(peer));
-    }
-    (this->*(spec->run))(request, respond);
+    (this->*command)(request, caller, respond);
   } catch (const std::exception& e) {
     // Malformed fields (wrong JSON types) end here: an error reply, never a master crash. A
     // handler that had taken the reply over has answered or will answer it itself.
-    if (respond) respond(error_reply(name + ": " + e.what()));
+    if (respond) respond(error_reply(request.value("cmd", "") + ": " + e.what()));
   }
 }
 
-void Master::cmd_status(const json& /*request*/, Respond& respond) {
+void Master::on_control_client_closed(std::uint64_t client) {
+  std::vector<ReplyWaiter> dropped;
+  std::erase_if(reply_waiters_, [&](ReplyWaiter& w) {
+    if (w.client != client) return false;
+    dropped.push_back(std::move(w));
+    return true;
+  });
+  // Answered for the audit trail's sake; the server has nobody to send it to.
+  for (auto& w : dropped) w.respond(error_reply("abandoned: the client closed the connection"));
+}
+
+void Master::cmd_status(const json& /*request*/, const ControlCaller& /*caller*/,
+                        Respond& respond) {
   json reply = status_json();
   reply["ok"] = true;
   respond(std::move(reply));
@@ -176,22 +197,24 @@ void Master::cmd_status(const json& /*request*/, Respond& respond) {
 
 // A member like every entry of the command table, though it needs nothing of the master.
 // NOLINTNEXTLINE(readability-convert-member-functions-to-static)
-void Master::cmd_version(const json& /*request*/, Respond& respond) {
+void Master::cmd_version(const json& /*request*/, const ControlCaller& /*caller*/,
+                         Respond& respond) {
   respond({{"ok", true}, {"version", FORKD_VERSION}});
 }
 
-void Master::cmd_reopen_logs(const json& /*request*/, Respond& respond) {
+void Master::cmd_reopen_logs(const json& /*request*/, const ControlCaller& /*caller*/,
+                             Respond& respond) {
   reopen_logs();
   respond({{"ok", true}, {"message", "log files reopened"}});
 }
 
-void Master::cmd_stop(const json& request, Respond& respond) {
+void Master::cmd_stop(const json& request, const ControlCaller& /*caller*/, Respond& respond) {
   const bool fast = flag_field(request, "fast");
   respond({{"ok", true}, {"message", fast ? "fast stop started" : "graceful stop started"}});
   handle(fast ? MasterEvent::fast_stop : MasterEvent::graceful_stop);
 }
 
-void Master::cmd_scale(const json& request, Respond& respond) {
+void Master::cmd_scale(const json& request, const ControlCaller& /*caller*/, Respond& respond) {
   const json& value = request.contains("value") ? request["value"] : json();
   std::string text = value.is_string()           ? value.get<std::string>()
                      : value.is_number_integer() ? value.dump()
@@ -222,7 +245,7 @@ void Master::cmd_scale(const json& request, Respond& respond) {
                            std::to_string(pool_.target()) + " workers"}});
 }
 
-void Master::cmd_restart(const json& request, Respond& respond) {
+void Master::cmd_restart(const json& request, const ControlCaller& /*caller*/, Respond& respond) {
   const json& which = request.contains("worker") ? request["worker"] : json();
   std::vector<unsigned> ids;
   const unsigned target = pool_.target();
@@ -255,7 +278,7 @@ void Master::cmd_restart(const json& request, Respond& respond) {
                 });
 }
 
-void Master::cmd_send(const json& request, Respond& respond) {
+void Master::cmd_send(const json& request, const ControlCaller& caller, Respond& respond) {
   const json& id = request.contains("worker") ? request["worker"] : json();
   const auto slot_id = worker_id(id);
   const auto pid = slot_id ? pool_.serving(*slot_id) : std::nullopt;
@@ -282,10 +305,10 @@ void Master::cmd_send(const json& request, Respond& respond) {
     return;
   }
   reply_waiters_.push_back(
-      {*pid, Clock::now() + std::chrono::milliseconds(wait_ms), std::move(respond)});
+      {*pid, Clock::now() + std::chrono::milliseconds(wait_ms), caller.client, std::move(respond)});
 }
 
-void Master::cmd_broadcast(const json& request, Respond& respond) {
+void Master::cmd_broadcast(const json& request, const ControlCaller& /*caller*/, Respond& respond) {
   if (!request.contains("data")) {
     respond(error_reply("broadcast: no \"data\" to deliver"));
     return;

@@ -29,7 +29,8 @@ std::string join(const std::vector<common::ConfigIssue>& issues) {
 
 }  // namespace
 
-void Master::cmd_reload(const nlohmann::json& request, Respond& respond) {
+void Master::cmd_reload(const nlohmann::json& request, const ControlCaller& /*caller*/,
+                        Respond& respond) {
   const bool dry_run = flag_field(request, "dry_run");  // throws on a wrong type: answered then
   request_reload(std::move(respond), dry_run);
 }

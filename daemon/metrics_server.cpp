@@ -78,9 +78,9 @@ class MetricsConnection;
 class MetricsServerState {
  public:
   MetricsServerState(asio::io_context& io, MetricsServer::SnapshotFn snapshot,
-                     MetricsServer::HealthyFn healthy, MetricsServerOptions options)
+                     MetricsServer::ReadyFn ready, MetricsServerOptions options)
       : snapshot_(std::move(snapshot)),
-        healthy_(std::move(healthy)),
+        ready_(std::move(ready)),
         options_(options),
         log_(common::log::get("metrics")),
         acceptor_(io),
@@ -110,9 +110,10 @@ class MetricsServerState {
   void accept_next();
   void on_accept(std::error_code error, Tcp::socket socket);
   void admit(Tcp::socket socket);
+  void make_room();
 
   MetricsServer::SnapshotFn snapshot_;
-  MetricsServer::HealthyFn healthy_;
+  MetricsServer::ReadyFn ready_;
   MetricsServerOptions options_;
   std::shared_ptr<spdlog::logger> log_;
   // Handlers hold a weak_ptr to this: once the state is gone they do nothing.
@@ -122,6 +123,9 @@ class MetricsServerState {
   std::string bound_address_;
   std::map<std::uint64_t, std::shared_ptr<MetricsConnection>> connections_;
   std::uint64_t next_id_ = 0;
+  // Connections closed to make room since the last warning (said at most once a minute).
+  std::uint64_t evicted_unsaid_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> last_eviction_warning_;
   bool closed_ = false;
 };
 
@@ -137,7 +141,7 @@ class MetricsConnection : public std::enable_shared_from_this<MetricsConnection>
         deadline_(socket_.get_executor()) {}
 
   void start() {
-    arm_deadline();
+    arm_deadline(server_.options().head_timeout);
     read_head();
   }
 
@@ -166,13 +170,14 @@ class MetricsConnection : public std::enable_shared_from_this<MetricsConnection>
     };
   }
 
-  void arm_deadline() {
-    deadline_.expires_after(server_.options().idle_timeout);
-    deadline_.async_wait(guarded([](MetricsConnection& self, std::error_code error) {
+  // One deadline for the whole head and one for the whole response, never extended by a
+  // byte that trickles in: a client that dribbles is closed as surely as a silent one.
+  void arm_deadline(std::chrono::milliseconds timeout) {
+    deadline_.expires_after(timeout);
+    deadline_.async_wait(guarded([timeout](MetricsConnection& self, std::error_code error) {
       // A re-armed timer may still deliver the old expiry: trust only the clock.
       if (error || self.deadline_.expiry() > asio::steady_timer::clock_type::now()) return;
-      self.server_.log().debug("metrics client idle for {} ms, closing",
-                               self.server_.options().idle_timeout.count());
+      self.server_.log().debug("metrics client not done after {} ms, closing", timeout.count());
       self.close();
     }));
   }
@@ -209,7 +214,7 @@ class MetricsConnection : public std::enable_shared_from_this<MetricsConnection>
     head_.clear();
     head_.shrink_to_fit();
     response_ = serialize(reply);
-    arm_deadline();
+    arm_deadline(server_.options().response_timeout);
     asio::async_write(socket_, asio::buffer(response_),
                       guarded([](MetricsConnection& self, std::error_code error, std::size_t) {
                         if (error) {
@@ -345,19 +350,26 @@ void MetricsServerState::admit(Tcp::socket socket) {
   if (auto error = common::set_cloexec(socket.native_handle(), true)) {
     log_->warn("metrics {}: FD_CLOEXEC on a client: {}", bound_address_, error.message());
   }
-  if (connections_.size() >= options_.max_connections) {
-    log_->warn("metrics {}: {} connections already, refusing one", bound_address_,
-               connections_.size());
-    const std::string refusal = serialize(plain(503, "too many connections\n"));
-    // Best effort, never blocking: the socket is closed right after.
-    (void)::send(socket.native_handle(), refusal.data(), refusal.size(),
-                 MSG_DONTWAIT | MSG_NOSIGNAL);
-    return;
-  }
+  if (connections_.size() >= options_.max_connections) make_room();
   const std::uint64_t id = next_id_++;
   auto connection = std::make_shared<MetricsConnection>(*this, id, std::move(socket));
   connections_.emplace(id, connection);
   connection->start();
+}
+
+// The oldest connection goes: it has had the longest to send its request, and the new one may
+// be a probe. Said at most once a minute, with the count, so a flood cannot flood the log.
+void MetricsServerState::make_room() {
+  if (connections_.empty()) return;
+  const auto oldest = connections_.begin()->second;  // ids grow: the map's first is the oldest
+  oldest->close();
+  ++evicted_unsaid_;
+  const auto now = std::chrono::steady_clock::now();
+  if (last_eviction_warning_ && now - *last_eviction_warning_ < std::chrono::minutes(1)) return;
+  last_eviction_warning_ = now;
+  log_->warn("metrics {}: {} connections open (the limit), closed the oldest {} to make room",
+             bound_address_, options_.max_connections, evicted_unsaid_);
+  evicted_unsaid_ = 0;
 }
 
 std::optional<Reply> MetricsServerState::answer(std::string_view buffer) {
@@ -373,7 +385,8 @@ std::optional<Reply> MetricsServerState::answer(std::string_view buffer) {
                      ? "request head too large\n"
                      : std::string(common::reason_phrase(parsed.error_status)) + "\n");
   }
-  const bool known = request.path == "/metrics" || request.path == "/healthz";
+  const bool known =
+      request.path == "/metrics" || request.path == "/healthz" || request.path == "/readyz";
   if (!known) return plain(404, "not found\n");
   const bool head_only = request.method == "HEAD";
   if (request.method != "GET" && !head_only) {
@@ -386,10 +399,14 @@ std::optional<Reply> MetricsServerState::answer(std::string_view buffer) {
     if (request.path == "/metrics") {
       reply = plain(200, render_prometheus(snapshot_()));
       reply.response.set_header("Content-Type", std::string(kPrometheusContentType));
-    } else if (healthy_()) {
+    } else if (request.path == "/healthz") {
+      // Liveness: answering at all proves the master loop runs. Never 503: a liveness probe
+      // that fails kills the instance, so it fails only when the master really is stuck.
       reply = plain(200, "ok\n");
+    } else if (ready_()) {
+      reply = plain(200, "ready\n");
     } else {
-      reply = plain(503, "no ready worker\n");
+      reply = plain(503, "not ready: no ready worker, or forkd is stopping\n");
     }
   } catch (const std::exception& failure) {
     log_->error("metrics {}: {} {}: {}", bound_address_, request.method, request.path,
@@ -412,15 +429,15 @@ void MetricsServerState::close() noexcept {
 }
 
 MetricsServer::MetricsServer(asio::io_context& io, const common::ListenConfig& address,
-                             SnapshotFn snapshot, HealthyFn healthy, MetricsServerOptions options)
-    : state_(std::make_unique<MetricsServerState>(io, std::move(snapshot), std::move(healthy),
+                             SnapshotFn snapshot, ReadyFn ready, MetricsServerOptions options)
+    : state_(std::make_unique<MetricsServerState>(io, std::move(snapshot), std::move(ready),
                                                   options)) {
   state_->bind(address);
 }
 
 MetricsServer::MetricsServer(asio::io_context& io, common::UniqueFd listening, SnapshotFn snapshot,
-                             HealthyFn healthy, MetricsServerOptions options)
-    : state_(std::make_unique<MetricsServerState>(io, std::move(snapshot), std::move(healthy),
+                             ReadyFn ready, MetricsServerOptions options)
+    : state_(std::make_unique<MetricsServerState>(io, std::move(snapshot), std::move(ready),
                                                   options)) {
   state_->adopt(std::move(listening));
 }

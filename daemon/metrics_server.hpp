@@ -1,8 +1,9 @@
 // MetricsServer: the `metrics.listen` endpoint, a tiny HTTP/1.1 server on the master's
-// io_context serving GET/HEAD /metrics (Prometheus text) and /healthz. It owns the TCP
-// acceptor and its connections, one request each (Connection: close), bounded in size, time
-// and number. It never blocks the loop nor lets an exception out of a handler; what the
-// numbers are is the master's business (the snapshot and healthy callbacks).
+// io_context serving GET/HEAD /metrics (Prometheus text), /healthz (liveness: answered at all
+// means the master loop runs) and /readyz (readiness). It owns the TCP acceptor and its
+// connections, one request each (Connection: close), bounded in size, time and number. It never
+// blocks the loop nor lets an exception out of a handler, and never answers a probe with an
+// overload status; what the numbers are is the master's business (snapshot and ready callbacks).
 #pragma once
 
 #include <asio/io_context.hpp>
@@ -19,11 +20,14 @@
 namespace forkd::daemon {
 
 struct MetricsServerOptions {
-  // Time a client has to send its request head, and again to take the whole response; a
-  // client that sends nothing is closed after it.
-  std::chrono::milliseconds idle_timeout{std::chrono::seconds(10)};
-  // Connections beyond this are accepted and closed at once (with a best-effort 503).
-  std::size_t max_connections = 64;
+  // Time a client has from connecting to the end of its request head: one that sends nothing,
+  // or dribbles, is closed after it.
+  std::chrono::milliseconds head_timeout{std::chrono::seconds(5)};
+  // Time a client has to take the whole response.
+  std::chrono::milliseconds response_timeout{std::chrono::seconds(10)};
+  // At this many connections, a new one closes the oldest: a probe sends its request at once,
+  // so clients that hold connections open cannot make it fail. (Each costs the master an fd.)
+  std::size_t max_connections = 256;
   // A request head (request line and headers) longer than this gets 431 and is closed.
   std::size_t max_request_head = std::size_t{8} * 1024;
 };
@@ -33,17 +37,17 @@ class MetricsServerState;
 class MetricsServer {
  public:
   using SnapshotFn = std::function<MetricsSnapshot()>;
-  using HealthyFn = std::function<bool()>;
+  using ReadyFn = std::function<bool()>;
 
   // Binds `address` (TCP v4/v6; port 0 picks a free port, see bound_address) and starts
   // accepting on `io`. Throws std::runtime_error naming the address and the errno text, e.g.
   // "cannot bind metrics address 127.0.0.1:9101: Address already in use".
   MetricsServer(asio::io_context& io, const common::ListenConfig& address, SnapshotFn snapshot,
-                HealthyFn healthy, MetricsServerOptions options = {});
+                ReadyFn ready, MetricsServerOptions options = {});
   // Adopts a bound and listening TCP socket (a hot upgrade hands it over). Throws
   // std::runtime_error when it is not one.
   MetricsServer(asio::io_context& io, common::UniqueFd listening, SnapshotFn snapshot,
-                HealthyFn healthy, MetricsServerOptions options = {});
+                ReadyFn ready, MetricsServerOptions options = {});
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
   MetricsServer(MetricsServer&&) = delete;

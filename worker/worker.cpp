@@ -166,7 +166,7 @@ Worker::Worker(Context context)
   const bool term_ignored = (current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_IGN;
   if (!term_ignored) {
     signals_.emplace(io_, std::initializer_list<int>{SIGTERM},
-                     [this](int) { begin_stop(StopReason::terminated); });
+                     [this](const common::SignalInfo&) { begin_stop(StopReason::terminated); });
   }
 }
 

@@ -274,7 +274,7 @@ TEST(ControlTest, MaxLifetimeRecyclesGracefully) {
                                    m->end_offset));
 }
 
-TEST(ControlTest, MetricsParseAsPrometheusTextAndHealthzFollowsReadiness) {
+TEST(ControlTest, MetricsParseAsPrometheusTextAndProbesAnswer) {
   const std::uint16_t port = free_tcp_port();
   Cluster c;
   c.start("workers: 2\nmetrics:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n");
@@ -282,6 +282,9 @@ TEST(ControlTest, MetricsParseAsPrometheusTextAndHealthzFollowsReadiness) {
   auto health = http_get("127.0.0.1", port, "/healthz", 10s);
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+  auto ready = http_get("127.0.0.1", port, "/readyz", 10s);
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
   auto metrics = http_get("127.0.0.1", port, "/metrics", 10s);
   ASSERT_TRUE(metrics);
   ASSERT_EQ(metrics->status, 200);

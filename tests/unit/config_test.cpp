@@ -787,6 +787,15 @@ TEST(ConfigLog, LevelFormatFile) {
   EXPECT_FALSE(forkd::common::parse_log_level("loud").has_value());
 }
 
+TEST(ConfigLog, AuditIsTheMainLogByDefaultOrAFileOfItsOwn) {
+  EXPECT_EQ(load("workers: 1\n").log.audit, "");
+  EXPECT_EQ(load("log: {audit: /var/log/forkd-audit.log}\n").log.audit, "/var/log/forkd-audit.log");
+  EXPECT_EQ(load("log:\n  audit:\n").log.audit, "");
+  EXPECT_EQ(error_of("log:\n  audit: [a, b]\n"),
+            "forkd.yaml:2:10: log.audit: expected a string, got a list");
+  EXPECT_TRUE(contains(error_of("log:\n  audti: /x\n"), "audit")) << "the nearest key is named";
+}
+
 TEST(ConfigMetrics, ListenIsEmptyOrTcp) {
   EXPECT_EQ(load("metrics: {listen: \"127.0.0.1:9101\"}\n").metrics.listen, "127.0.0.1:9101");
   EXPECT_EQ(error_of("metrics:\n  listen: unix:/m.sock\n"),
@@ -824,6 +833,8 @@ TEST(ConfigPrint, EveryKeyInSpecOrder) {
                           "log:",
                           "  level: info",
                           "  format: auto",
+                          "  file: \"\"",
+                          "  audit: \"\"",
                           "pidfile: \"\"",
                           "metrics:",
                           "  listen: \"\""}) {
@@ -864,7 +875,7 @@ TEST(ConfigPrint, CustomConfigRoundTrips) {
       "reload: {batch: 25%}\n"
       "control: {socket: /tmp/c.sock, mode: \"0660\", group: root}\n"
       "ipc: {max_message: 4KiB}\n"
-      "log: {level: trace, format: journal, file: /tmp/f.log}\n"
+      "log: {level: trace, format: journal, file: /tmp/f.log, audit: \"/tmp/a #1.log\"}\n"
       "pidfile: /tmp/forkd.pid\n"
       "metrics: {listen: \"localhost:9101\"}\n";
   const Config config = load(original, as_root());

@@ -17,6 +17,7 @@
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -36,6 +37,7 @@
 namespace {
 
 using forkd::common::UniqueFd;
+using forkd::daemon::ControlCaller;
 using forkd::daemon::ControlServer;
 using forkd::daemon::ControlServerOptions;
 using forkd::daemon::PeerCredentials;
@@ -139,10 +141,12 @@ class ServerFixture : public ::testing::Test {
 
   void start(ControlServerOptions options) {
     path_ = options.path;
+    options.client_closed = [this](std::uint64_t client) { closed_clients_.push_back(client); };
     server_ = std::make_unique<ControlServer>(
         io_, std::move(options),
-        [this](const Json& request, const PeerCredentials& peer, Respond respond) {
-          handle(request, peer, std::move(respond));
+        [this](const Json& request, const ControlCaller& caller, Respond respond) {
+          last_client_ = caller.client;
+          handle(request, caller.peer, std::move(respond));
         });
     thread_ = std::thread([this] { io_.run(); });
   }
@@ -181,6 +185,12 @@ class ServerFixture : public ::testing::Test {
   std::size_t parked() {
     return on_loop([this] { return parked_.size(); });
   }
+  int handled() {
+    return on_loop([this] { return handled_; });
+  }
+  std::vector<std::uint64_t> closed_clients() {
+    return on_loop([this] { return closed_clients_; });
+  }
   void answer_parked(std::size_t index, const Json& reply) {
     on_loop([&] {
       parked_.at(index)(reply);
@@ -213,9 +223,11 @@ class ServerFixture : public ::testing::Test {
   asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(io_);
   std::unique_ptr<ControlServer> server_;
   std::thread thread_;
-  std::vector<Respond> parked_;  // loop thread only
-  int handled_ = 0;              // loop thread only
-  PeerCredentials last_peer_{};  // loop thread only
+  std::vector<Respond> parked_;                // loop thread only
+  int handled_ = 0;                            // loop thread only
+  PeerCredentials last_peer_{};                // loop thread only
+  std::uint64_t last_client_ = 0;              // loop thread only
+  std::vector<std::uint64_t> closed_clients_;  // loop thread only: what client_closed said
 };
 
 TEST_F(ServerFixture, RequestGetsTheHandlersReplyWithPeerCredentials) {
@@ -439,6 +451,68 @@ TEST_F(ServerFixture, ClientThatHalfClosesStillGetsItsReply) {
   EXPECT_EQ(Json::parse(received)["echo"]["n"], 5);
 }
 
+// The 64 requests fill the pending limit, so reading stops before the EOF: the hangup must be
+// seen another way, at once, and the owner told, so it can drop the work it holds for it.
+TEST_F(ServerFixture, AClientThatLeavesWithItsPendingLimitFullIsReapedAndReported) {
+  start(options());
+  {
+    Client client(path_);
+    std::string requests;
+    for (int i = 0; i < 64; ++i)
+      requests += R"({"cmd":"later"})"
+                  "\n";
+    client.send(requests);
+    ASSERT_TRUE(wait_until([&] { return parked() == 64; }));
+  }
+  EXPECT_TRUE(wait_until([&] { return clients() == 0; }, 2s)) << clients() << " clients left";
+  ASSERT_TRUE(wait_until([&] { return closed_clients().size() == 1; }, 2s));
+  EXPECT_EQ(closed_clients().front(), on_loop([this] { return last_client_; }));
+  answer_parked(0, Json{{"ok", true}});  // replies for a client that left are dropped
+  Client next(path_);
+  next.send_line(R"({"cmd":"echo"})");
+  EXPECT_EQ(next.read_json()["ok"], true);
+}
+
+// Reading resumes once a reply frees a place, and what arrived while it was paused is read at
+// once, not held back until more bytes come.
+TEST_F(ServerFixture, ReadingResumesAfterThePendingLimitWithWhatArrivedMeanwhile) {
+  start(options());
+  Client client(path_);
+  std::string requests;
+  for (int i = 0; i < 64; ++i)
+    requests += R"({"cmd":"later"})"
+                "\n";
+  client.send(requests);
+  ASSERT_TRUE(wait_until([&] { return parked() == 64; }));
+  client.send_line(R"({"cmd":"echo","n":65})");
+  EXPECT_FALSE(wait_until([&] { return handled() == 65; }, 200ms)) << "read while paused";
+  answer_parked(0, Json{{"ok", true}, {"n", 1}});
+  EXPECT_TRUE(wait_until([&] { return handled() == 65; }, 2s)) << handled();
+  EXPECT_EQ(client.read_json()["n"], 1);
+  for (std::size_t i = 1; i < 64; ++i) answer_parked(i, Json{{"ok", true}});
+  for (int i = 1; i < 64; ++i) (void)client.read_json();
+  EXPECT_EQ(client.read_json()["echo"]["n"], 65);
+  EXPECT_TRUE(closed_clients().empty());
+}
+
+// shutdown(SHUT_WR) keeps the client waiting for its replies; closing for good later is seen.
+TEST_F(ServerFixture, AHalfClosedClientThatThenLeavesIsReaped) {
+  start(options());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const sockaddr_un address = address_of(path_);
+  ASSERT_EQ(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address), 0);
+  const std::string request = R"({"cmd":"later"})"
+                              "\n";
+  ASSERT_EQ(::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  ::shutdown(fd.get(), SHUT_WR);
+  ASSERT_TRUE(wait_until([&] { return parked() == 1; }));
+  EXPECT_EQ(clients(), 1U);
+  fd.reset();
+  EXPECT_TRUE(wait_until([&] { return clients() == 0; }, 2s));
+  EXPECT_TRUE(wait_until([&] { return closed_clients().size() == 1; }, 2s));
+}
+
 TEST_F(ServerFixture, TooManyClientsAreTurnedAway) {
   auto opts = options();
   opts.max_clients = 1;
@@ -501,7 +575,7 @@ TEST_F(ServerFixture, ALiveSocketIsNotStolen) {
   asio::io_context other;
   try {
     ControlServer second(other, options(),
-                         [](const Json&, const PeerCredentials&, const Respond&) {});
+                         [](const Json&, const ControlCaller&, const Respond&) {});
     FAIL() << "a second server bound a live socket";
   } catch (const std::exception& error) {
     EXPECT_NE(std::string(error.what()).find("in use by a running forkd"), std::string::npos)
@@ -516,7 +590,7 @@ TEST_F(ServerFixture, ALiveSocketIsNotStolen) {
 void expect_refused(const ControlServerOptions& options, const std::string& why) {
   asio::io_context io;
   try {
-    ControlServer server(io, options, [](const Json&, const PeerCredentials&, const Respond&) {});
+    ControlServer server(io, options, [](const Json&, const ControlCaller&, const Respond&) {});
     ADD_FAILURE() << "accepted " << why;
   } catch (const std::exception& error) {
     EXPECT_NE(std::string(error.what()).find(options.path), std::string::npos) << error.what();
@@ -556,9 +630,8 @@ TEST(ControlServerPath, ReportsAMissingDirectoryAndAnUnknownGroup) {
   options.path = dir.file("control.sock");
   options.group = "no-such-group-forkd-test";
   asio::io_context io;
-  EXPECT_THROW(
-      ControlServer(io, options, [](const Json&, const PeerCredentials&, const Respond&) {}),
-      std::runtime_error);
+  EXPECT_THROW(ControlServer(io, options, [](const Json&, const ControlCaller&, const Respond&) {}),
+               std::runtime_error);
   EXPECT_FALSE(std::filesystem::exists(options.path));
 }
 
