@@ -1,6 +1,7 @@
 #include "common/safe_open.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/magic.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -89,9 +90,9 @@ UniqueFd open_trusted(const std::string& path, int flags, mode_t mode, std::stri
       return {};
     }
     if (const std::string why = others_can_write(dir); !why.empty()) {
-      error = (current == path ? "is" : "leads through " + current + ",") +
-              std::string(" a symbolic link in ") + directory + ", which is " + why +
-              "; refusing to follow it";
+      error =
+          fmt::format("{} a symbolic link in {}, which is {}; refusing to follow it",
+                      current == path ? "is" : "leads through " + current + ",", directory, why);
       return {};
     }
     std::array<char, 4096> target{};
@@ -102,7 +103,7 @@ UniqueFd open_trusted(const std::string& path, int flags, mode_t mode, std::stri
       return {};
     }
     const std::string next(target.data(), static_cast<std::size_t>(n));
-    current = next.front() == '/' ? next : directory + "/" + next;
+    current = next.front() == '/' ? next : fmt::format("{}/{}", directory, next);
   }
   // O_NOFOLLOW: a link swapped in after the check fails with ELOOP instead of being followed.
   UniqueFd fd(::open(current.c_str(), flags | O_NOFOLLOW, mode));
