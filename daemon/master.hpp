@@ -225,7 +225,6 @@ class Master {
   pid_t predecessor_pid_ = 0;
   std::map<std::uint64_t, std::function<void(bool, const std::string&)>> rollout_done_;
   std::uint64_t next_rollout_id_ = 1;
-  std::uint64_t next_notify_serial_ = 0;
   std::vector<ReplyWaiter> reply_waiters_;
   std::optional<ReloadRecord> last_reload_;
   std::optional<ReloadInProgress> reload_;

@@ -176,16 +176,22 @@ void Master::spawn_worker(const SpawnOrder& order) {
   std::shared_ptr<NotifyReceiver> notify;
   try {
     notify = NotifyReceiver::open(
-        io_, "forkd-" + std::to_string(::getpid()) + "-" + std::to_string(next_notify_serial_++),
+        io_, random_notify_name,
         [this](pid_t worker, const NotifyReceiver::Fields& fields) {
           guarded("notify from worker pid " + std::to_string(worker),
                   [&] { on_worker_notify(worker, fields); });
         },
-        [this, id](pid_t sender) {
-          log_->warn("worker {}: notify message from pid {} ignored: not this worker", id, sender);
+        [this, id](pid_t worker, pid_t sender) {
+          log_->warn("worker {} (pid {}): notify message from pid {} ignored: not this worker", id,
+                     worker, sender);
         });
     spec.env["NOTIFY_SOCKET"] = notify->address();
   } catch (const std::system_error& e) {
+    // Without it a `ready: notify` worker could never be ready: a failed start, retried later.
+    if (wc.ready == common::ReadyMode::notify) {
+      pool_.spawn_failed(id, order.incoming, std::string("no NOTIFY_SOCKET: ") + e.what(), now);
+      return;
+    }
     log_->warn("worker {}: no NOTIFY_SOCKET: {}", id, e.what());
   }
 

@@ -55,8 +55,8 @@ WorkerEnds open_worker(asio::io_context& io, int id) {
         std::string(stream) == "stderr"));
   }
   ends.notify = NotifyReceiver::open(
-      io, "forkd-idle-cost-test-" + std::to_string(::getpid()) + "-" + std::to_string(id),
-      [](pid_t, const NotifyReceiver::Fields&) {}, [](pid_t) {});
+      io, forkd::daemon::random_notify_name, [](pid_t, const NotifyReceiver::Fields&) {},
+      [](pid_t, pid_t) {});
   ends.notify->set_worker_pid(pid);
   return ends;
 }
