@@ -1,8 +1,10 @@
 // A worker's NOTIFY_SOCKET against another local user: abstract sockets have no permissions, so
-// the names must be unguessable (nobody binds them first). The attacker runs as a second uid.
+// the names must be unguessable (nobody binds them first) and datagrams from strangers are
+// dropped with a bounded number of log lines. The attacker runs as a second uid.
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <regex>
 
 #include "tests/integration/test_support.hpp"
@@ -72,6 +74,47 @@ TEST(NotifySocketTest, NamesAnotherUserBindsFirstDoNotKeepAWorkerFromGettingRead
   EXPECT_TRUE(std::regex_match(name, std::regex("@forkd-[0-9a-f]{32}"))) << name;
   EXPECT_EQ(c.forkd.count_log("no NOTIFY_SOCKET", from), 0U);
   EXPECT_EQ(forkctl(c, {"status"}).exit_code(), 0);
+}
+
+TEST(NotifySocketTest, ADatagramFloodFromAnotherUserIsDroppedWithFewLogLines) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as a second user";
+  const std::string systemd_notify = find_tool("systemd-notify").value_or("");
+  ASSERT_FALSE(systemd_notify.empty()) << "systemd-notify comes with Debian's systemd package";
+  const auto net = private_network_when_root();
+  Cluster c;
+  c.start(notify_worker_config(systemd_notify, "30s"));
+  const std::size_t from = c.wait_all_ready(1);
+
+  // Anyone can read the names in /proc/net/unix and send to them, READY=1 included.
+  constexpr int kDatagrams = 40000;
+  ForkdProcess flooder;
+  start_hostile_user(flooder, c.dir, spare_uid(), {"flood-notify", std::to_string(kDatagrams)});
+  ASSERT_TRUE(flooder.wait_for_stdout("^flooding$", 20s)) << flooder.log();
+  // A worker started during the flood still gets ready by its own READY=1.
+  const pid_t first = c.forkd.children().at(0);
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(c.forkd.wait_for_log("worker 0 ready \\(pid", 30s, from))
+      << last_lines(c.forkd.log(), 20);
+  const auto sent = flooder.wait_for_stdout("^sent (\\d+)$", 150s);
+  ASSERT_TRUE(sent) << flooder.stdout_text();
+  EXPECT_GE(std::stoi((*sent)[1]), kDatagrams);
+  EXPECT_EQ(forkctl(c, {"status"}).exit_code(), 0);
+
+  // A burst of warnings and about one a second after, not one per datagram.
+  const std::size_t warnings = c.forkd.count_log("notify message from pid \\d+ ignored");
+  std::printf("[ figures  ] %d datagrams -> %zu warning lines while flooding\n", kDatagrams,
+              warnings);
+  EXPECT_GE(warnings, 1U);
+  EXPECT_LE(warnings, 80U) << "one line per datagram is the flood the limit is for";
+  // What was left out is said, at the latest when the worker goes.
+  ASSERT_TRUE(c.forkd.signal(SIGTERM));
+  ASSERT_TRUE(c.forkd.wait_exit(30s));
+  EXPECT_GE(c.forkd.count_log("NOTIFY_SOCKET senders: \\d+ lines suppressed"), 1U)
+      << last_lines(c.forkd.log(), 20);
+  const std::string log = read_text(c.forkd.log_path());
+  std::printf("[ figures  ] %zu summary lines, %zu log lines in all\n",
+              c.forkd.count_log("lines suppressed"),
+              static_cast<std::size_t>(std::count(log.begin(), log.end(), '\n')));
 }
 
 }  // namespace
