@@ -1,5 +1,6 @@
 #include "common/text_escape.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -41,37 +42,67 @@ void append_hex(std::string& out, std::uint8_t value) {
   out += kDigits[value & 0x0FU];
 }
 
+// U+0080..U+009F, in UTF-8 "\xc2\x80".."\xc2\x9f".
+bool is_c1_control(std::string_view sequence) {
+  return sequence.size() == 2 && static_cast<std::uint8_t>(sequence[0]) == 0xC2 &&
+         static_cast<std::uint8_t>(sequence[1]) <= 0x9F;
+}
+
+// Escapes from the start of `text` while the result stays within max_bytes; returns how many
+// bytes of `text` it took.
+std::size_t escape_into(std::string& out, std::string_view text, bool escape_backslash,
+                        std::size_t max_bytes) {
+  std::string piece;  // what one character becomes
+  std::size_t taken = 0;
+  while (taken < text.size()) {
+    const std::string_view rest = text.substr(taken);
+    const auto c = static_cast<std::uint8_t>(rest.front());
+    std::size_t used = 1;
+    piece.clear();
+    if (c >= 0x80) {
+      used = utf8_sequence(rest);
+      if (used == 0) {
+        append_hex(piece, c);
+        used = 1;
+      } else if (is_c1_control(rest.substr(0, used))) {
+        for (const char b : rest.substr(0, used)) append_hex(piece, static_cast<std::uint8_t>(b));
+      } else {
+        piece.append(rest.substr(0, used));
+      }
+    } else if (c == '\t') {
+      piece = "\\t";
+    } else if (c == '\n') {
+      piece = "\\n";
+    } else if (c == '\r') {
+      piece = "\\r";
+    } else if (c < 0x20 || c == 0x7F) {
+      append_hex(piece, c);
+    } else if (c == '\\' && escape_backslash) {
+      piece = "\\\\";
+    } else {
+      piece = static_cast<char>(c);
+    }
+    if (out.size() + piece.size() > max_bytes) break;
+    out += piece;
+    taken += used;
+  }
+  return taken;
+}
+
 }  // namespace
 
 std::string escape_text(std::string_view text, bool escape_backslash) {
   std::string out;
   out.reserve(text.size());
-  while (!text.empty()) {
-    const auto c = static_cast<std::uint8_t>(text.front());
-    std::size_t used = 1;
-    if (c >= 0x80) {
-      used = utf8_sequence(text);
-      if (used == 0) {
-        append_hex(out, c);
-        used = 1;
-      } else {
-        out.append(text.substr(0, used));
-      }
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c < 0x20 || c == 0x7F) {
-      append_hex(out, c);
-    } else if (c == '\\' && escape_backslash) {
-      out += "\\\\";
-    } else {
-      out += static_cast<char>(c);
-    }
-    text.remove_prefix(used);
-  }
+  (void)escape_into(out, text, escape_backslash, std::string::npos);
+  return out;
+}
+
+std::string escape_text_within(std::string_view text, std::size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes));
+  const std::size_t taken = escape_into(out, text, false, max_bytes);
+  if (taken < text.size()) out += " [" + std::to_string(text.size() - taken) + " more bytes]";
   return out;
 }
 

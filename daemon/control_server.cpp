@@ -32,6 +32,7 @@
 #include "common/socket_file.hpp"
 #include "common/unix_socket.hpp"
 #include "daemon/accept_retry.hpp"
+#include "daemon/limited_log.hpp"
 
 namespace forkd::daemon {
 namespace {
@@ -268,6 +269,9 @@ class ControlServerState {
   std::map<std::uint64_t, std::shared_ptr<ControlConnection>> clients_;
   std::uint64_t next_client_id_ = 0;
   bool closed_ = false;
+  // Refused clients come as fast as a local user can connect: their lines are limited per uid.
+  LimitedLogs refusals_{
+      logger(), "refused control clients of uid ", {.burst = 10, .per_second = 1}};
   // Accept and retry handlers may run after this object is gone (cancelled operations are
   // still delivered); they hold a weak reference to this token and do nothing once it died.
   std::shared_ptr<const bool> alive_ = std::make_shared<const bool>(true);
@@ -724,8 +728,9 @@ void ControlServerState::admit(LocalSocket socket) {
     return;
   }
   if (clients_.size() >= options_.max_clients) {
-    logger()->warn("control socket {}: {} clients already, refusing {}", options_.path,
-                   clients_.size(), describe_peer(*peer));
+    refusals_.of(peer->uid).log(spdlog::level::warn,
+                                "control socket {}: {} clients already, refusing {}", options_.path,
+                                clients_.size(), describe_peer(*peer));
     const std::string line =
         common::to_json_line(error_reply("too many control clients, try again later"));
     // Best effort, never blocking: the socket is closed right after.
@@ -739,8 +744,9 @@ void ControlServerState::admit(LocalSocket socket) {
     logger()->debug("control client {} connected", describe_peer(*peer));
     connection->start();
   } else {
-    logger()->warn("refused control client {}: not allowed to use {}", describe_peer(*peer),
-                   options_.path);
+    refusals_.of(peer->uid).log(spdlog::level::warn,
+                                "refused control client {}: not allowed to use {}",
+                                describe_peer(*peer), options_.path);
     connection->refuse();
   }
 }

@@ -324,6 +324,7 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
     if (io.mapped().channel) io.mapped().channel->close();
     if (io.mapped().notify) io.mapped().notify->close();
     for (auto& output : io.mapped().outputs) output->close();
+    if (io.mapped().logs) io.mapped().logs->flush();
   }
   const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
   // Processes of a worker's group that outlive it are reparented to us (a subreaper); they are

@@ -24,6 +24,7 @@
 #include "common/signal_source.hpp"
 #include "daemon/audit_trail.hpp"
 #include "daemon/control_server.hpp"
+#include "daemon/limited_log.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/metrics_server.hpp"
@@ -54,6 +55,22 @@ enum class MasterEvent {
   child_exited,
 };
 
+// What one worker process, or others through its sockets, can make the master log: each source
+// limited on its own (daemon/limited_log.hpp), so a flood costs a counter, not the log.
+struct WorkerLogs {
+  // Per line, plus one per KiB: the limit bounds bytes as well as lines.
+  static constexpr LogRate kOutputRate{.burst = 1000, .per_second = 100};
+  static constexpr LogRate kMessageRate{.burst = 10, .per_second = 1};
+
+  WorkerLogs(const std::shared_ptr<spdlog::logger>& master_log, unsigned slot, pid_t pid);
+  // The "N lines suppressed" still owed, once the worker is gone.
+  void flush();
+
+  LimitedLog output;  // its stdout and stderr
+  LimitedLog ipc;     // what it sends on its IPC channel and its NOTIFY_SOCKET
+  LimitedLog notify;  // datagrams other processes send to its NOTIFY_SOCKET
+};
+
 // The I/O side of one worker process: what the master reads from it and writes to it. Its
 // lifecycle (state, deadlines, restarts) is the pool's.
 struct WorkerIo {
@@ -62,6 +79,7 @@ struct WorkerIo {
   std::shared_ptr<NotifyReceiver> notify;  // its NOTIFY_SOCKET
   std::string status_text;                 // the last STATUS= it sent
   std::optional<ProcOwner> owner;          // worker.user/group, when it runs as another user
+  std::shared_ptr<WorkerLogs> logs;        // shared with its output captures
 };
 
 // An operator waiting (`send --wait`) for the next message a worker sends.
@@ -141,6 +159,8 @@ class Master {
   void on_worker_message(pid_t pid, nlohmann::json line);
   void relay_application_message(pid_t pid, unsigned from, nlohmann::json message);
   void on_worker_notify(pid_t pid, const std::vector<std::pair<std::string, std::string>>& fields);
+  // The limited log of what a worker's messages cause; null once the worker is gone.
+  [[nodiscard]] LimitedLog* worker_log(pid_t pid);
   void begin_stop(bool fast);
   // SIGTTIN/SIGTTOU and `forkctl scale`: one bound check; the error, or "" once applied.
   [[nodiscard]] std::string request_scale(long long wanted);
@@ -225,7 +245,6 @@ class Master {
   pid_t predecessor_pid_ = 0;
   std::map<std::uint64_t, std::function<void(bool, const std::string&)>> rollout_done_;
   std::uint64_t next_rollout_id_ = 1;
-  std::uint64_t next_notify_serial_ = 0;
   std::vector<ReplyWaiter> reply_waiters_;
   std::optional<ReloadRecord> last_reload_;
   std::optional<ReloadInProgress> reload_;

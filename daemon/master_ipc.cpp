@@ -7,12 +7,26 @@
 #include <variant>
 
 #include "common/ipc_protocol.hpp"
+#include "common/text_escape.hpp"
 #include "daemon/master.hpp"
 #include "daemon/worker_channel.hpp"
 
 namespace forkd::daemon {
 
 namespace ipc = common::ipc;
+
+namespace {
+
+// What a log line quotes of a worker's own text (a message kind, a STATUS=).
+constexpr std::size_t kShownMax = 256;
+
+}  // namespace
+
+// Where the lines a worker's messages cause go, each worker limited on its own.
+LimitedLog* Master::worker_log(pid_t pid) {
+  const auto it = workers_.find(pid);
+  return it == workers_.end() || !it->second.logs ? nullptr : &it->second.logs->ipc;
+}
 
 void Master::on_worker_message(pid_t pid, nlohmann::json line) {
   unsigned from = 0;
@@ -31,8 +45,11 @@ void Master::on_worker_message(pid_t pid, nlohmann::json line) {
         } else if constexpr (std::is_same_v<M, ipc::Send>) {
           const auto peer = message.to ? pool_.serving(*message.to) : std::nullopt;
           if (!peer) {
-            log_->warn("worker {} (pid {}) sent a message to worker {}, which is not running", from,
-                       pid, message.to_shown);
+            if (LimitedLog* log = worker_log(pid)) {
+              log->log(spdlog::level::warn,
+                       "worker {} (pid {}) sent a message to worker {}, which is not running", from,
+                       pid, common::escape_text_within(message.to_shown, kShownMax));
+            }
             return;
           }
           (void)deliver(*peer, message.data);
@@ -43,8 +60,10 @@ void Master::on_worker_message(pid_t pid, nlohmann::json line) {
             }
           }
         } else if constexpr (std::is_same_v<M, ipc::Unknown>) {
-          log_->warn("worker {} (pid {}) sent unknown forkd message \"{}\"", from, pid,
-                     message.kind);
+          if (LimitedLog* log = worker_log(pid)) {
+            log->log(spdlog::level::warn, "worker {} (pid {}) sent unknown forkd message \"{}\"",
+                     from, pid, common::escape_text_within(message.kind, kShownMax));
+          }
         }
       },
       decoded);
@@ -73,9 +92,14 @@ void Master::on_worker_notify(pid_t pid,
       pool_.heartbeat(pid, Clock::now());
     } else if (key == "STATUS") {
       if (auto it = workers_.find(pid); it != workers_.end()) it->second.status_text = value;
-      log_->debug("worker {} (pid {}) status: {}", slot, pid, value);
+      if (LimitedLog* log = worker_log(pid)) {
+        log->log(spdlog::level::debug, "worker {} (pid {}) status: {}", slot, pid,
+                 common::escape_text_within(value, kShownMax));
+      }
     } else if (key == "STOPPING" && value == "1") {
-      log_->info("worker {} (pid {}) says it is stopping", slot, pid);
+      if (LimitedLog* log = worker_log(pid)) {
+        log->log(spdlog::level::info, "worker {} (pid {}) says it is stopping", slot, pid);
+      }
     }
   }
 }

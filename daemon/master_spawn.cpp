@@ -10,6 +10,7 @@
 #include <array>
 #include <nlohmann/json.hpp>
 
+#include "common/log.hpp"
 #include "common/spawner.hpp"
 #include "common/worker_program.hpp"
 #include "daemon/master.hpp"
@@ -42,6 +43,19 @@ bool inherited_variable_allowed(std::string_view name) {
 }
 
 }  // namespace
+
+WorkerLogs::WorkerLogs(const std::shared_ptr<spdlog::logger>& master_log, unsigned slot, pid_t pid)
+    : output(common::log::get("worker"), fmt::format("worker {} (pid {}) output", slot, pid),
+             kOutputRate),
+      ipc(master_log, fmt::format("worker {} (pid {}) messages", slot, pid), kMessageRate),
+      notify(master_log, fmt::format("worker {} (pid {}) NOTIFY_SOCKET senders", slot, pid),
+             kMessageRate) {}
+
+void WorkerLogs::flush() {
+  output.flush();
+  ipc.flush();
+  notify.flush();
+}
 
 bool Master::exec_mode() const noexcept {
   return config_.worker.app.empty();
@@ -176,16 +190,26 @@ void Master::spawn_worker(const SpawnOrder& order) {
   std::shared_ptr<NotifyReceiver> notify;
   try {
     notify = NotifyReceiver::open(
-        io_, "forkd-" + std::to_string(::getpid()) + "-" + std::to_string(next_notify_serial_++),
+        io_, random_notify_name,
         [this](pid_t worker, const NotifyReceiver::Fields& fields) {
           guarded("notify from worker pid " + std::to_string(worker),
                   [&] { on_worker_notify(worker, fields); });
         },
-        [this, id](pid_t sender) {
-          log_->warn("worker {}: notify message from pid {} ignored: not this worker", id, sender);
+        [this, id](pid_t worker, pid_t sender) {
+          if (const auto it = workers_.find(worker); it != workers_.end() && it->second.logs) {
+            it->second.logs->notify.log(
+                spdlog::level::warn,
+                "worker {} (pid {}): notify message from pid {} ignored: not this worker", id,
+                worker, sender);
+          }
         });
     spec.env["NOTIFY_SOCKET"] = notify->address();
   } catch (const std::system_error& e) {
+    // Without it a `ready: notify` worker could never be ready: a failed start, retried later.
+    if (wc.ready == common::ReadyMode::notify) {
+      pool_.spawn_failed(id, order.incoming, std::string("no NOTIFY_SOCKET: ") + e.what(), now);
+      return;
+    }
     log_->warn("worker {}: no NOTIFY_SOCKET: {}", id, e.what());
   }
 
@@ -197,6 +221,7 @@ void Master::spawn_worker(const SpawnOrder& order) {
   }
   const pid_t pid = result.pid;
   WorkerIo io;
+  io.logs = std::make_shared<WorkerLogs>(log_, id, pid);
   if (spec.uid) io.owner = ProcOwner{*spec.uid, spec.gid.value_or(::getgid())};
   if (notify) {
     notify->set_worker_pid(pid);
@@ -210,16 +235,17 @@ void Master::spawn_worker(const SpawnOrder& order) {
                      [&] { on_worker_message(pid, std::move(m)); });
            },
        .protocol_error =
-           [this, pid, id](const std::string& problem) {
-             log_->warn("worker {} (pid {}) IPC: {}", id, pid, problem);
+           [logs = io.logs, pid, id](const std::string& problem) {
+             logs->ipc.log(spdlog::level::warn, "worker {} (pid {}) IPC: {}", id, pid, problem);
            },
        .closed = {}});
   const std::array<const char*, 2> stream_names = {"stdout", "stderr"};
   for (std::size_t i = 0; i < 2; ++i) {
     if (!output_pipes[i].first) continue;
-    io.outputs.push_back(OutputCapture::open(
-        io_, std::move(output_pipes[i].first),
-        fmt::format("worker {} (pid {}) {}", id, pid, stream_names[i]), i == 1));
+    io.outputs.push_back(
+        OutputCapture::open(io_, std::move(output_pipes[i].first),
+                            fmt::format("worker {} (pid {}) {}", id, pid, stream_names[i]), i == 1,
+                            std::shared_ptr<LimitedLog>(io.logs, &io.logs->output)));
   }
   workers_.insert_or_assign(pid, std::move(io));
   pool_.spawned(id, order.incoming, pid, result.failure ? result.describe(spec) : "", now);

@@ -1,6 +1,7 @@
 #include "daemon/notify_receiver.hpp"
 
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+
+#include <fmt/format.h>
 
 #include "common/decimal.hpp"
 #include "common/fd.hpp"
@@ -19,16 +22,12 @@ namespace {
 
 constexpr int kMaxAncestry = 16;
 
-common::UniqueFd bind_abstract(const std::string& name) {
+common::UniqueFd make_notify_socket() {
   common::UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) throw common::system_error_from_errno("notify socket");
   const int one = 1;
   if (::setsockopt(fd.get(), SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) != 0) {
     throw common::system_error_from_errno("SO_PASSCRED on notify socket");
-  }
-  const common::UnixAddress address("@" + name);
-  if (::bind(fd.get(), address.get(), address.size()) != 0) {
-    throw common::system_error_from_errno("bind notify socket @" + name);
   }
   return fd;
 }
@@ -53,21 +52,48 @@ bool is_same_or_descendant(pid_t pid, pid_t ancestor) {
   return false;
 }
 
-std::shared_ptr<NotifyReceiver> NotifyReceiver::open(asio::io_context& io, const std::string& name,
-                                                     Handler handler, Rejected rejected) {
-  auto receiver =
-      std::make_shared<NotifyReceiver>(io, name, std::move(handler), std::move(rejected));
+std::string random_notify_name() {
+  std::array<unsigned char, 16> bits{};
+  std::size_t filled = 0;
+  while (filled < bits.size()) {
+    const ssize_t n = ::getrandom(bits.data() + filled, bits.size() - filled, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw common::system_error_from_errno("getrandom for a notify socket name");
+    }
+    filled += static_cast<std::size_t>(n);
+  }
+  std::string name = "forkd-";
+  for (const unsigned char b : bits) name += fmt::format("{:02x}", b);
+  return name;
+}
+
+std::shared_ptr<NotifyReceiver> NotifyReceiver::open(asio::io_context& io,
+                                                     const NameSource& next_name, Handler handler,
+                                                     Rejected rejected) {
+  common::UniqueFd fd = make_notify_socket();
+  std::string address;
+  for (int attempt = 1;; ++attempt) {
+    address = "@" + next_name();
+    const common::UnixAddress bound(address);
+    if (::bind(fd.get(), bound.get(), bound.size()) == 0) break;
+    if (errno != EADDRINUSE || attempt == kBindAttempts) {
+      throw common::system_error_from_errno("bind notify socket " + address);
+    }
+  }
+  auto receiver = std::make_shared<NotifyReceiver>(io, std::move(fd), std::move(address),
+                                                   std::move(handler), std::move(rejected));
   receiver->read_next();
   return receiver;
 }
 
-NotifyReceiver::NotifyReceiver(asio::io_context& io, const std::string& name, Handler handler,
-                               Rejected rejected)
+NotifyReceiver::NotifyReceiver(asio::io_context& io, common::UniqueFd bound, std::string address,
+                               Handler handler, Rejected rejected)
     : socket_(io),
-      address_("@" + name),
+      address_(std::move(address)),
       handler_(std::move(handler)),
       rejected_(std::move(rejected)) {
-  socket_.assign(bind_abstract(name).release());
+  socket_.assign(bound.release());
 }
 
 void NotifyReceiver::close() {
@@ -111,7 +137,7 @@ void NotifyReceiver::drain() {
       }
     }
     if (!from_worker(sender)) {
-      if (rejected_) rejected_(sender);
+      if (rejected_) rejected_(worker_pid_, sender);
       continue;
     }
     handler_(worker_pid_, common::parse_notify_message(

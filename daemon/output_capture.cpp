@@ -4,23 +4,25 @@
 #include <array>
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
+#include <cstdint>
 
-#include "common/log.hpp"
 #include "common/ndjson.hpp"
+#include "common/text_escape.hpp"
 
 namespace forkd::daemon {
 
 std::shared_ptr<OutputCapture> OutputCapture::open(asio::io_context& io, common::UniqueFd read_end,
-                                                   std::string tag, bool is_stderr) {
-  auto capture =
-      std::make_shared<OutputCapture>(io, std::move(read_end), std::move(tag), is_stderr);
+                                                   std::string tag, bool is_stderr,
+                                                   std::shared_ptr<LimitedLog> log) {
+  auto capture = std::make_shared<OutputCapture>(io, std::move(read_end), std::move(tag), is_stderr,
+                                                 std::move(log));
   capture->read_next();
   return capture;
 }
 
 OutputCapture::OutputCapture(asio::io_context& io, common::UniqueFd read_end, std::string tag,
-                             bool is_stderr)
-    : stream_(io), tag_(std::move(tag)), is_stderr_(is_stderr) {
+                             bool is_stderr, std::shared_ptr<LimitedLog> log)
+    : stream_(io), tag_(std::move(tag)), is_stderr_(is_stderr), log_(std::move(log)) {
   stream_.assign(read_end.release());
   stream_.non_blocking(true);
 }
@@ -34,13 +36,12 @@ void OutputCapture::close() {
   stream_.close(ignored);
 }
 
+// A line costs one more per KiB, so that the limit bounds the bytes a worker puts in the log
+// too. Escaped only once it is known to be written: a flood costs a counter per line.
 void OutputCapture::emit(std::string_view line) {
-  static const auto logger = common::log::get("worker");
-  if (is_stderr_) {
-    logger->warn("{}: {}", tag_, line);
-  } else {
-    logger->info("{}: {}", tag_, line);
-  }
+  const auto level = is_stderr_ ? spdlog::level::warn : spdlog::level::info;
+  if (!log_->admit(level, static_cast<std::uint32_t>(1 + line.size() / 1024))) return;
+  log_->logger().log(level, "{}: {}", tag_, common::escape_text_within(line, kMaxLine));
 }
 
 // Waits for readability instead of reading into a buffer of the capture's: a pending read

@@ -14,12 +14,14 @@
 
 #include "common/fd.hpp"
 #include "common/log.hpp"
+#include "daemon/master.hpp"
 
 #include "tests/unit/process_test_support.hpp"
 
 namespace {
 
 using forkd::common::make_pipe;
+using forkd::daemon::LimitedLog;
 using forkd::daemon::OutputCapture;
 using forkd::test::run_until;
 
@@ -56,6 +58,12 @@ class RecordedLog {
   std::shared_ptr<Sink> sink_;
 };
 
+// The worker's output limit as the master sets it.
+std::shared_ptr<LimitedLog> worker_output_log() {
+  return std::make_shared<LimitedLog>(forkd::common::log::get("worker"), "w0 output",
+                                      forkd::daemon::WorkerLogs::kOutputRate);
+}
+
 void write_all(int fd, std::string_view bytes) {
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd, bytes.data(), bytes.size());
@@ -68,7 +76,8 @@ TEST(OutputCaptureTest, LogsLineByLineSplitsLongLinesAndFlushesTheLastAtEof) {
   const RecordedLog log;
   asio::io_context io;
   auto [read_end, write_end] = make_pipe();
-  auto capture = OutputCapture::open(io, std::move(read_end), "w0 stderr", true);
+  auto capture =
+      OutputCapture::open(io, std::move(read_end), "w0 stderr", true, worker_output_log());
   write_all(write_end.get(), "hello\n\nwor");
   ASSERT_TRUE(run_until(io, [&] { return log.lines().size() == 2; }));
   write_all(write_end.get(), "ld\n" + std::string(OutputCapture::kMaxLine + 10, 'x') + "\ntail");
@@ -88,7 +97,8 @@ TEST(OutputCaptureTest, HoldsNoBufferOnceABurstIsLoggedAndTheWorkerIsQuiet) {
   const RecordedLog log;
   asio::io_context io;
   auto [read_end, write_end] = make_pipe();
-  auto capture = OutputCapture::open(io, std::move(read_end), "w0 stdout", false);
+  auto capture =
+      OutputCapture::open(io, std::move(read_end), "w0 stdout", false, worker_output_log());
   // Lines of 1000 bytes written in pieces of 777: most are unfinished at the end of a read.
   std::string burst;
   constexpr int kLines = 500;
@@ -105,6 +115,52 @@ TEST(OutputCaptureTest, HoldsNoBufferOnceABurstIsLoggedAndTheWorkerIsQuiet) {
   EXPECT_EQ(log.lines().back(), "info w0 stdout: " + std::string(999, 'a' + (kLines - 1) % 26));
   EXPECT_LE(capture->buffer_capacity(), std::string().capacity());
   capture->close();
+}
+
+TEST(OutputCaptureTest, EscapesControlCharactersAndKeepsPrintableTextAndUtf8) {
+  const RecordedLog log;
+  asio::io_context io;
+  auto [read_end, write_end] = make_pipe();
+  auto capture =
+      OutputCapture::open(io, std::move(read_end), "w0 stdout", false, worker_output_log());
+  write_all(write_end.get(),
+            "plain text, tabs\tand UTF-8: caf\xc3\xa9 \xe2\x9c\x93\n"
+            "\x1b[2J\x1b]0;owned\x07progress 10%\rprogress 20%\r\n");
+  ASSERT_TRUE(run_until(io, [&] { return log.lines().size() == 2; }));
+  EXPECT_EQ(log.lines()[0],
+            "info w0 stdout: plain text, tabs\\tand UTF-8: caf\xc3\xa9 \xe2\x9c\x93");
+  EXPECT_EQ(log.lines()[1],
+            "info w0 stdout: \\x1b[2J\\x1b]0;owned\\x07progress 10%\\rprogress 20%\\r");
+  capture->close();
+}
+
+// A worker writing as fast as it can: what reaches the log is bounded in lines and bytes, and
+// says how much it left out.
+TEST(OutputCaptureTest, AFloodIsCutToTheWorkersLimitAndCounted) {
+  const RecordedLog log;
+  asio::io_context io;
+  auto [read_end, write_end] = make_pipe();
+  const auto limit = worker_output_log();
+  auto capture = OutputCapture::open(io, std::move(read_end), "w0 stdout", false, limit);
+  constexpr int kLines = 100000;
+  std::thread worker([write_end = std::move(write_end)]() mutable {
+    std::string chunk;
+    for (int i = 0; i < 1000; ++i) chunk += "\x1b[31mred\rline\n";
+    for (int i = 0; i < kLines / 1000; ++i) write_all(write_end.get(), chunk);
+    write_end.reset();  // EOF: the capture closes
+  });
+  const bool drained = run_until(io, [&] { return capture->closed(); });
+  worker.join();
+  ASSERT_TRUE(drained);
+  limit->flush();
+  const auto& lines = log.lines();
+  // The burst, what refilled meanwhile (a fraction of a second here), and the summary.
+  EXPECT_GE(lines.size(), 1000U);
+  EXPECT_LT(lines.size(), 2000U);
+  EXPECT_EQ(lines.front(), "info w0 stdout: \\x1b[31mred\\rline");
+  EXPECT_NE(lines.back().find("w0 output: "), std::string::npos) << lines.back();
+  EXPECT_NE(lines.back().find(" lines suppressed"), std::string::npos) << lines.back();
+  for (const auto& line : lines) ASSERT_EQ(line.find('\x1b'), std::string::npos) << line;
 }
 
 }  // namespace

@@ -30,4 +30,26 @@ TEST(EscapeText, InvalidUtf8BecomesHexBytes) {
   EXPECT_EQ(escape_text("\x80x"), "\\x80x");                           // stray continuation byte
 }
 
+TEST(EscapeText, C1ControlsBecomeHexBytes) {
+  EXPECT_EQ(escape_text("\xc2\x9b"
+                        "2J"),
+            "\\xc2\\x9b2J");                         // U+009B, ESC [ on some terminals
+  EXPECT_EQ(escape_text("\xc2\x85"), "\\xc2\\x85");  // U+0085, NEL
+  EXPECT_EQ(escape_text("\xc2\xa0"), "\xc2\xa0");    // U+00A0 is past them
+}
+
+TEST(EscapeText, WithinALengthNeverCuttingAnEscapeOrACharacter) {
+  using forkd::common::escape_text_within;
+  EXPECT_EQ(escape_text_within("abcdef", 6), "abcdef");
+  EXPECT_EQ(escape_text_within("abcdefgh", 6), "abcdef [2 more bytes]");
+  EXPECT_EQ(escape_text_within("abcd\x1b[0m", 6), "abcd [4 more bytes]");
+  EXPECT_EQ(escape_text_within("abcde\xc3\xa9", 6), "abcde [2 more bytes]");
+  EXPECT_EQ(escape_text_within("a\\b", 6), "a\\b");  // a backslash stays one byte
+  const std::string flood(std::size_t{1} << 20, '\x1b');
+  const std::string shown = escape_text_within(flood, 16384);
+  EXPECT_EQ(shown.substr(0, 8), "\\x1b\\x1b");
+  EXPECT_EQ(shown, std::string(shown.substr(0, 16384)) + " [" +
+                       std::to_string((std::size_t{1} << 20) - 4096) + " more bytes]");
+}
+
 }  // namespace

@@ -1,6 +1,7 @@
-// What an idle worker costs the master's heap: its IPC channel, two output captures and its
-// notify receiver, opened as the master opens them, counted by the allocator itself. The target
-// (issue #12): at most 8 KiB per idle worker; the master's per-worker buffers were 100 KiB.
+// What an idle worker costs the master's heap: its IPC channel, two output captures, its
+// notify receiver and its log limits, opened as the master opens them, counted by the allocator
+// itself. The target (issue #12): at most 8 KiB per idle worker; the master's per-worker buffers
+// were 100 KiB.
 #include <gtest/gtest.h>
 #include <malloc.h>
 #include <sys/socket.h>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "common/fd.hpp"
+#include "common/log.hpp"
+#include "daemon/master.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
 #include "daemon/worker_channel.hpp"
@@ -24,15 +27,18 @@ namespace {
 using forkd::common::make_pipe;
 using forkd::common::make_socketpair;
 using forkd::common::UniqueFd;
+using forkd::daemon::LimitedLog;
 using forkd::daemon::NotifyReceiver;
 using forkd::daemon::OutputCapture;
 using forkd::daemon::WorkerChannel;
+using forkd::daemon::WorkerLogs;
 
 // The master's side of one worker, held the way the master holds it.
 struct WorkerEnds {
   std::shared_ptr<WorkerChannel> channel;
   std::vector<std::shared_ptr<OutputCapture>> outputs;
   std::shared_ptr<NotifyReceiver> notify;
+  std::shared_ptr<WorkerLogs> logs;
   std::vector<UniqueFd> worker_side;  // the ends a worker would hold
 };
 
@@ -41,6 +47,8 @@ WorkerEnds open_worker(asio::io_context& io, int id) {
   auto [ipc_master, ipc_worker] = make_socketpair(SOCK_STREAM);
   ends.worker_side.push_back(std::move(ipc_worker));
   const pid_t pid = 100000 + id;
+  ends.logs = std::make_shared<WorkerLogs>(forkd::common::log::get("master"),
+                                           static_cast<unsigned>(id), pid);
   ends.channel =
       WorkerChannel::open(io, std::move(ipc_master), std::size_t{1} << 20, std::size_t{4} << 20,
                           {.message = [](const nlohmann::json&) {},
@@ -52,11 +60,12 @@ WorkerEnds open_worker(asio::io_context& io, int id) {
     ends.outputs.push_back(OutputCapture::open(
         io, std::move(read_end),
         "worker " + std::to_string(id) + " (pid " + std::to_string(pid) + ") " + stream,
-        std::string(stream) == "stderr"));
+        std::string(stream) == "stderr",
+        std::shared_ptr<LimitedLog>(ends.logs, &ends.logs->output)));
   }
   ends.notify = NotifyReceiver::open(
-      io, "forkd-idle-cost-test-" + std::to_string(::getpid()) + "-" + std::to_string(id),
-      [](pid_t, const NotifyReceiver::Fields&) {}, [](pid_t) {});
+      io, forkd::daemon::random_notify_name, [](pid_t, const NotifyReceiver::Fields&) {},
+      [](pid_t, pid_t) {});
   ends.notify->set_worker_pid(pid);
   return ends;
 }
