@@ -70,7 +70,7 @@ std::size_t escape_into(std::string& out, std::string_view text, bool escape_bac
         piece.append(rest.substr(0, used));
       }
     } else if (c == '\t') {
-      piece = "\\t";
+      piece = "\t";  // harmless in a line, and how Java indents a stack trace
     } else if (c == '\n') {
       piece = "\\n";
     } else if (c == '\r') {

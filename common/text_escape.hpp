@@ -10,7 +10,7 @@
 
 namespace forkd::common {
 
-// Printable ASCII and valid UTF-8 sequences are kept; \t \n \r become "\t" "\n" "\r"; every
+// Printable ASCII, tab and valid UTF-8 sequences are kept; \n \r become "\n" "\r"; every
 // other control byte (ESC, DEL, C0), the C1 controls U+0080..U+009F (some terminals obey U+009B
 // as ESC [) and every byte of an invalid sequence become "\xHH".
 // A backslash is kept as it is unless `escape_backslash` (then "\\"): quote() needs that to

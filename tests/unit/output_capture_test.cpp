@@ -128,7 +128,7 @@ TEST(OutputCaptureTest, EscapesControlCharactersAndKeepsPrintableTextAndUtf8) {
             "\x1b[2J\x1b]0;owned\x07progress 10%\rprogress 20%\r\n");
   ASSERT_TRUE(run_until(io, [&] { return log.lines().size() == 2; }));
   EXPECT_EQ(log.lines()[0],
-            "info w0 stdout: plain text, tabs\\tand UTF-8: caf\xc3\xa9 \xe2\x9c\x93");
+            "info w0 stdout: plain text, tabs\tand UTF-8: caf\xc3\xa9 \xe2\x9c\x93");
   EXPECT_EQ(log.lines()[1],
             "info w0 stdout: \\x1b[2J\\x1b]0;owned\\x07progress 10%\\rprogress 20%\\r");
   capture->close();

@@ -17,7 +17,7 @@ TEST(EscapeText, KeepsPrintableTextAndValidUtf8) {
 }
 
 TEST(EscapeText, ControlCharactersBecomeVisible) {
-  EXPECT_EQ(escape_text("\x1b[2J\r\n\t\x7f"), "\\x1b[2J\\r\\n\\t\\x7f");
+  EXPECT_EQ(escape_text("\x1b[2J\r\n\t\x7f"), "\\x1b[2J\\r\\n\t\\x7f");
   EXPECT_EQ(escape_text(std::string("a\0b", 3)), "a\\x00b");
 }
 
