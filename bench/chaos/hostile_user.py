@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-SQUAT_SERIALS = 512  # the next serials of the old "@forkd-<masterpid>-<serial>" scheme
+SQUAT_SERIALS = 512  # serials of the old, guessable "@forkd-<masterpid>-<serial>" names
 CONTROL_RATE = 1000  # connections a second, at most
 DATAGRAM_RATE = 500  # datagrams a second, at most, over every forkd socket found
 FOREIGN_CONTENT = b"owned by the hostile user; forkd must not write here\n"
