@@ -2,6 +2,8 @@
 // whose they were; sources keyed by uid are limited each on its own.
 #include "daemon/limited_log.hpp"
 
+#include "tests/unit/recording_sink.hpp"
+
 #include <gtest/gtest.h>
 #include <spdlog/details/null_mutex.h>
 #include <spdlog/sinks/base_sink.h>
@@ -15,15 +17,7 @@ namespace {
 using forkd::daemon::LimitedLog;
 using forkd::daemon::LimitedLogs;
 
-struct RecordingSink final : spdlog::sinks::base_sink<spdlog::details::null_mutex> {
-  std::vector<std::string> lines;
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    const auto level = spdlog::level::to_string_view(msg.level);
-    lines.push_back(std::string(level.data(), level.size()) + " " +
-                    std::string(msg.payload.data(), msg.payload.size()));
-  }
-  void flush_() override {}
-};
+using forkd::test::RecordingSink;
 
 struct Recorded {
   std::shared_ptr<RecordingSink> sink = std::make_shared<RecordingSink>();

@@ -17,6 +17,7 @@
 #include "daemon/master.hpp"
 
 #include "tests/unit/process_test_support.hpp"
+#include "tests/unit/recording_sink.hpp"
 
 namespace {
 
@@ -43,15 +44,7 @@ class RecordedLog {
   [[nodiscard]] const std::vector<std::string>& lines() const { return sink_->lines; }
 
  private:
-  struct Sink final : spdlog::sinks::base_sink<spdlog::details::null_mutex> {
-    std::vector<std::string> lines;
-    void sink_it_(const spdlog::details::log_msg& msg) override {
-      const auto level = spdlog::level::to_string_view(msg.level);
-      lines.push_back(std::string(level.data(), level.size()) + " " +
-                      std::string(msg.payload.data(), msg.payload.size()));
-    }
-    void flush_() override {}
-  };
+  using Sink = forkd::test::RecordingSink;
 
   std::shared_ptr<spdlog::logger> logger_;
   std::vector<spdlog::sink_ptr> saved_;
