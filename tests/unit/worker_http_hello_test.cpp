@@ -674,13 +674,19 @@ int fd_starved_app_main() {
 // read, the server stays in the middle of writing it.
 int big_body_app_main() {
   forkd::worker::Worker worker(forkd::worker::Context::from_environment());
+  // The client reads 32 MiB before it sends its next request: on a loaded machine that takes
+  // longer than the default grace, a policy this test does not measure (the idle connection
+  // still closes well within kTimeout).
+  forkd::worker::HttpServerOptions options;
+  options.drain_idle_grace = std::chrono::seconds(3);
   forkd::worker::HttpServer server(
       worker.io(), worker.context().listeners,
       [](const forkd::common::HttpRequest& request, const forkd::worker::HttpResponder& respond) {
         forkd::common::HttpResponse response;
         response.body = request.target == "/big" ? std::string(std::size_t{32} << 20, 'x') : "ok";
         respond(std::move(response));
-      });
+      },
+      options);
   worker.on_stop([&server] { server.stop(); });
   worker.ready();
   return worker.run();
