@@ -47,9 +47,10 @@ constexpr std::int64_t kMaxRestartFailures = 1'000'000;
 constexpr std::int64_t kMaxRestartBurst = 1'000'000;
 
 // Every key of every mapping, in SPEC order (which is also the order to_yaml prints).
-constexpr std::array<std::string_view, 10> kTopKeys{"workers", "listen",  "worker", "restart",
+constexpr std::array<std::string_view, 11> kTopKeys{"workers", "listen",  "worker", "restart",
                                                     "reload",  "control", "ipc",    "log",
-                                                    "pidfile", "metrics"};
+                                                    "pidfile", "metrics", "stop"};
+constexpr std::array<std::string_view, 1> kStopKeys{"delay"};
 constexpr std::array<std::string_view, 5> kListenKeys{"address", "name", "backlog", "reuseport",
                                                       "mode"};
 constexpr std::array<std::string_view, 17> kWorkerKeys{"app",
@@ -82,13 +83,14 @@ struct Section {
   std::span<const std::string_view> keys;
 };
 // Lets an unknown key be pointed at the section where it exists ("app" -> "worker.app").
-constexpr std::array<Section, 7> kSections{{{"worker", kWorkerKeys},
+constexpr std::array<Section, 8> kSections{{{"worker", kWorkerKeys},
                                             {"restart", kRestartKeys},
                                             {"reload", kReloadKeys},
                                             {"control", kControlKeys},
                                             {"ipc", kIpcKeys},
                                             {"log", kLogKeys},
-                                            {"metrics", kMetricsKeys}}};
+                                            {"metrics", kMetricsKeys},
+                                            {"stop", kStopKeys}}};
 
 template <typename E>
 struct EnumName {
@@ -308,6 +310,7 @@ class Loader {
   void load_ipc(const Field& field, IpcConfig& ipc);
   void load_log(const Field& field, LogConfig& log);
   void load_metrics(const Field& field, MetricsConfig& metrics);
+  void load_stop(const Field& field, StopConfig& stop);
 
   const std::string& text_;
   std::string source_;
@@ -635,6 +638,7 @@ Config Loader::load() {
     if (auto value = read_string(*f, "pidfile")) config.pidfile = *value;
   }
   if (const Field* f = find(fields, "metrics")) load_metrics(*f, config.metrics);
+  if (const Field* f = find(fields, "stop")) load_stop(*f, config.stop);
 
   if (!issues_.empty()) {
     // Sections are checked in SPEC order; the operator reads the file top to bottom.
@@ -1221,6 +1225,15 @@ void Loader::load_metrics(const Field& field, MetricsConfig& metrics) {
   }
 }
 
+void Loader::load_stop(const Field& field, StopConfig& stop) {
+  if (field.value.IsNull()) return;
+  if (!expect_map(field, "stop")) return;
+  const Fields fields = read_map(field, "stop", kStopKeys);
+  if (const Field* f = find(fields, "delay")) {
+    if (auto delay = read_duration(*f, "stop.delay")) stop.delay = *delay;
+  }
+}
+
 // ---- to_yaml ----------------------------------------------------------------------------
 
 bool is_yaml_keyword(std::string_view text) {
@@ -1432,6 +1445,8 @@ std::string to_yaml(const Config& config) {
   out.line(0, "pidfile", yaml_string(config.pidfile));
   out.section("metrics");
   out.line(2, "listen", yaml_string(config.metrics.listen));
+  out.section("stop");
+  out.line(2, "delay", format_duration(config.stop.delay));
   return out.take();
 }
 

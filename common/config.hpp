@@ -115,6 +115,13 @@ struct MetricsConfig {
   bool operator==(const MetricsConfig&) const = default;
 };
 
+struct StopConfig {
+  // On SIGTERM: /readyz answers 503 at once and workers serve on this long before the drain,
+  // so a load balancer takes the instance out before anything is refused. 0 = drain at once.
+  Duration delay{0};
+  bool operator==(const StopConfig&) const = default;
+};
+
 // The most workers forkd runs: the bound of `workers`, `reload.batch`, scale (signals and
 // forkctl) and of the worker ids a control request may name (slots are 0..kMaxWorkers-1).
 inline constexpr unsigned kMaxWorkers = 4096;
@@ -131,6 +138,7 @@ struct Config {
   LogConfig log;
   std::string pidfile;
   MetricsConfig metrics;
+  StopConfig stop;
   bool operator==(const Config&) const = default;
 };
 

@@ -19,6 +19,7 @@
 #include "common/decimal.hpp"
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
+#include "common/units.hpp"
 #include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
@@ -73,6 +74,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       pool_(pool_settings(), config_.workers == 0 ? usable_cpus() : config_.workers, 1),
       log_(common::log::get("master")),
       watchdog_(io_),
+      stop_delay_(io_),
       launch_(std::move(launch)) {
   // Orphans of our workers (their own children) are reparented to us and reaped, never left
   // as zombies: the job of tini/dumb-init when forkd is a container's PID 1.
@@ -175,7 +177,12 @@ int Master::run() {
 void Master::handle(MasterEvent event) {
   switch (event) {
     case MasterEvent::graceful_stop:
-      begin_stop(pool_.stopping());
+      // A second SIGTERM during stop.delay skips the rest of it; one during the drain is fast.
+      if (!pool_.stopping() && !stop_delaying_ && config_.stop.delay.count() > 0) {
+        begin_stop_delay();
+      } else {
+        begin_stop(pool_.stopping());
+      }
       break;
     case MasterEvent::fast_stop:
       begin_stop(true);
@@ -406,7 +413,26 @@ void Master::announce_ready() {
   tell_predecessor_ready();
 }
 
+void Master::begin_stop_delay() {
+  stop_delaying_ = true;
+  log_->info(
+      "stop requested: /readyz answers 503 and workers serve for {} more (stop.delay) "
+      "before the drain; another SIGTERM drains at once",
+      common::format_duration(config_.stop.delay));
+  publish({{"event", "stop_delay"}, {"delay_ms", config_.stop.delay.count()}});
+  notify_service_manager("STATUS=stopping: waiting stop.delay before the drain");
+  stop_delay_.expires_after(config_.stop.delay);
+  stop_delay_.async_wait([this](std::error_code error) {
+    if (error || !stop_delaying_) return;
+    guarded("stop.delay", [&] { begin_stop(false); });
+  });
+}
+
 void Master::begin_stop(bool fast) {
+  if (stop_delaying_) {
+    stop_delaying_ = false;
+    stop_delay_.cancel();
+  }
   if (pool_.stopping() && pool_.fast_stop()) return;
   const bool already = pool_.stopping();
   log_->info("{} stop{}: {} workers to stop", fast ? "fast" : "graceful",
@@ -475,6 +501,7 @@ void Master::finish() {
   finished_ = true;
   wakeup_.cancel();
   watchdog_.cancel();
+  stop_delay_.cancel();
   for (auto& w : reply_waiters_) w.respond({{"ok", false}, {"error", "forkd is stopping"}});
   reply_waiters_.clear();
   for (auto& respond : queued_reload_replies_)

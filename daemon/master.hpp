@@ -162,6 +162,7 @@ class Master {
   // The limited log of what a worker's messages cause; null once the worker is gone.
   [[nodiscard]] LimitedLog* worker_log(pid_t pid);
   void begin_stop(bool fast);
+  void begin_stop_delay();
   // SIGTTIN/SIGTTOU and `forkctl scale`: one bound check; the error, or "" once applied.
   [[nodiscard]] std::string request_scale(long long wanted);
   void reopen_logs();
@@ -236,6 +237,9 @@ class Master {
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;
   asio::steady_timer watchdog_;
+  // stop.delay: armed by the first SIGTERM; /readyz is 503 while it runs, then the drain.
+  asio::steady_timer stop_delay_;
+  bool stop_delaying_ = false;
   LaunchInfo launch_;
   UpgradeHandoff upgrade_;
   std::unique_ptr<asio::posix::stream_descriptor> upgrade_pipe_;

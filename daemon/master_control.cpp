@@ -99,8 +99,9 @@ void Master::open_control_socket(common::UniqueFd adopted) {
 void Master::open_metrics(common::UniqueFd adopted) {
   if (config_.metrics.listen.empty() && !adopted) return;
   auto snapshot = [this] { return metrics_snapshot(); };
-  // /readyz: a worker serves and the master is not stopping (a load balancer stops sending).
-  auto ready = [this] { return any_worker_ready() && !pool_.stopping(); };
+  // /readyz: a worker serves and the master is not stopping, nor waiting out stop.delay (a
+  // load balancer stops sending).
+  auto ready = [this] { return any_worker_ready() && !pool_.stopping() && !stop_delaying_; };
   if (adopted) {
     metrics_ = std::make_unique<MetricsServer>(io_, std::move(adopted), snapshot, ready);
   } else {

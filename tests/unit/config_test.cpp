@@ -124,6 +124,14 @@ TEST(ConfigLoad, EmptyOrCommentOnlyFileIsAnError) {
   EXPECT_EQ(without_source(load("{}\n")), without_source(default_config()));
 }
 
+TEST(ConfigLoad, StopDelay) {
+  EXPECT_EQ(default_config().stop.delay, 0ms);
+  EXPECT_EQ(load("stop:\n  delay: 15s\n").stop.delay, 15s);
+  EXPECT_EQ(error_of("stop:\n  delay: soon\n").find("forkd.yaml:2:10: stop.delay: "), 0U);
+  EXPECT_NE(to_yaml(load("stop:\n  delay: 15s\n")).find("stop:\n  delay: 15s\n"),
+            std::string::npos);
+}
+
 TEST(ConfigLoad, AliasesCannotExpandPastTheLimits) {
   // 230 KB of aliases that would stand for 1.1 GB of env values.
   std::string yaml = "s: &s \"" + std::string(100'000, 'x') + "\"\nworker:\n  env:\n";
