@@ -181,11 +181,12 @@ TEST(SupervisionTest, ExecWorkerHoldsExactlyItsFds) {
   ASSERT_TRUE(wait_until(
       [&] {
         fds = open_fds(workers[0]);
-        // sh has exec'd sleep once /proc shows sleep's comm
+        // sh has exec'd sleep once /proc shows sleep's comm, and sleep has started once it
+        // sleeps: until then the dynamic loader may hold a library open (seen: libc.so.6).
         std::ifstream comm("/proc/" + std::to_string(workers[0]) + "/comm");
         std::string name;
         comm >> name;
-        return name == "sleep";
+        return name == "sleep" && process_state(workers[0]) == 'S';
       },
       10s));
   ASSERT_EQ(fds.size(), 5U) << ::testing::PrintToString(fds);
