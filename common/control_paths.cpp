@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "common/fd.hpp"
+#include "common/safe_open.hpp"
 
 namespace forkd::common {
 namespace {
@@ -21,13 +22,6 @@ constexpr mode_t kSharedDirMode = 0755;
 
 std::string private_tmp_dir(uid_t uid) {
   return "/tmp/forkd-" + std::to_string(uid);
-}
-
-std::string parent_of(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
 }
 
 // mkdir then chmod: mkdir's mode is narrowed by the umask, and the result must be exact.
@@ -84,7 +78,7 @@ void ensure_private_dir(const std::string& dir) {
 
 std::string untrusted_socket_dir(const std::string& socket_path) {
   if (socket_path.empty() || socket_path.front() == '@') return {};
-  std::string dir = parent_of(socket_path);
+  std::string dir = parent_directory(socket_path);
   // Symlinks resolved: the directory that holds the socket, and the one that holds that.
   if (std::unique_ptr<char, decltype(&std::free)> real(::realpath(dir.c_str(), nullptr),
                                                        &std::free);
@@ -97,18 +91,14 @@ std::string untrusted_socket_dir(const std::string& socket_path) {
     return "the socket directory " + dir + " is " + why +
            ", so another user could have put a fake server there; refusing to use it";
   };
-  if ((st.st_mode & S_IWOTH) != 0) return refuse("writable by everyone");
-  if ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0) {
-    return refuse("writable by its group (gid " + std::to_string(st.st_gid) + ")");
-  }
+  if (const std::string shared = shared_write_access(st); !shared.empty()) return refuse(shared);
   if (st.st_uid == 0 || st.st_uid == ::geteuid()) return {};
   // Another user's directory is trusted only where that user could not have made it: root gave
   // it to them in a directory only root can write (RuntimeDirectory=, tmpfiles: /run/forkd of a
   // service running as user forkd). /tmp/forkd-UID made by someone else fails here.
-  const std::string above = parent_of(dir);
+  const std::string above = parent_directory(dir);
   struct stat up {};
-  if (::stat(above.c_str(), &up) == 0 && up.st_uid == 0 &&
-      (up.st_mode & (S_IWGRP | S_IWOTH)) == 0) {
+  if (::stat(above.c_str(), &up) == 0 && up.st_uid == 0 && shared_write_access(up).empty()) {
     return {};
   }
   return refuse("owned by uid " + std::to_string(st.st_uid) + " in " + above +
@@ -120,7 +110,7 @@ bool trusted_server_uid(uid_t uid) {
 }
 
 void prepare_control_socket_dir(const std::string& socket_path) {
-  const std::string dir = parent_of(socket_path);
+  const std::string dir = parent_directory(socket_path);
   if (dir == private_tmp_dir(::geteuid())) {
     ensure_private_dir(dir);
     return;

@@ -28,6 +28,10 @@ std::string others_can_write(const struct stat& dir) {
   if (dir.st_uid != 0 && dir.st_uid != ::geteuid()) {
     return "owned by uid " + std::to_string(dir.st_uid);
   }
+  return shared_write_access(dir);
+}
+
+std::string shared_write_access(const struct stat& dir) {
   if ((dir.st_mode & S_IWOTH) != 0) return "writable by everyone";
   if ((dir.st_mode & S_IWGRP) != 0 && dir.st_gid != 0) {
     return "writable by its group (gid " + std::to_string(dir.st_gid) + ")";

@@ -16,6 +16,9 @@ namespace forkd::common {
 // Why users other than root and ours can write the directory described by `dir` ("owned by
 // uid 1000", "writable by its group", "writable by everyone"); empty when they cannot.
 [[nodiscard]] std::string others_can_write(const struct stat& dir);
+// The mode part of that alone: "writable by everyone", "writable by its group (gid N)" (a
+// group other than root's), or empty.
+[[nodiscard]] std::string shared_write_access(const struct stat& dir);
 
 // open(path, flags | O_NOFOLLOW, mode) after resolving the symbolic links at the end of `path`
 // one by one, each only if the directory holding it passes others_can_write(). On failure the
