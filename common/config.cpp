@@ -291,7 +291,9 @@ class Loader {
                                            std::int64_t low, std::int64_t high,
                                            std::string_view range);
   std::optional<Duration> read_duration(const Field& field, std::string_view path);
-  std::optional<std::uint64_t> read_size(const Field& field, std::string_view path);
+  // `also` names a word the key accepts besides a size ("auto"), for the error message.
+  std::optional<std::uint64_t> read_size(const Field& field, std::string_view path,
+                                         std::string_view also = {});
   std::optional<unsigned> read_mode(const Field& field, std::string_view path);
   template <typename E, std::size_t N>
   std::optional<E> read_enum(const Field& field, std::string_view path,
@@ -470,11 +472,15 @@ std::optional<Duration> Loader::read_duration(const Field& field, std::string_vi
   return value;
 }
 
-std::optional<std::uint64_t> Loader::read_size(const Field& field, std::string_view path) {
-  if (!expect_scalar(field, path, "a size like 64KiB, 512MiB or 1GiB")) return std::nullopt;
+std::optional<std::uint64_t> Loader::read_size(const Field& field, std::string_view path,
+                                               std::string_view also) {
+  const std::string expected = "a size like 64KiB, 512MiB or 1GiB" +
+                               (also.empty() ? std::string() : ", or " + std::string(also));
+  if (!expect_scalar(field, path, expected)) return std::nullopt;
   std::string error;
   auto value = try_parse_size(field.value.Scalar(), error);
-  if (!value) report(field.mark, path, error);
+  if (!value)
+    report(field.mark, path, error + (also.empty() ? "" : " (or " + std::string(also) + ")"));
   return value;
 }
 
@@ -980,7 +986,9 @@ void Loader::load_worker(const Field& field, WorkerConfig& worker) {
     }
   }
   if (const Field* f = find(fields, "max_memory")) {
-    if (auto value = read_size(*f, "worker.max_memory")) {
+    if (f->value.IsScalar() && f->value.Scalar() == "auto") {
+      worker.max_memory_auto = true;
+    } else if (auto value = read_size(*f, "worker.max_memory", "auto")) {
       if (*value != 0 && *value < (std::uint64_t{1} << 20)) {
         report(f->mark, "worker.max_memory",
                f->value.Scalar() + " is too small (0 = no limit, or at least 1MiB)");
@@ -1407,7 +1415,7 @@ std::string to_yaml(const Config& config) {
   out.line(2, "ready_timeout", format_duration(worker.ready_timeout));
   out.line(2, "heartbeat_timeout", format_duration(worker.heartbeat_timeout));
   out.line(2, "shutdown_timeout", format_duration(worker.shutdown_timeout));
-  out.line(2, "max_memory", format_size(worker.max_memory));
+  out.line(2, "max_memory", worker.max_memory_auto ? "auto" : format_size(worker.max_memory));
   out.line(2, "max_lifetime", format_duration(worker.max_lifetime));
   out.line(2, "cpu_affinity", yaml_bool(worker.cpu_affinity));
   out.line(2, "rlimit_nofile", std::to_string(worker.rlimit_nofile));

@@ -55,7 +55,8 @@ struct WorkerConfig {
   Duration ready_timeout = std::chrono::seconds(30);
   Duration heartbeat_timeout{0};
   Duration shutdown_timeout = std::chrono::seconds(30);
-  std::uint64_t max_memory = 0;
+  std::uint64_t max_memory = 0;  // 0 = off
+  bool max_memory_auto = false;  // a share of the memory limit per worker (the daemon derives it)
   Duration max_lifetime{0};
   bool cpu_affinity = false;
   std::uint64_t rlimit_nofile = 0;

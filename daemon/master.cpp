@@ -20,11 +20,11 @@
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
 #include "common/units.hpp"
-#include "daemon/cpu_count.hpp"
 #include "daemon/notify_receiver.hpp"
 #include "daemon/output_capture.hpp"
 #include "daemon/process_group.hpp"
 #include "daemon/request_migration.hpp"
+#include "daemon/resource_limits.hpp"
 #include "daemon/worker_channel.hpp"
 
 namespace forkd::daemon {
@@ -69,9 +69,10 @@ common::UniqueFd inherited_fd(std::string_view variable, std::string_view text) 
 Master::Master(common::Config config, std::string config_path, LaunchInfo launch)
     : config_(std::move(config)),
       config_path_(std::move(config_path)),
+      limits_(read_resource_limits()),
       started_at_(Clock::now()),
       wakeup_(io_),
-      pool_(pool_settings(), config_.workers == 0 ? usable_cpus() : config_.workers, 1),
+      pool_(pool_settings(), target_for(config_), 1),
       log_(common::log::get("master")),
       watchdog_(io_),
       stop_delay_(io_),
@@ -153,6 +154,20 @@ void log_error_and_go_on(spdlog::logger& log, std::string_view what, std::string
   log.error("{}: {}; the master goes on", what, error);
 }
 
+void Master::log_limits() const {
+  if (config_.workers == 0) log_->info("workers: {}", workers_from());
+  if (config_.worker.max_memory_auto) log_->info("max_memory: {}", effective_max_memory().reason);
+}
+
+unsigned Master::target_for(const common::Config& config) const {
+  return config.workers == 0 ? static_cast<unsigned>(auto_workers(limits_).value) : config.workers;
+}
+
+Derived Master::effective_max_memory() const {
+  if (config_.worker.max_memory_auto) return auto_max_memory(limits_, pool_.target());
+  return {config_.worker.max_memory, {}};
+}
+
 PoolSettings Master::pool_settings() const {
   return PoolSettings::from(config_, exec_mode());
 }
@@ -160,6 +175,7 @@ PoolSettings Master::pool_settings() const {
 int Master::run() {
   log_->info("forkd {} started (pid {}), {} workers, config {}", FORKD_VERSION, ::getpid(),
              pool_.target(), config_.source);
+  log_limits();
   guarded("start", [] {});
   // The backstop for handlers that are not guarded themselves (output capture, the control
   // and metrics servers' own I/O): an exception leaves run(), is logged, and the loop goes on.
@@ -378,7 +394,7 @@ void Master::check_request_migration() {
 }
 
 void Master::check_memory(TimePoint now) {
-  const auto max_memory = config_.worker.max_memory;
+  const auto max_memory = effective_max_memory().value;
   if (max_memory == 0 || pool_.stopping()) {
     next_memory_check_.reset();
     return;

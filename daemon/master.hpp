@@ -30,6 +30,7 @@
 #include "daemon/metrics_server.hpp"
 #include "daemon/pidfile.hpp"
 #include "daemon/proc_stats.hpp"
+#include "daemon/resource_limits.hpp"
 #include "daemon/upgrade_handoff.hpp"
 #include "daemon/worker_pool.hpp"
 
@@ -216,14 +217,25 @@ class Master {
   [[nodiscard]] bool deliver(pid_t pid, const nlohmann::json& data);
   void expire_reply_waiters(TimePoint now);
   [[nodiscard]] nlohmann::json status_json() const;
+  // Where the worker count comes from, for status: "auto: 2 = cgroup CPU quota (...)".
+  [[nodiscard]] std::string workers_from() const;
+  [[nodiscard]] nlohmann::json limits_json() const;
   [[nodiscard]] std::optional<ProcOwner> owner(pid_t pid) const;
 
   [[nodiscard]] std::map<std::string, std::string> worker_environment(unsigned slot,
                                                                       unsigned generation) const;
   [[nodiscard]] bool exec_mode() const noexcept;
+  // `workers` with auto resolved against limits_.
+  [[nodiscard]] unsigned target_for(const common::Config& config) const;
+  // worker.max_memory with auto resolved for the current worker count; 0 = off.
+  [[nodiscard]] Derived effective_max_memory() const;
+  // Says where `workers: auto` and `max_memory: auto` came from (at start and after a reload).
+  void log_limits() const;
 
   common::Config config_;
   std::string config_path_;
+  // CPUs and memory granted by the affinity mask and the cgroups: read at start and on reload.
+  ResourceLimits limits_;
   TimePoint started_at_;
   asio::io_context io_;
   asio::steady_timer wakeup_;

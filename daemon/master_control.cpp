@@ -137,6 +137,9 @@ MetricsSnapshot Master::metrics_snapshot() const {
   m.master_uptime_seconds = seconds_since(started_at_);
   m.generation = pool_.generation();
   m.target_workers = pool_.target();
+  if (limits_.cpu_quota) m.cpu_quota = limits_.cpu_quota->cpus;
+  if (limits_.memory_limit) m.memory_limit_bytes = limits_.memory_limit->bytes;
+  m.worker_max_memory_bytes = effective_max_memory().value;
   return m;
 }
 
@@ -348,6 +351,32 @@ void Master::publish(json event) {
   control_->publish_event(event);
 }
 
+std::string Master::workers_from() const {
+  if (pool_.target() != target_for(config_)) {
+    return "scaled to " + std::to_string(pool_.target()) + " (forkctl scale or SIGTTIN/SIGTTOU)";
+  }
+  if (config_.workers == 0) return auto_workers(limits_).reason;
+  return "workers: " + std::to_string(config_.workers) + " in the configuration";
+}
+
+json Master::limits_json() const {
+  json limits = {{"affinity_cpus", limits_.affinity_cpus},
+                 {"cpu_quota", nullptr},
+                 {"cpu_quota_from", nullptr},
+                 {"memory_bytes", nullptr},
+                 {"memory_from", nullptr},
+                 {"host_memory_bytes", limits_.host_memory}};
+  if (limits_.cpu_quota) {
+    limits["cpu_quota"] = limits_.cpu_quota->cpus;
+    limits["cpu_quota_from"] = limits_.cpu_quota->where;
+  }
+  if (limits_.memory_limit) {
+    limits["memory_bytes"] = limits_.memory_limit->bytes;
+    limits["memory_from"] = limits_.memory_limit->where;
+  }
+  return limits;
+}
+
 json Master::status_json() const {
   json workers = json::array();
   const auto entry = [&](const Slot& slot, const Lane* lane, SlotState state) {
@@ -383,6 +412,7 @@ json Master::status_json() const {
                    {"error", last_reload_->ok ? json(nullptr) : json(last_reload_->error)},
                    {"at", common::log::format_time(last_reload_->at)}};
   }
+  const Derived max_memory = effective_max_memory();
   return {{"master",
            {{"pid", ::getpid()},
             {"version", FORKD_VERSION},
@@ -390,6 +420,11 @@ json Master::status_json() const {
             {"config", config_path_.empty() ? config_.source : config_path_},
             {"generation", pool_.generation()},
             {"workers_target", pool_.target()},
+            {"workers_from", workers_from()},
+            {"limits", limits_json()},
+            {"max_memory",
+             {{"bytes", max_memory.value},
+              {"from", max_memory.reason.empty() ? json(nullptr) : json(max_memory.reason)}}},
             {"stopping", pool_.stopping()},
             {"last_reload", last_reload}}},
           {"workers", workers}};

@@ -9,7 +9,6 @@
 #include "common/log.hpp"
 #include "common/sd_notify.hpp"
 #include "daemon/config_loading.hpp"
-#include "daemon/cpu_count.hpp"
 #include "daemon/master.hpp"
 #include "daemon/reload_plan.hpp"
 #include "daemon/request_fields.hpp"
@@ -63,7 +62,8 @@ void Master::dry_run_reload(const Respond& respond) {
   }
   try {
     const common::Config next = load_daemon_config(config_path_);
-    const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
+    limits_ = read_resource_limits();
+    const unsigned next_target = target_for(next);
     const auto plan = plan_reload(config_, next, pool_.target(), next_target);
     respond({{"ok", true},
              {"dry_run", true},
@@ -101,7 +101,9 @@ void Master::start_reload() {
                   replies, {});
     return;
   }
-  const unsigned next_target = next.workers == 0 ? usable_cpus() : next.workers;
+  // A pod resized in place or a unit given a new CPUQuota=: the limits are read anew.
+  limits_ = read_resource_limits();
+  const unsigned next_target = target_for(next);
   const auto plan = plan_reload(config_, next, pool_.target(), next_target);
   const auto changes = plan.describe();
   for (const auto& line : changes) log_->info("reload: {}", line);
@@ -153,6 +155,7 @@ void Master::commit_reload() {
     }
   }
   log_->info("reload complete: generation {}, {} workers", pool_.generation(), pool_.target());
+  log_limits();
   finish_reload(true, "", done.replies, done.changes);
 }
 

@@ -183,6 +183,17 @@ std::string render_prometheus(const MetricsSnapshot& snapshot) {
   out.family("forkd_master_uptime_seconds", "gauge", "Seconds since the master started.");
   out.sample("forkd_master_uptime_seconds", {}, snapshot.master_uptime_seconds);
 
+  out.family("forkd_cpu_quota", "gauge",
+             "CPUs the cgroup CPU quota grants (quota / period); absent when unlimited.");
+  if (snapshot.cpu_quota) out.sample("forkd_cpu_quota", {}, *snapshot.cpu_quota);
+  out.family("forkd_memory_limit_bytes", "gauge",
+             "The cgroup memory limit of the master and its workers; absent when unlimited.");
+  if (snapshot.memory_limit_bytes)
+    out.sample("forkd_memory_limit_bytes", {}, *snapshot.memory_limit_bytes);
+  out.family("forkd_worker_max_memory_bytes", "gauge",
+             "PSS above which a worker is replaced (worker.max_memory, auto resolved); 0 = off.");
+  out.sample("forkd_worker_max_memory_bytes", {}, snapshot.worker_max_memory_bytes);
+
   out.family("forkd_generation", "gauge",
              "Configuration generation, incremented by every applied reload.");
   out.sample("forkd_generation", {}, snapshot.generation);

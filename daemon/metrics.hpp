@@ -37,6 +37,10 @@ struct MetricsSnapshot {
   double master_uptime_seconds = 0;
   unsigned generation = 0;
   unsigned target_workers = 0;
+  // What the cgroups grant (left out when unlimited) and the max_memory in force (0 = off).
+  std::optional<double> cpu_quota;
+  std::optional<std::uint64_t> memory_limit_bytes;
+  std::uint64_t worker_max_memory_bytes = 0;
 };
 
 // The Content-Type of render_prometheus()'s output.

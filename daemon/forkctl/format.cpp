@@ -157,6 +157,40 @@ Json status_document(const Json& reply) {
   return document;
 }
 
+namespace {
+
+// "workers: 2 (auto: 2 = cgroup CPU quota ...)", the cgroup limits and max_memory, each line
+// only when the master says something about it.
+std::string limits_text(const Json& master) {
+  std::string out;
+  if (const Json* from = member(master, "workers_from"); from != nullptr && from->is_string())
+    out += "workers: " + cell(master, "workers_target") + " (" + from->get<std::string>() + ")\n";
+  if (const Json* limits = member(master, "limits"); limits != nullptr) {
+    std::vector<std::string> parts;
+    if (const auto cpus = number(*limits, "cpu_quota")) {
+      parts.push_back(fmt::format("CPU quota {:g} ({})", *cpus, cell(*limits, "cpu_quota_from")));
+    }
+    if (const auto bytes = number(*limits, "memory_bytes");
+        bytes && *bytes > 0 && *bytes < 1.8e19) {
+      parts.push_back("memory " + format_bytes(static_cast<std::uint64_t>(*bytes)) + " (" +
+                      cell(*limits, "memory_from") + ")");
+    }
+    if (!parts.empty()) {
+      out += "cgroup limits: ";
+      for (std::size_t i = 0; i < parts.size(); ++i) out += (i == 0 ? "" : ", ") + parts[i];
+      out += "\n";
+    }
+  }
+  if (const Json* max_memory = member(master, "max_memory"); max_memory != nullptr) {
+    if (const Json* from = member(*max_memory, "from"); from != nullptr && from->is_string()) {
+      out += "max_memory: " + from->get<std::string>() + "\n";
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string format_status(const Json& reply) {
   std::string out;
   const Json* master = member(reply, "master");
@@ -165,6 +199,7 @@ std::string format_status(const Json& reply) {
   out += "master pid " + cell(m, "pid") + ", version " + cell(m, "version") + ", generation " +
          cell(m, "generation") + ", up " + uptime_cell(m) + ", config " + cell(m, "config") + "\n";
   out += "last reload: " + last_reload_text(m) + "\n";
+  out += limits_text(m);
 
   const Json* workers = member(reply, "workers");
   if (workers == nullptr || !workers->is_array() || workers->empty()) {

@@ -150,6 +150,7 @@ struct SpawnSpec {
   std::vector<int> listen_fds;  // become 3, 4, ...
   bool set_listen_pid = false;  // adds LISTEN_PID=<the child's own pid>
   std::optional<Credentials> as_user;
+  std::string join_cgroup;  // a cgroup directory the child moves itself into before exec
 };
 
 // Writes the decimal value of n at out (which has room for 24 chars), NUL-terminated.
@@ -207,6 +208,12 @@ void format_pid(char* out, pid_t n) noexcept {
   // Whatever else the test process has open (accepted sockets, other listeners) must not leak.
   ::close_range(static_cast<unsigned>(base), ~0U, CLOSE_RANGE_CLOEXEC);
 
+  if (!spec.join_cgroup.empty()) {
+    // "0" written to cgroup.procs moves the writer itself (v1 and v2 alike).
+    const int procs = ::open(spec.join_cgroup.c_str(), O_WRONLY | O_CLOEXEC);
+    if (procs < 0 || ::write(procs, "0", 1) != 1) child_fail(error_high, SpawnStage::kSetup);
+    ::close(procs);
+  }
   if (spec.as_user) {
     const gid_t gid = spec.as_user->gid;
     if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(spec.as_user->uid) != 0) {
@@ -1178,6 +1185,7 @@ void ForkdProcess::start(TempDir& dir, ForkdOptions options) {
   spec.stderr_fd = err.get();
   spec.listen_fds = options.listen_fds;
   spec.as_user = options.as_user;
+  if (!options.cgroup.empty()) spec.join_cgroup = options.cgroup + "/cgroup.procs";
   pid_ = spawn(std::move(spec));
 }
 

@@ -171,6 +171,7 @@ struct ForkdOptions {
   bool use_config_flag = true;             // false: no "-c FILE" (the file is still written)
   std::string binary;                      // empty = FORKD_BIN; e.g. "/bin/sh" for stand-ins
   std::optional<Credentials> as_user;      // setgid/setuid before exec (needs root)
+  std::string cgroup;                      // a cgroup directory to start in (needs root)
 };
 
 // One forkd master (or stand-in) started in its own process group, stdout and stderr to files in

@@ -21,6 +21,7 @@ struct Cluster {
   TempDir dir;
   Listener listener = Listener::tcp_v4();
   ForkdProcess forkd;
+  std::string cgroup;  // when set, forkd starts in this cgroup directory
 
   // `body` is YAML appended after the listen/control keys (workers, worker, restart...).
   void start(const std::string& body, const std::vector<std::string>& extra_args = {}) {
@@ -33,6 +34,7 @@ struct Cluster {
         (own_control ? "" : "control:\n  socket: " + dir.file("forkd.sock") + "\n") + body;
     options.listen_fds = {listener.fd()};
     options.extra_args = extra_args;
+    options.cgroup = cgroup;
     forkd.start(dir, options);
   }
 

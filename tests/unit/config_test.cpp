@@ -132,6 +132,18 @@ TEST(ConfigLoad, StopDelay) {
             std::string::npos);
 }
 
+TEST(ConfigLoad, MaxMemoryAuto) {
+  EXPECT_FALSE(default_config().worker.max_memory_auto);
+  const Config config = load("worker:\n  max_memory: auto\n");
+  EXPECT_TRUE(config.worker.max_memory_auto);
+  EXPECT_EQ(config.worker.max_memory, 0U);
+  EXPECT_NE(to_yaml(config).find("  max_memory: auto\n"), std::string::npos);
+  EXPECT_EQ(without_source(load(to_yaml(config))), without_source(config));
+  EXPECT_EQ(error_of("worker:\n  max_memory: lots\n").find("forkd.yaml:2:15: worker.max_memory: "),
+            0U);
+  EXPECT_TRUE(contains(error_of("worker:\n  max_memory: lots\n"), "or auto"));
+}
+
 TEST(ConfigLoad, AliasesCannotExpandPastTheLimits) {
   // 230 KB of aliases that would stand for 1.1 GB of env values.
   std::string yaml = "s: &s \"" + std::string(100'000, 'x') + "\"\nworker:\n  env:\n";

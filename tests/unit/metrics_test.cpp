@@ -52,6 +52,9 @@ MetricsSnapshot sample_snapshot() {
   s.master_uptime_seconds = 12.5;
   s.generation = 2;
   s.target_workers = 4;
+  s.cpu_quota = 2.5;
+  s.memory_limit_bytes = 1073741824;
+  s.worker_max_memory_bytes = 241591910;
   return s;
 }
 
@@ -94,6 +97,18 @@ TEST(RenderPrometheus, RendersEveryFamilyLineByLine) {
       "# HELP forkd_master_uptime_seconds Seconds since the master started.",
       "# TYPE forkd_master_uptime_seconds gauge",
       "forkd_master_uptime_seconds 12.5",
+      "# HELP forkd_cpu_quota CPUs the cgroup CPU quota grants (quota / period); absent when "
+      "unlimited.",
+      "# TYPE forkd_cpu_quota gauge",
+      "forkd_cpu_quota 2.5",
+      "# HELP forkd_memory_limit_bytes The cgroup memory limit of the master and its workers; "
+      "absent when unlimited.",
+      "# TYPE forkd_memory_limit_bytes gauge",
+      "forkd_memory_limit_bytes 1073741824",
+      "# HELP forkd_worker_max_memory_bytes PSS above which a worker is replaced "
+      "(worker.max_memory, auto resolved); 0 = off.",
+      "# TYPE forkd_worker_max_memory_bytes gauge",
+      "forkd_worker_max_memory_bytes 241591910",
       "# HELP forkd_generation Configuration generation, incremented by every applied reload.",
       "# TYPE forkd_generation gauge",
       "forkd_generation 2",
@@ -121,6 +136,13 @@ TEST(RenderPrometheus, EmptySnapshotStillHasTheFixedSeries) {
   EXPECT_TRUE(has("forkd_master_uptime_seconds 0"));
   EXPECT_TRUE(has("forkd_generation 0"));
   EXPECT_TRUE(has("forkd_workers_target 0"));
+  EXPECT_TRUE(has("forkd_worker_max_memory_bytes 0"));
+  // No cgroup limit: the families are there, without samples.
+  EXPECT_TRUE(has("# TYPE forkd_cpu_quota gauge"));
+  EXPECT_FALSE(std::any_of(lines.begin(), lines.end(), [](const std::string& line) {
+    return line.rfind("forkd_cpu_quota ", 0) == 0 ||
+           line.rfind("forkd_memory_limit_bytes ", 0) == 0;
+  }));
   // Families without samples keep their header, so a scraper always knows their type.
   EXPECT_TRUE(has("# TYPE forkd_worker_restarts_total counter"));
   EXPECT_TRUE(has("# TYPE forkd_worker_memory_pss_bytes gauge"));
@@ -221,7 +243,7 @@ TEST(RenderPrometheus, EachFamilyHeaderAppearsOnceAndEveryLineIsWellFormed) {
     }
   }
   EXPECT_EQ(helped, typed);
-  EXPECT_EQ(helped.size(), 9U);
+  EXPECT_EQ(helped.size(), 12U);
 }
 
 TEST(RenderPrometheus, DuplicateSeriesAreSummedAndMissingReadingsLeftOut) {
@@ -441,7 +463,7 @@ std::optional<double> value_of(const Json& family, const std::string& name, cons
 
 TEST_F(PrometheusParser, AcceptsTheRenderedTextAndReadsBackWhatWasPutIn) {
   const auto families = parse(render_prometheus(sample_snapshot()));
-  ASSERT_EQ(families.size(), 9U);
+  ASSERT_EQ(families.size(), 12U);
   // prometheus_client names a counter family without its _total suffix.
   const std::map<std::string, std::string> types = {{"forkd_workers", "gauge"},
                                                     {"forkd_workers_target", "gauge"},
@@ -451,6 +473,9 @@ TEST_F(PrometheusParser, AcceptsTheRenderedTextAndReadsBackWhatWasPutIn) {
                                                     {"forkd_worker_memory_rss_bytes", "gauge"},
                                                     {"forkd_ipc_messages", "counter"},
                                                     {"forkd_master_uptime_seconds", "gauge"},
+                                                    {"forkd_cpu_quota", "gauge"},
+                                                    {"forkd_memory_limit_bytes", "gauge"},
+                                                    {"forkd_worker_max_memory_bytes", "gauge"},
                                                     {"forkd_generation", "gauge"}};
   for (const auto& [name, type] : types) {
     ASSERT_TRUE(families.contains(name)) << name;
@@ -498,7 +523,7 @@ TEST_F(PrometheusParser, ReadsBackEscapedLabelValuesAndEmptySnapshots) {
             9.0);
   EXPECT_EQ(value_of(families.at("forkd_workers"), "forkd_workers", {{"state", "{odd}=,state"}}),
             2.0);
-  EXPECT_EQ(parse(render_prometheus(MetricsSnapshot{})).size(), 9U);
+  EXPECT_EQ(parse(render_prometheus(MetricsSnapshot{})).size(), 12U);
 }
 
 TEST_F(PrometheusParser, RefusesBrokenText) {
