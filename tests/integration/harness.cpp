@@ -1676,4 +1676,16 @@ std::optional<std::string> find_tool(const std::string& name) {
   return std::nullopt;
 }
 
+std::filesystem::path source_dir() {
+  const std::filesystem::path build =
+      std::filesystem::path(forkd_bin()).parent_path().parent_path();
+  const std::regex line("^forkd_SOURCE_DIR:STATIC=(.*)$");
+  std::istringstream cache(read_text((build / "CMakeCache.txt").string()));
+  for (std::string text; std::getline(cache, text);) {
+    std::smatch m;
+    if (std::regex_match(text, m, line)) return {m[1].str()};
+  }
+  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+}
+
 }  // namespace forkd::test

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -262,6 +263,9 @@ class ForkdProcess {
 [[nodiscard]] std::string read_text(const std::string& path);
 // A system program in /usr/bin, /bin or /usr/local/bin, as tests call them by absolute path.
 [[nodiscard]] std::optional<std::string> find_tool(const std::string& name);
+// The source tree, as recorded in the build directory's CMake cache (FORKD_BIN is
+// <build>/bin/forkd); the place of the harness's source file as a fallback.
+[[nodiscard]] std::filesystem::path source_dir();
 
 // ---------------------------------------------------------------------------------------------
 // Waiting.

@@ -23,19 +23,6 @@ using namespace forkd::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-// The source tree, as recorded in the build directory's CMake cache (FORKD_BIN is
-// <build>/bin/forkd); the path of this file as a fallback.
-fs::path source_dir() {
-  const fs::path build = fs::path(forkd_bin()).parent_path().parent_path();
-  const std::regex line("^forkd_SOURCE_DIR:STATIC=(.*)$");
-  std::istringstream cache(read_text((build / "CMakeCache.txt").string()));
-  for (std::string text; std::getline(cache, text);) {
-    std::smatch m;
-    if (std::regex_match(text, m, line)) return {m[1].str()};
-  }
-  return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
-
 std::string replace_all(std::string text, const std::string& from, const std::string& to) {
   for (std::size_t at = text.find(from); at != std::string::npos;
        at = text.find(from, at + to.size())) {
