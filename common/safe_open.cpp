@@ -93,14 +93,23 @@ UniqueFd open_trusted(const std::string& path, int flags, mode_t mode, std::stri
       error = "cannot check directory " + directory + ": " + std::strerror(errno);
       return {};
     }
+    std::array<char, 4096> target{};
+    const ssize_t n = ::readlink(current.c_str(), target.data(), target.size());
     if (const std::string why = others_can_write(dir); !why.empty()) {
       error =
           fmt::format("{} a symbolic link in {}, which is {}; refusing to follow it",
                       current == path ? "is" : "leads through " + current + ",", directory, why);
+      // The kubelet makes a ConfigMap or Secret volume's top directory writable by everyone and
+      // mounts it read-only; its files are links through "..data".
+      if (n > 0 &&
+          std::string_view(target.data(), static_cast<std::size_t>(n)).starts_with("..data/")) {
+        error += fmt::format(
+            " (a Kubernetes ConfigMap or Secret volume: name the file as {}/{}, the kubelet's "
+            "own link, which it swaps atomically on update)",
+            directory, std::string_view(target.data(), static_cast<std::size_t>(n)));
+      }
       return {};
     }
-    std::array<char, 4096> target{};
-    const ssize_t n = ::readlink(current.c_str(), target.data(), target.size());
     if (n < 0 || static_cast<std::size_t>(n) >= target.size()) {
       error = "cannot read symbolic link " + current + ": " +
               (n < 0 ? std::strerror(errno) : "target too long");

@@ -61,6 +61,28 @@ TEST(OpenTrusted, RefusesALinkInAWorldWritableDirectory) {
   EXPECT_NE(error.find("leads through " + open_dir + "/log"), std::string::npos) << error;
 }
 
+TEST(OpenTrusted, AConfigMapVolumeIsRefusedWithThePathThatWorks) {
+  // The kubelet's layout: a top directory writable by everyone, NAME -> ..data/NAME,
+  // ..data -> ..<timestamp>/ holding the regular files.
+  TempDir dir;
+  const std::string volume = dir.file("volume");
+  ASSERT_EQ(::mkdir(volume.c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(volume.c_str(), 0777), 0);
+  ASSERT_EQ(::mkdir((volume + "/..2026_12_06_10_00_00.1").c_str(), 0755), 0);
+  write(volume + "/..2026_12_06_10_00_00.1/forkd.yaml", "workers: 1\n");
+  fs::create_symlink("..2026_12_06_10_00_00.1", volume + "/..data");
+  fs::create_symlink("..data/forkd.yaml", volume + "/forkd.yaml");
+  std::string error;
+  EXPECT_FALSE(open_trusted(volume + "/forkd.yaml", O_RDONLY | O_CLOEXEC, 0, error));
+  EXPECT_EQ(error, "is a symbolic link in " + volume +
+                       ", which is writable by everyone; refusing to follow it (a Kubernetes "
+                       "ConfigMap or Secret volume: name the file as " +
+                       volume +
+                       "/..data/forkd.yaml, the kubelet's own link, which it swaps atomically on "
+                       "update)");
+  EXPECT_TRUE(open_trusted(volume + "/..data/forkd.yaml", O_RDONLY | O_CLOEXEC, 0, error)) << error;
+}
+
 TEST(OpenTrusted, RefusesALinkInADirectoryAnotherUserOwns) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a directory to another user";
   TempDir dir;
