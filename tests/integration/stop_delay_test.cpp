@@ -12,8 +12,10 @@ namespace {
 
 using namespace forkd::test;
 
-std::string config_with_delay(std::uint16_t metrics_port, const std::string& delay) {
-  return "workers: 1\nmetrics:\n  listen: 127.0.0.1:" + std::to_string(metrics_port) +
+std::string config_with_delay(std::uint16_t metrics_port, const std::string& delay,
+                              unsigned workers = 1) {
+  return "workers: " + std::to_string(workers) +
+         "\nmetrics:\n  listen: 127.0.0.1:" + std::to_string(metrics_port) +
          "\nstop:\n  delay: " + delay + "\n";
 }
 
@@ -60,6 +62,57 @@ TEST(StopDelayTest, TheDrainFollowsTheDelayOnItsOwn) {
   const auto delay = c.forkd.wait_for_log("stop requested: /readyz answers 503", 1ms);
   ASSERT_TRUE(delay) << c.forkd.log();
   EXPECT_TRUE(c.forkd.wait_for_log("graceful stop", 1ms, delay->end_offset)) << c.forkd.log();
+}
+
+// A load balancer's view: it sends a stream of requests while /readyz says 200 and stops once it
+// says 503 (Kubernetes removing the pod's endpoint). Nothing it sent may be lost, and the port
+// may refuse connections only after /readyz said 503.
+TEST(StopDelayTest, ARequestStreamLosesNothingAndIsRefusedOnlyAfterReadyzSaid503) {
+  const std::uint16_t port = free_tcp_port();
+  Cluster c;
+  c.start(config_with_delay(port, "1500ms", 2));
+  c.wait_all_ready(2);
+  c.listener.close();  // forkd's sockets alone: the port refuses once they are closed
+  ASSERT_EQ(status_of(port, "/readyz"), 200);
+
+  int sent = 0;
+  int answered = 0;
+  bool signalled = false;
+  bool saw_503 = false;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!saw_503 && std::chrono::steady_clock::now() < deadline) {
+    const int ready = status_of(port, "/readyz");
+    if (ready == 503) {
+      saw_503 = true;
+      EXPECT_EQ(status_of(port, "/healthz"), 200) << "liveness must hold until forkd exits";
+      break;
+    }
+    ASSERT_EQ(ready, 200) << "readiness answered neither 200 nor 503";
+    for (int i = 0; i < 5; ++i) {
+      ++sent;
+      const auto r = c.get("/", 10s);
+      if (r && r->status == 200) ++answered;
+    }
+    if (!signalled && sent >= 20) signalled = c.forkd.signal(SIGTERM);
+  }
+  ASSERT_TRUE(saw_503) << c.forkd.log();
+  EXPECT_EQ(answered, sent) << "requests lost before /readyz said 503";
+  EXPECT_EQ(c.forkd.count_log("graceful stop"), 0U) << "the drain began before /readyz said 503";
+
+  // The balancer has stopped sending; what a straggler sends still gets an answer until the
+  // drain closes the listener, then the port refuses.
+  bool refused = false;
+  while (!refused && std::chrono::steady_clock::now() < deadline) {
+    const auto r = c.get("/", 5s);
+    refused = !r;
+    if (r) {
+      EXPECT_EQ(r->status, 200);
+    }
+  }
+  EXPECT_TRUE(refused) << "the listener never closed";
+  const auto exited = c.forkd.wait_exit(30s);
+  ASSERT_TRUE(exited) << c.forkd.log();
+  EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0) << describe_status(*exited);
 }
 
 }  // namespace
