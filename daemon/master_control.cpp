@@ -23,6 +23,11 @@ namespace forkd::daemon {
 
 namespace {
 
+// "1 worker", "3 workers".
+std::string count_of(unsigned n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
 using nlohmann::json;
 
 struct CommandSpec {
@@ -224,7 +229,23 @@ void Master::cmd_scale(const json& request, const ControlCaller& /*caller*/, Res
                      : value.is_number_integer() ? value.dump()
                                                  : "";
   if (text.empty()) {
-    respond(error_reply("scale needs a value: N, +N or -N"));
+    respond(error_reply("scale needs a value: N, +N, -N or auto"));
+    return;
+  }
+  if (text == "auto") {
+    // What `workers: auto` would start now: the limits are read anew (a pod resized in place).
+    limits_ = read_resource_limits();
+    const Derived automatic = auto_workers(limits_);
+    const unsigned from = pool_.target();
+    if (const auto error = request_scale(static_cast<long long>(automatic.value)); !error.empty()) {
+      respond(error_reply(error));
+      return;
+    }
+    respond(
+        {{"ok", true},
+         {"workers", pool_.target()},
+         {"message", "scaling from " + std::to_string(from) + " to " +
+                         std::to_string(pool_.target()) + " workers (" + automatic.reason + ")"}});
     return;
   }
   const bool relative = text.front() == '+' || text.front() == '-';
@@ -232,7 +253,7 @@ void Master::cmd_scale(const json& request, const ControlCaller& /*caller*/, Res
   const char* begin = text.data() + (text.front() == '+' ? 1 : 0);
   const auto [ptr, ec] = std::from_chars(begin, text.data() + text.size(), n);
   if (ec != std::errc() || ptr != text.data() + text.size()) {
-    respond(error_reply("scale: \"" + text + "\" is not N, +N or -N"));
+    respond(error_reply("scale: \"" + text + "\" is not N, +N, -N or auto"));
     return;
   }
   // Bounded first, so the sum cannot overflow.
@@ -245,8 +266,8 @@ void Master::cmd_scale(const json& request, const ControlCaller& /*caller*/, Res
   }
   respond({{"ok", true},
            {"workers", pool_.target()},
-           {"message", "scaling from " + std::to_string(from) + " to " +
-                           std::to_string(pool_.target()) + " workers"}});
+           {"message",
+            "scaling from " + std::to_string(from) + " to " + count_of(pool_.target(), "worker")}});
 }
 
 void Master::cmd_restart(const json& request, const ControlCaller& /*caller*/, Respond& respond) {

@@ -78,6 +78,7 @@ std::map<std::string, std::string> Master::worker_environment(unsigned slot,
   const std::size_t listener_count = listeners_.listeners().size();
   const std::string ipc_fd = std::to_string(3 + listener_count);
   env["FORKD_WORKER_ID"] = std::to_string(slot);
+  env["NODE_APP_INSTANCE"] = std::to_string(slot);  // PM2's name for it
   env["FORKD_GENERATION"] = std::to_string(generation);
   env["FORKD_MASTER_PID"] = std::to_string(::getpid());
   env["FORKD_IPC_FD"] = ipc_fd;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdint>
 #include <limits>
@@ -18,18 +19,64 @@ namespace {
 using Json = nlohmann::json;
 using std::chrono::milliseconds;
 
-constexpr std::array<std::pair<std::string_view, Command>, 10> kCommands{{
-    {"status", Command::status},
-    {"reload", Command::reload},
-    {"restart", Command::restart},
-    {"scale", Command::scale},
-    {"stop", Command::stop},
-    {"send", Command::send},
-    {"broadcast", Command::broadcast},
-    {"events", Command::events},
-    {"reopen-logs", Command::reopen_logs},
-    {"version", Command::version},
+// One entry per command: its name, the synopsis of its arguments, and what `forkctl help CMD`
+// says about it. The global usage lists the first line of each.
+struct CommandDoc {
+  std::string_view name;
+  Command command;
+  std::string_view synopsis;  // after "forkctl [options] NAME"
+  std::string_view summary;   // one line, for the global usage
+  std::string_view detail;    // the rest of `forkctl help NAME`
+};
+
+constexpr std::array<CommandDoc, 10> kCommands{{
+    {"status", Command::status, "", "table of master and workers",
+     "The master (pid, generation, uptime, config, last reload, where the worker count came\n"
+     "from, cgroup limits) and one row per worker: id, pid, state (starting, ready, stopping,\n"
+     "backoff, failed), generation, uptime, restarts, last exit, RSS. With --json, one object\n"
+     "with every field (forkd(8) lists them).\n"},
+    {"reload", Command::reload, "[--dry-run]", "reload the configuration (as SIGHUP)",
+     "Re-reads and validates the configuration file, then replaces the workers by a rolling\n"
+     "restart, each new worker ready before an old one stops. Waits for the outcome: exit 0\n"
+     "when applied; exit 1 when the file is invalid or the new workers did not get ready (the\n"
+     "old ones keep serving). --dry-run validates and prints what would change, changing\n"
+     "nothing.\n"},
+    {"restart", Command::restart, "ID|all", "graceful replacement of one or all workers",
+     "Starts a replacement for worker ID (or each worker, reload.batch at a time) and stops\n"
+     "the old one once the replacement is ready.\n"},
+    {"scale", Command::scale, "N|+N|-N|auto", "set, raise or lower the number of workers",
+     "N sets the worker count (1..4096), +N and -N change it, auto sets it to the CPUs this\n"
+     "process may use (the affinity mask capped by the cgroup CPU quota, read anew). Workers\n"
+     "above the new count are stopped gracefully. The next reload applies the configuration's\n"
+     "`workers` again.\n"},
+    {"stop", Command::stop, "[--fast]", "stop forkd (graceful, or fast as SIGQUIT)",
+     "Graceful: as SIGTERM (stop.delay first when set, then the drain within\n"
+     "worker.shutdown_timeout). --fast: as SIGQUIT (SIGTERM to every worker, SIGKILL after\n"
+     "1s).\n"},
+    {"send", Command::send, "ID JSON [--wait DUR]", "deliver JSON to worker ID",
+     "Delivers the JSON value to worker ID over its IPC channel (process.on('message') in\n"
+     "Node). With --wait, prints the next message that worker sends back, as one JSON line.\n"},
+    {"broadcast", Command::broadcast, "JSON", "deliver JSON to every worker", ""},
+    {"events", Command::events, "", "stream lifecycle events and worker messages",
+     "One JSON object per line (worker_started, worker_ready, worker_exited, reload,\n"
+     "message, ...) until interrupted.\n"},
+    {"reopen-logs", Command::reopen_logs, "", "reopen log files (as SIGUSR1)",
+     "For logrotate: log.file and log.audit are reopened by path.\n"},
+    {"version", Command::version, "", "versions of forkctl and of the running forkd", ""},
 }};
+
+const CommandDoc* find_command(std::string_view name) {
+  const auto* found = std::find_if(kCommands.begin(), kCommands.end(),
+                                   [&](const CommandDoc& doc) { return doc.name == name; });
+  return found == kCommands.end() ? nullptr : found;
+}
+
+const CommandDoc& doc_of(Command command) {
+  for (const auto& doc : kCommands) {
+    if (doc.command == command) return doc;
+  }
+  return kCommands.front();
+}
 
 bool all_digits(std::string_view text) {
   return !text.empty() &&
@@ -133,15 +180,16 @@ Json build_request(Command command, const std::vector<std::string>& positional,
       return Json{{"cmd", "restart"}, {"worker", parse_worker_id(name, target)}};
     }
     case Command::scale: {
-      expect_arguments(name, positional, 1, "worker count (N, +N or -N)");
+      expect_arguments(name, positional, 1, "worker count (N, +N, -N or auto)");
       const std::string& value = positional[1];
+      if (value == "auto") return Json{{"cmd", "scale"}, {"value", value}};
       const std::string_view digits =
           (!value.empty() && (value.front() == '+' || value.front() == '-'))
               ? std::string_view(value).substr(1)
               : std::string_view(value);
       const auto number = all_digits(digits) ? to_integer(digits) : std::nullopt;
       if (!number || *number > std::numeric_limits<int>::max()) {
-        throw UsageError("scale: expected N, +N or -N (an integer), not '" + value + "'");
+        throw UsageError("scale: expected N, +N, -N (an integer) or auto, not '" + value + "'");
       }
       return Json{{"cmd", "scale"}, {"value", value}};
     }
@@ -164,10 +212,7 @@ Json build_request(Command command, const std::vector<std::string>& positional,
 }  // namespace
 
 std::string_view command_name(Command command) {
-  for (const auto& [name, value] : kCommands) {
-    if (value == command) return name;
-  }
-  return "?";
+  return doc_of(command).name;
 }
 
 milliseconds parse_duration(std::string_view text) {
@@ -267,13 +312,26 @@ Invocation parse_args(const std::vector<std::string>& args) {
     }
   }
 
-  if (invocation.help || invocation.show_version) return invocation;
+  // `forkctl help [CMD]` and `forkctl CMD --help`: the help of one command, or of all.
+  const bool help_word = !positional.empty() && positional[0] == "help";
+  if (help_word || invocation.help) {
+    invocation.help = true;
+    const std::size_t at = help_word ? 1 : 0;
+    if (positional.size() > at + 1) {
+      throw UsageError("help: unexpected argument '" + positional[at + 1] + "'");
+    }
+    if (positional.size() == at + 1) {
+      const CommandDoc* doc = find_command(positional[at]);
+      if (doc == nullptr) throw UsageError("unknown command '" + positional[at] + "'");
+      invocation.help_for = doc->command;
+    }
+    return invocation;
+  }
+  if (invocation.show_version) return invocation;
   if (positional.empty()) throw UsageError("missing command");
-  const auto* const found =
-      std::find_if(kCommands.begin(), kCommands.end(),
-                   [&](const auto& entry) { return entry.first == positional[0]; });
-  if (found == kCommands.end()) throw UsageError("unknown command '" + positional[0] + "'");
-  invocation.command = found->second;
+  const CommandDoc* const found = find_command(positional[0]);
+  if (found == nullptr) throw UsageError("unknown command '" + positional[0] + "'");
+  invocation.command = found->command;
   invocation.request = build_request(invocation.command, positional, flags);
   if (flags.wait) invocation.wait = *flags.wait;
   return invocation;
@@ -312,35 +370,44 @@ std::string resolve_socket_path(const Invocation& invocation) {
 }
 
 std::string usage_text() {
-  return "usage: forkctl [-s SOCKET] [-c FILE] [--json] [--timeout DUR] COMMAND [ARGS]\n"
-         "\n"
-         "commands:\n"
-         "  status                     table of master and workers\n"
-         "  reload [--dry-run]         reload the configuration (as SIGHUP) and wait for the\n"
-         "                             outcome; --dry-run validates and shows what would change\n"
-         "  restart ID|all             graceful replacement of one or all workers\n"
-         "  scale N|+N|-N              set, raise or lower the number of workers\n"
-         "  stop [--fast]              stop forkd (graceful, or fast as SIGQUIT)\n"
-         "  send ID JSON [--wait DUR]  deliver JSON to worker ID; with --wait print the next\n"
-         "                             message it sends back\n"
-         "  broadcast JSON             deliver JSON to every worker\n"
-         "  events                     stream lifecycle events and worker messages, one JSON\n"
-         "                             line each, until interrupted\n"
-         "  reopen-logs                reopen log files (as SIGUSR1)\n"
-         "  version                    versions of forkctl and of the running forkd\n"
-         "\n"
-         "options:\n"
-         "  -s, --socket PATH  control socket (default: control.socket of the -c file, else\n"
-         "                     " +
-         common::default_control_socket() +
-         ")\n"
-         "  -c, --config FILE  take the socket path from this forkd configuration\n"
-         "  --json             print the reply as JSON\n"
-         "  --timeout DUR      how long to wait for a reply (default 30s; 0 = no limit)\n"
-         "  -h, --help         show this help\n"
-         "  --version          show forkctl's version\n"
-         "\n"
-         "exit status: 0 success, 1 refused or failed, 2 cannot reach forkd, 64 usage error\n";
+  std::string text =
+      "usage: forkctl [-s SOCKET] [-c FILE] [--json] [--timeout DUR] COMMAND [ARGS]\n"
+      "\n"
+      "commands:\n";
+  for (const auto& doc : kCommands) {
+    std::string head = "  " + std::string(doc.name);
+    if (!doc.synopsis.empty()) head += " " + std::string(doc.synopsis);
+    head.resize(std::max<std::size_t>(head.size() + 2, 29), ' ');
+    text += head + std::string(doc.summary) + "\n";
+  }
+  text += "  help [COMMAND]             this help, or one command's (also COMMAND --help)\n";
+  text +=
+      "\n"
+      "options:\n"
+      "  -s, --socket PATH  control socket (default: control.socket of the -c file, else\n"
+      "                     " +
+      common::default_control_socket() +
+      ")\n"
+      "  -c, --config FILE  take the socket path from this forkd configuration\n"
+      "  --json             print the reply as JSON\n"
+      "  --timeout DUR      how long to wait for a reply (default 30s; 0 = no limit)\n"
+      "  -h, --help         show this help\n"
+      "  --version          show forkctl's version\n"
+      "\n"
+      "exit status: 0 success, 1 refused or failed, 2 cannot reach forkd, 64 usage error\n";
+  return text;
+}
+
+std::string command_help(Command command) {
+  const CommandDoc& doc = doc_of(command);
+  std::string text = "usage: forkctl [-s SOCKET] [-c FILE] [--json] " + std::string(doc.name);
+  if (!doc.synopsis.empty()) text += " " + std::string(doc.synopsis);
+  std::string summary(doc.summary);
+  summary.front() = static_cast<char>(std::toupper(static_cast<unsigned char>(summary.front())));
+  text += "\n\n" + summary + ".\n";
+  if (!doc.detail.empty()) text += std::string(doc.detail);
+  text += "\nforkctl --help lists every command and option.\n";
+  return text;
 }
 
 }  // namespace forkd::ctl

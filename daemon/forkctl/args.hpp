@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -40,7 +41,8 @@ struct Invocation {
   std::string socket;  // -s/--socket; "" = not given
   std::string config;  // -c/--config; "" = not given
   bool json = false;
-  bool help = false;                         // -h/--help: print usage_text() and exit 0
+  bool help = false;                         // -h/--help or `help`: print the usage and exit 0
+  std::optional<Command> help_for;           // `help CMD` or `CMD --help`: that command's usage
   bool show_version = false;                 // --version: print forkctl's version and exit 0
   std::chrono::milliseconds timeout{30000};  // 0 = no limit
   std::chrono::milliseconds wait{0};         // send --wait; 0 = not waiting
@@ -66,6 +68,8 @@ struct Invocation {
 [[nodiscard]] std::string resolve_socket_path(const Invocation& invocation);
 
 [[nodiscard]] std::string usage_text();
+// `forkctl help CMD`: its synopsis and what it does.
+[[nodiscard]] std::string command_help(Command command);
 [[nodiscard]] std::string_view command_name(Command command);
 
 }  // namespace forkd::ctl

@@ -155,7 +155,8 @@ int run(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   if (invocation.help) {
-    (void)write_all(STDOUT_FILENO, usage_text());
+    (void)write_all(STDOUT_FILENO,
+                    invocation.help_for ? command_help(*invocation.help_for) : usage_text());
     return kExitOk;
   }
   if (invocation.show_version) {

@@ -207,6 +207,17 @@ void expect_workers_auto_follow_the_quota(const TestCgroup& cgroup, const std::s
   const auto reload = forkctl(c, {"reload"});
   EXPECT_EQ(reload.exit_code(), 0) << reload.out << reload.err;
   EXPECT_TRUE(wait_until([&] { return all_ready(s = status(c), 2); }, 30s)) << s.dump();
+
+  // Scaled by hand, then back to what the quota allows, read anew again.
+  ASSERT_EQ(forkctl(c, {"scale", "3"}).exit_code(), 0);
+  EXPECT_TRUE(wait_until([&] { return all_ready(s = status(c), 3); }, 30s)) << s.dump();
+  EXPECT_EQ(s["master"]["workers_from"], "scaled to 3 (forkctl scale or SIGTTIN/SIGTTOU)");
+  set_quota(1);
+  const auto automatic = forkctl(c, {"scale", "auto"});
+  EXPECT_EQ(automatic.exit_code(), 0) << automatic.err;
+  EXPECT_EQ(automatic.out, "scaling from 3 to 1 worker (auto: 1 = cgroup CPU quota (1 CPU, " +
+                               where + " in " + cgroup.path + "))\n");
+  EXPECT_TRUE(wait_until([&] { return all_ready(s = status(c), 1); }, 30s)) << s.dump();
 }
 
 TEST(CgroupLimits, WorkersAutoFollowsACgroupV1CpuQuotaAndAReloadReadsItAnew) {

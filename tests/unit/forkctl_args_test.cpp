@@ -42,6 +42,7 @@ TEST(ForkctlArgs, CommandsBecomeTheDocumentedRequests) {
   EXPECT_EQ(request_of({"scale", "4"}), Json({{"cmd", "scale"}, {"value", "4"}}));
   EXPECT_EQ(request_of({"scale", "+2"}), Json({{"cmd", "scale"}, {"value", "+2"}}));
   EXPECT_EQ(request_of({"scale", "-1"}), Json({{"cmd", "scale"}, {"value", "-1"}}));
+  EXPECT_EQ(request_of({"scale", "auto"}), Json({{"cmd", "scale"}, {"value", "auto"}}));
   EXPECT_EQ(request_of({"stop"}), Json({{"cmd", "stop"}, {"fast", false}}));
   EXPECT_EQ(request_of({"stop", "--fast"}), Json({{"cmd", "stop"}, {"fast", true}}));
   EXPECT_EQ(request_of({"send", "2", R"({"job":7})"}),
@@ -73,6 +74,35 @@ TEST(ForkctlArgs, GlobalOptionsGoAnywhere) {
   EXPECT_EQ(parse_args({"--", "scale", "-3"}).request["value"], "-3");
   EXPECT_TRUE(parse_args({"--help"}).help);
   EXPECT_TRUE(parse_args({"--version"}).show_version);
+}
+
+TEST(ForkctlArgs, HelpOfOneCommandOrOfAll) {
+  const Invocation all = parse_args({"help"});
+  EXPECT_TRUE(all.help);
+  EXPECT_FALSE(all.help_for);
+  EXPECT_EQ(parse_args({"help", "status"}).help_for, Command::status);
+  EXPECT_EQ(parse_args({"reload", "--help"}).help_for, Command::reload);
+  EXPECT_EQ(parse_args({"-h", "scale"}).help_for, Command::scale);
+  // `reload --help` must not become a reload, nor `send --help` a usage error about its JSON.
+  EXPECT_TRUE(parse_args({"send", "--help"}).help);
+  EXPECT_EQ(usage_error_of({"help", "nope"}), "unknown command 'nope'");
+  EXPECT_EQ(usage_error_of({"help", "status", "x"}), "help: unexpected argument 'x'");
+
+  const std::string scale = forkd::ctl::command_help(Command::scale);
+  EXPECT_EQ(scale.rfind("usage: forkctl [-s SOCKET] [-c FILE] [--json] scale N|+N|-N|auto\n", 0),
+            0U)
+      << scale;
+  EXPECT_NE(scale.find("auto sets it to the CPUs"), std::string::npos) << scale;
+  // The global usage lists every command with its synopsis, aligned, and help itself.
+  const std::string usage = forkd::ctl::usage_text();
+  EXPECT_NE(
+      usage.find("\n  scale N|+N|-N|auto         set, raise or lower the number of workers\n"),
+      std::string::npos)
+      << usage;
+  EXPECT_NE(usage.find("\n  status                     table of master and workers\n"),
+            std::string::npos)
+      << usage;
+  EXPECT_NE(usage.find("\n  help [COMMAND]"), std::string::npos) << usage;
 }
 
 TEST(ForkctlArgs, WaitExtendsTheReplyTimeout) {
@@ -108,10 +138,12 @@ TEST(ForkctlArgs, UsageErrorsNameTheProblem) {
   EXPECT_EQ(usage_error_of({"restart"}), "restart: missing worker ID or 'all'");
   EXPECT_EQ(usage_error_of({"restart", "-1"}),
             "restart: worker ID must be a non-negative integer, not '-1'");
-  EXPECT_EQ(usage_error_of({"scale", "x2"}), "scale: expected N, +N or -N (an integer), not 'x2'");
-  EXPECT_EQ(usage_error_of({"scale", "+"}), "scale: expected N, +N or -N (an integer), not '+'");
+  EXPECT_EQ(usage_error_of({"scale", "x2"}),
+            "scale: expected N, +N, -N (an integer) or auto, not 'x2'");
+  EXPECT_EQ(usage_error_of({"scale", "+"}),
+            "scale: expected N, +N, -N (an integer) or auto, not '+'");
   EXPECT_EQ(usage_error_of({"scale", "1.5"}),
-            "scale: expected N, +N or -N (an integer), not '1.5'");
+            "scale: expected N, +N, -N (an integer) or auto, not '1.5'");
   EXPECT_EQ(usage_error_of({"send", "1"}), "send: missing JSON message");
   EXPECT_EQ(usage_error_of({"send"}), "send: missing worker ID");
   EXPECT_NE(usage_error_of({"send", "1", "{nope"}).find("send: invalid JSON message '{nope'"),
