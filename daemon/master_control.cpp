@@ -241,11 +241,10 @@ void Master::cmd_scale(const json& request, const ControlCaller& /*caller*/, Res
       respond(error_reply(error));
       return;
     }
-    respond(
-        {{"ok", true},
-         {"workers", pool_.target()},
-         {"message", "scaling from " + std::to_string(from) + " to " +
-                         std::to_string(pool_.target()) + " workers (" + automatic.reason + ")"}});
+    respond({{"ok", true},
+             {"workers", pool_.target()},
+             {"message", "scaling from " + std::to_string(from) + " to " +
+                             count_of(pool_.target(), "worker") + " (" + automatic.reason + ")"}});
     return;
   }
   const bool relative = text.front() == '+' || text.front() == '-';
