@@ -24,6 +24,7 @@
 #include "common/signal_source.hpp"
 #include "daemon/audit_trail.hpp"
 #include "daemon/control_server.hpp"
+#include "daemon/cpu_meter.hpp"
 #include "daemon/limited_log.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
@@ -220,6 +221,8 @@ class Master {
   // Where the worker count comes from, for status: "auto: 2 = cgroup CPU quota (...)".
   [[nodiscard]] std::string workers_from() const;
   [[nodiscard]] nlohmann::json limits_json() const;
+  // For status: a worker's command line, or "app NAME" for a built-in app; "" when gone.
+  [[nodiscard]] std::string command_of(pid_t pid) const;
   [[nodiscard]] std::optional<ProcOwner> owner(pid_t pid) const;
 
   [[nodiscard]] std::map<std::string, std::string> worker_environment(unsigned slot,
@@ -236,6 +239,8 @@ class Master {
   std::string config_path_;
   // CPUs and memory granted by the affinity mask and the cgroups: read at start and on reload.
   ResourceLimits limits_;
+  // CPU% between two status requests; status_json is const, the meter is its memo.
+  mutable CpuMeter cpu_meter_;
   TimePoint started_at_;
   asio::io_context io_;
   asio::steady_timer wakeup_;

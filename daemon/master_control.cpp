@@ -8,10 +8,12 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cmath>
 #include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 
 #include "common/control_paths.hpp"
 #include "common/log.hpp"
@@ -22,6 +24,11 @@
 namespace forkd::daemon {
 
 namespace {
+
+// CPU% with one decimal: what a person reads, and stable in JSON.
+double rounded(double percent) {
+  return std::round(percent * 10) / 10;
+}
 
 // "1 worker", "3 workers".
 std::string count_of(unsigned n, const std::string& noun) {
@@ -397,7 +404,17 @@ json Master::limits_json() const {
   return limits;
 }
 
+std::string Master::command_of(pid_t pid) const {
+  // A built-in app is forked without exec: its command line is the master's own.
+  const auto line = read_command_line(pid, owner(pid));
+  if (!line) return {};
+  if (!exec_mode() && line == read_command_line(::getpid())) return "app " + config_.worker.app;
+  return *line;
+}
+
 json Master::status_json() const {
+  const TimePoint now = Clock::now();
+  std::set<pid_t> live;
   json workers = json::array();
   const auto entry = [&](const Slot& slot, const Lane* lane, SlotState state) {
     json w = {{"id", slot.id},
@@ -408,8 +425,16 @@ json Master::status_json() const {
               {"restarts", slot.restarts},
               {"last_exit", exit_json(slot)},
               {"rss_bytes", nullptr}};
+    w["cpu_percent"] = nullptr;
+    w["command"] = nullptr;
     if (lane != nullptr) {
-      if (const auto rss = read_rss_bytes(lane->pid, owner(lane->pid))) w["rss_bytes"] = *rss;
+      const auto who = owner(lane->pid);
+      if (const auto rss = read_rss_bytes(lane->pid, who)) w["rss_bytes"] = *rss;
+      if (const auto cpu = read_cpu_seconds(lane->pid, who)) {
+        w["cpu_percent"] = rounded(cpu_meter_.percent(lane->pid, *cpu, now, lane->started_at));
+        live.insert(lane->pid);
+      }
+      w["command"] = command_of(lane->pid);
       if (const auto io = workers_.find(lane->pid);
           io != workers_.end() && !io->second.status_text.empty()) {
         w["status"] = io->second.status_text;
@@ -432,6 +457,24 @@ json Master::status_json() const {
                    {"error", last_reload_->ok ? json(nullptr) : json(last_reload_->error)},
                    {"at", common::log::format_time(last_reload_->at)}};
   }
+  json master_cpu = nullptr;
+  if (const auto cpu = read_cpu_seconds(::getpid())) {
+    master_cpu = rounded(cpu_meter_.percent(::getpid(), *cpu, now, started_at_));
+    live.insert(::getpid());
+  }
+  cpu_meter_.keep_only(live);
+  json listeners = json::array();
+  for (const auto& l : listeners_.listeners()) {
+    listeners.push_back({{"name", l.config.name}, {"address", l.config.address}});
+  }
+  // Slots that serve: one whose replacement is already ready counts once.
+  unsigned serving = 0;
+  for (const auto& slot : pool_.slots()) {
+    const bool ready = (slot.current.pid > 0 && slot.current.state == SlotState::ready) ||
+                       (slot.incoming && slot.incoming->state == SlotState::ready);
+    if (slot.id < pool_.target() && ready) ++serving;
+  }
+  const auto master_rss = read_rss_bytes(::getpid());
   const Derived max_memory = effective_max_memory();
   return {{"master",
            {{"pid", ::getpid()},
@@ -440,7 +483,11 @@ json Master::status_json() const {
             {"config", config_path_.empty() ? config_.source : config_path_},
             {"generation", pool_.generation()},
             {"workers_target", pool_.target()},
+            {"workers_ready", serving},
             {"workers_from", workers_from()},
+            {"rss_bytes", master_rss ? json(*master_rss) : json(nullptr)},
+            {"cpu_percent", master_cpu},
+            {"listeners", listeners},
             {"limits", limits_json()},
             {"max_memory",
              {{"bytes", max_memory.value},

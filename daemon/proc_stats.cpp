@@ -4,6 +4,7 @@
 #include <sys/fsuid.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <charconv>
@@ -136,6 +137,47 @@ std::optional<std::uint64_t> read_rss_bytes(pid_t pid, std::optional<ProcOwner> 
   const long page_size = ::sysconf(_SC_PAGESIZE);
   if (page_size <= 0) return std::nullopt;
   return *pages * static_cast<std::uint64_t>(page_size);
+}
+
+std::optional<std::uint64_t> parse_stat_cpu_ticks(std::string_view text) noexcept {
+  const std::size_t close = text.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  std::string_view rest = text.substr(close + 1);
+  // After ")": state(3) ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+  // utime(14) stime(15): utime is the 12th field after the name.
+  std::uint64_t ticks = 0;
+  for (int field = 3; field <= 15; ++field) {
+    rest = skip_blanks(rest);
+    const std::size_t end = rest.find_first_of(" \t\n");
+    const std::string_view word = rest.substr(0, end);
+    if (word.empty()) return std::nullopt;
+    if (field >= 14) {
+      std::string_view after;
+      const auto value = parse_number(word, after);
+      if (!value || !after.empty()) return std::nullopt;
+      ticks += *value;
+    }
+    rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end);
+  }
+  return ticks;
+}
+
+std::optional<double> read_cpu_seconds(pid_t pid, std::optional<ProcOwner> owner) noexcept {
+  std::array<char, kProcFileMax> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
+  const auto ticks = parse_stat_cpu_ticks(read_proc_file(pid, "stat", owner, buffer));
+  const long per_second = ::sysconf(_SC_CLK_TCK);
+  if (!ticks || per_second <= 0) return std::nullopt;
+  return static_cast<double>(*ticks) / static_cast<double>(per_second);
+}
+
+std::optional<std::string> read_command_line(pid_t pid, std::optional<ProcOwner> owner) {
+  std::array<char, kProcFileMax> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
+  const std::string_view text = read_proc_file(pid, "cmdline", owner, buffer);
+  if (text.empty()) return std::nullopt;
+  std::string line(text);
+  while (!line.empty() && line.back() == '\0') line.pop_back();
+  std::replace(line.begin(), line.end(), '\0', ' ');
+  return line;
 }
 
 }  // namespace forkd::daemon

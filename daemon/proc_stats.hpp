@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace forkd::daemon {
@@ -32,6 +33,18 @@ struct ProcOwner {
 // processes whose uid matches its filesystem uid.
 [[nodiscard]] std::optional<std::uint64_t> read_pss_bytes(
     pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;
+// utime + stime of /proc/PID/stat text, in clock ticks. The command name (field 2) may hold
+// spaces and parentheses, so fields are counted after its last ')'. nullopt when malformed.
+[[nodiscard]] std::optional<std::uint64_t> parse_stat_cpu_ticks(std::string_view text) noexcept;
+// CPU time `pid` has used, user + system, in seconds; nullopt when the process is gone.
+[[nodiscard]] std::optional<double> read_cpu_seconds(
+    pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;
+
+// The command line of `pid`, arguments joined by spaces (the first 4 KiB); nullopt when the
+// process is gone or a zombie.
+[[nodiscard]] std::optional<std::string> read_command_line(
+    pid_t pid, std::optional<ProcOwner> owner = std::nullopt);
+
 // Resident set size of `pid` in bytes; nullopt when the process is gone.
 [[nodiscard]] std::optional<std::uint64_t> read_rss_bytes(
     pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;

@@ -159,6 +159,64 @@ Json status_document(const Json& reply) {
 
 namespace {
 
+std::string cpu_cell(const Json& object) {
+  const auto percent = number(object, "cpu_percent");
+  if (!percent || *percent < 0 || *percent > 1e6) return "-";
+  return fmt::format("{:.1f}%", *percent);
+}
+
+std::string plural(const std::string& count, const char* noun) {
+  return count + " " + noun + (count == "1" ? "" : "s");
+}
+
+// The line `pm2 ls` users look for first: how many serve, the master's own cost, where it listens.
+// "forkd 0.1.0, pid 4242: 2/2 workers ready, generation 3, up 3m12s, master 4.3MiB 0.1% CPU"
+std::string summary_text(const Json& master, const Json* workers) {
+  std::string out = "forkd " + cell(master, "version") + ", pid " + cell(master, "pid") + ": ";
+  const Json* target = member(master, "workers_target");
+  if (member(master, "workers_ready") != nullptr && target != nullptr) {
+    out += cell(master, "workers_ready") + "/" + plural(cell(master, "workers_target"), "worker") +
+           " ready";
+  } else {
+    out += plural(workers != nullptr && workers->is_array() ? std::to_string(workers->size()) : "0",
+                  "worker");
+  }
+  out += ", generation " + cell(master, "generation") + ", up " + uptime_cell(master);
+  if (const std::string rss = rss_cell(master); rss != "-") {
+    out += ", master " + rss;
+    if (const std::string cpu = cpu_cell(master); cpu != "-") out += " " + cpu + " CPU";
+  }
+  out += "\n";
+  if (const Json* listeners = member(master, "listeners");
+      listeners != nullptr && listeners->is_array() && !listeners->empty()) {
+    out += "listening on ";
+    bool first = true;
+    for (const Json& l : *listeners) {
+      out += (first ? "" : ", ") + cell(l, "address") + " (" + cell(l, "name") + ")";
+      first = false;
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+// "command node server.js": what the workers run (two during a rollout to a new command).
+std::string commands_text(const Json* workers) {
+  if (workers == nullptr || !workers->is_array()) return {};
+  std::vector<std::string> commands;
+  for (const Json& worker : *workers) {
+    const Json* command = member(worker, "command");
+    if (command == nullptr || !command->is_string() || command->get<std::string>().empty())
+      continue;
+    const auto text = command->get<std::string>();
+    if (std::find(commands.begin(), commands.end(), text) == commands.end())
+      commands.push_back(text);
+  }
+  std::string out;
+  for (const auto& command : commands) out += "command " + command + "\n";
+  return out;
+}
+
 // "workers: 2 (auto: 2 = cgroup CPU quota ...)", the cgroup limits and max_memory, each line
 // only when the master says something about it.
 std::string limits_text(const Json& master) {
@@ -196,8 +254,9 @@ std::string format_status(const Json& reply) {
   const Json* master = member(reply, "master");
   const Json empty = Json::object();
   const Json& m = master != nullptr ? *master : empty;
-  out += "master pid " + cell(m, "pid") + ", version " + cell(m, "version") + ", generation " +
-         cell(m, "generation") + ", up " + uptime_cell(m) + ", config " + cell(m, "config") + "\n";
+  out += summary_text(m, member(reply, "workers"));
+  out += commands_text(member(reply, "workers"));
+  out += "config " + cell(m, "config") + "\n";
   out += "last reload: " + last_reload_text(m) + "\n";
   out += limits_text(m);
 
@@ -206,12 +265,13 @@ std::string format_status(const Json& reply) {
     return out + "no workers\n";
   }
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"ID", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "LAST-EXIT", "RSS"});
+  rows.push_back({"ID", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "LAST-EXIT", "CPU", "RSS"});
   for (const Json& worker : *workers) {
     const Json* last_exit = member(worker, "last_exit");
     rows.push_back({cell(worker, "id"), cell(worker, "pid"), cell(worker, "state"),
                     cell(worker, "generation"), uptime_cell(worker), cell(worker, "restarts"),
-                    last_exit != nullptr ? format_last_exit(*last_exit) : "-", rss_cell(worker)});
+                    last_exit != nullptr ? format_last_exit(*last_exit) : "-", cpu_cell(worker),
+                    rss_cell(worker)});
   }
   return out + "\n" + table(rows);
 }

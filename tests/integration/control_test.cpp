@@ -50,12 +50,25 @@ TEST(ControlTest, StatusListsEveryWorkerWithItsPidAndState) {
   const auto children = c.forkd.children();
   EXPECT_EQ(pids, std::set<pid_t>(children.begin(), children.end()));
   EXPECT_EQ(s["master"]["pid"], c.forkd.pid());
+  EXPECT_EQ(s["master"]["workers_ready"], 3);
+  EXPECT_GT(s["master"]["rss_bytes"].get<long>(), 0);
+  EXPECT_TRUE(s["master"]["cpu_percent"].is_number()) << s.dump();
+  EXPECT_EQ(s["master"]["listeners"],
+            json::array({{{"name", "listen0"}, {"address", c.listener.address()}}}));
+  for (const auto& w : s["workers"]) {
+    EXPECT_EQ(w["command"], "app http-hello");
+    EXPECT_TRUE(w["cpu_percent"].is_number()) << w.dump();
+  }
   EXPECT_TRUE(s["master"]["last_reload"].is_null());
   EXPECT_EQ(s["master"]["config"], c.forkd.config_path());
   // The table a person reads names every pid and state.
   auto table = forkctl(c, {"status"});
   ASSERT_EQ(table.exit_code(), 0);
   EXPECT_NE(table.out.find("STATE"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(": 3/3 workers ready, generation 1"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("listening on " + c.listener.address() + " (listen0)"),
+            std::string::npos)
+      << table.out;
   for (pid_t p : pids) EXPECT_NE(table.out.find(std::to_string(p)), std::string::npos) << table.out;
 }
 

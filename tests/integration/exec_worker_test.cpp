@@ -49,6 +49,8 @@ TEST(ExecWorkerTest, PythonWorkerUsesListenFdsAndNotifySocket) {
   ASSERT_EQ(s.exit_code(), 0);
   const json status = json::parse(s.out);
   EXPECT_EQ(status["workers"][0]["status"], "serving on fd 3");
+  // The command each worker really runs, read from /proc, as `pm2 ls` shows it.
+  EXPECT_EQ(status["workers"][0]["command"], "/usr/bin/python3 " + fixture("notify_worker.py"));
   EXPECT_TRUE(c.forkd.wait_for_log("stdout: python worker 1 ready", 10s));
 }
 

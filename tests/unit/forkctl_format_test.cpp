@@ -45,10 +45,13 @@ const Json kStatus = Json::parse(R"({
   "ok": true,
   "master": {"pid": 4242, "version": "0.1.0", "uptime_s": 192, "config": "/etc/forkd/forkd.yaml",
              "generation": 3, "last_reload": {"ok": false, "error": "workers: out of range",
-                                              "at": "2024-05-01T12:00:00Z"}},
+                                              "at": "2024-05-01T12:00:00Z"},
+             "workers_target": 3, "workers_ready": 1, "rss_bytes": 4508876, "cpu_percent": 0.1,
+             "listeners": [{"name": "listen0", "address": "127.0.0.1:8080"},
+                           {"name": "https", "address": "[::1]:8443"}]},
   "workers": [
     {"id": 0, "pid": 4243, "state": "ready", "generation": 3, "uptime_s": 75, "restarts": 0,
-     "last_exit": null, "rss_bytes": 12897484},
+     "last_exit": null, "rss_bytes": 12897484, "cpu_percent": 12.25, "command": "node server.js"},
     {"id": 1, "pid": null, "state": "backoff", "generation": 3, "uptime_s": null, "restarts": 12,
      "last_exit": {"signal": 9, "at": "2024-05-01T12:01:00Z"}, "rss_bytes": null},
     {"id": 10, "pid": 4250, "state": "starting", "generation": 3, "uptime_s": 1, "restarts": 1,
@@ -58,13 +61,16 @@ const Json kStatus = Json::parse(R"({
 
 TEST(ForkctlFormat, StatusTable) {
   const std::string expected =
-      "master pid 4242, version 0.1.0, generation 3, up 3m12s, config /etc/forkd/forkd.yaml\n"
+      "forkd 0.1.0, pid 4242: 1/3 workers ready, generation 3, up 3m12s, master 4.3MiB 0.1% CPU\n"
+      "listening on 127.0.0.1:8080 (listen0), [::1]:8443 (https)\n"
+      "command node server.js\n"
+      "config /etc/forkd/forkd.yaml\n"
       "last reload: failed at 2024-05-01T12:00:00Z: workers: out of range\n"
       "\n"
-      "ID  PID   STATE     GEN  UPTIME  RESTARTS  LAST-EXIT  RSS\n"
-      "0   4243  ready     3    1m15s   0         -          12.3MiB\n"
-      "1   -     backoff   3    -       12        signal 9   -\n"
-      "10  4250  starting  3    1s      1         code 3     1.0KiB\n";
+      "ID  PID   STATE     GEN  UPTIME  RESTARTS  LAST-EXIT  CPU    RSS\n"
+      "0   4243  ready     3    1m15s   0         -          12.2%  12.3MiB\n"
+      "1   -     backoff   3    -       12        signal 9   -      -\n"
+      "10  4250  starting  3    1s      1         code 3     -      1.0KiB\n";
   EXPECT_EQ(forkd::ctl::format_status(kStatus), expected);
 }
 
@@ -72,7 +78,8 @@ TEST(ForkctlFormat, StatusWithoutHistoryOrWorkers) {
   const Json reply = Json::parse(R"json({"ok":true,"master":{"pid":1,"version":"0.1.0","uptime_s":5,
     "config":"(embedded)","generation":0,"last_reload":null},"workers":[]})json");
   EXPECT_EQ(forkd::ctl::format_status(reply),
-            "master pid 1, version 0.1.0, generation 0, up 5s, config (embedded)\n"
+            "forkd 0.1.0, pid 1: 0 workers, generation 0, up 5s\n"
+            "config (embedded)\n"
             "last reload: none\n"
             "no workers\n");
 }

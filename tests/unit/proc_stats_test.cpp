@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "daemon/cpu_meter.hpp"
+
 namespace {
 
 using forkd::daemon::parse_smaps_rollup_pss;
@@ -136,6 +138,44 @@ TEST(ReadProcStats, ZombieHasNoPss) {
   EXPECT_EQ(read_pss_bytes(child), std::nullopt);
   const auto rss = read_rss_bytes(child);
   EXPECT_TRUE(!rss.has_value() || *rss == 0);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(ProcStatCpu, UserPlusSystemTicksCountedAfterTheLastParenthesis) {
+  // A command name with spaces and ")" in it must not shift the fields.
+  const std::string stat =
+      "4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 120 0 0 0 250 75 0 0 20 0 1 0 100 0 0\n";
+  EXPECT_EQ(forkd::daemon::parse_stat_cpu_ticks(stat), 325U);
+  EXPECT_FALSE(forkd::daemon::parse_stat_cpu_ticks("4242 (x) S 1 2"));
+  EXPECT_FALSE(forkd::daemon::parse_stat_cpu_ticks("no parenthesis"));
+  EXPECT_FALSE(forkd::daemon::parse_stat_cpu_ticks("1 (x) S 1 1 1 0 -1 0 0 0 0 0 ab 7 0"));
+}
+
+TEST(ProcStatCpu, OurOwnCpuTimeAndCommandLineAreReadable) {
+  EXPECT_TRUE(forkd::daemon::read_cpu_seconds(::getpid()));
+  const auto line = forkd::daemon::read_command_line(::getpid());
+  ASSERT_TRUE(line);
+  EXPECT_NE(line->find("unit_tests"), std::string::npos) << *line;
+  EXPECT_FALSE(forkd::daemon::read_cpu_seconds(-1));
+}
+
+TEST(CpuMeter, PercentBetweenTwoReadingsAndSinceStartTheFirstTime) {
+  using Clock = forkd::daemon::CpuMeter::Clock;
+  forkd::daemon::CpuMeter meter;
+  const Clock::time_point start{};
+  // 0.5 s of CPU in the first 2 s of its life: 25 %.
+  EXPECT_DOUBLE_EQ(meter.percent(7, 0.5, start + std::chrono::seconds(2), start), 25.0);
+  // Then 1 s more in 1 s: 100 %.
+  EXPECT_DOUBLE_EQ(meter.percent(7, 1.5, start + std::chrono::seconds(3), start), 100.0);
+  // Asked again at once: nothing to divide by.
+  EXPECT_DOUBLE_EQ(meter.percent(7, 1.5, start + std::chrono::seconds(3), start), 0.0);
+  // A reused pid (less CPU than before) starts over instead of going negative.
+  EXPECT_DOUBLE_EQ(meter.percent(7, 0.1, start + std::chrono::seconds(4), start), 0.0);
+  meter.keep_only({});
+  EXPECT_DOUBLE_EQ(meter.percent(7, 0.4, start + std::chrono::seconds(4), start), 10.0);
 }
 
 }  // namespace
