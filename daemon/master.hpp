@@ -136,9 +136,9 @@ class Master {
  private:
   // Every handler (signal, timer, IPC, notify, control, upgrade pipe) runs through here: an
   // exception is logged with what caused it and the master goes on; then the pass runs, so no
-  // decision waits for an unrelated event.
+  // decision waits for an unrelated event. False when the handler threw.
   template <typename Handler>
-  void guarded(std::string_view what, Handler&& handler) noexcept;
+  bool guarded(std::string_view what, Handler&& handler) noexcept;
   // Reap, let the pool decide, carry out its actions, arm the one timer.
   void pass();
   // True when the pool had anything to do.
@@ -266,9 +266,11 @@ class Master {
 };
 
 template <typename Handler>
-void Master::guarded(std::string_view what, Handler&& handler) noexcept {
+bool Master::guarded(std::string_view what, Handler&& handler) noexcept {
+  bool returned = false;
   try {
     handler();
+    returned = true;
   } catch (const std::exception& e) {
     log_error_and_go_on(*log_, what, e.what());
   } catch (...) {
@@ -283,6 +285,7 @@ void Master::guarded(std::string_view what, Handler&& handler) noexcept {
     } catch (...) {  // NOLINT(bugprone-empty-catch): nothing more can be done from here
     }
   }
+  return returned;
 }
 
 }  // namespace forkd::daemon
