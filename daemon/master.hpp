@@ -24,6 +24,7 @@
 #include "common/signal_source.hpp"
 #include "daemon/audit_trail.hpp"
 #include "daemon/control_server.hpp"
+#include "daemon/fault_injection.hpp"
 #include "daemon/limited_log.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
@@ -263,12 +264,14 @@ class Master {
   bool finished_ = false;
   bool service_ready_sent_ = false;
   int exit_code_ = 0;
+  std::optional<FaultInjection> fault_;  // FORKD_TEST_THROW, a testing aid (forkd(8))
 };
 
 template <typename Handler>
 bool Master::guarded(std::string_view what, Handler&& handler) noexcept {
   bool returned = false;
   try {
+    if (fault_) fault_->on_call(what);
     handler();
     returned = true;
   } catch (const std::exception& e) {

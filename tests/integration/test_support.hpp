@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -44,8 +45,10 @@ struct Cluster {
   ForkdProcess forkd;
   std::string control_socket;  // set by start(); "" = the one forkd's config file names
 
-  // `body` is YAML appended after the listen/control keys (workers, worker, restart...).
-  void start(const std::string& body, const std::vector<std::string>& extra_args = {}) {
+  // `body` is YAML appended after the listen/control keys (workers, worker, restart...); `env`
+  // is added to forkd's environment.
+  void start(const std::string& body, const std::vector<std::string>& extra_args = {},
+             const std::map<std::string, std::string>& env = {}) {
     ForkdOptions options;
     // A body with its own control: section names the socket itself (at dir/forkd.sock).
     const bool own_control =
@@ -55,6 +58,7 @@ struct Cluster {
         (own_control ? "" : "control:\n  socket: " + dir.file("forkd.sock") + "\n") + body;
     options.listen_fds = {listener.fd()};
     options.extra_args = extra_args;
+    options.env = env;
     control_socket = own_control ? control_socket_in(body) : dir.file("forkd.sock");
     forkd.start(dir, options);
   }
