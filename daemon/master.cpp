@@ -77,6 +77,13 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       watchdog_(io_),
       stop_delay_(io_),
       launch_(std::move(launch)) {
+  // A testing aid, read once and kept from the workers and from a hot upgrade's new master.
+  if (const char* spec = std::getenv("FORKD_TEST_THROW")) {
+    fault_ = FaultInjection::parse(spec);
+    log_->warn("FORKD_TEST_THROW: call {} of the handler \"{}\" will throw (a testing aid)",
+               fault_->nth(), fault_->handler());
+  }
+  ::unsetenv("FORKD_TEST_THROW");
   // Orphans of our workers (their own children) are reparented to us and reaped, never left
   // as zombies: the job of tini/dumb-init when forkd is a container's PID 1.
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)

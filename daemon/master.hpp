@@ -25,6 +25,7 @@
 #include "daemon/audit_trail.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/cpu_meter.hpp"
+#include "daemon/fault_injection.hpp"
 #include "daemon/limited_log.hpp"
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
@@ -138,9 +139,9 @@ class Master {
  private:
   // Every handler (signal, timer, IPC, notify, control, upgrade pipe) runs through here: an
   // exception is logged with what caused it and the master goes on; then the pass runs, so no
-  // decision waits for an unrelated event.
+  // decision waits for an unrelated event. False when the handler threw.
   template <typename Handler>
-  void guarded(std::string_view what, Handler&& handler) noexcept;
+  bool guarded(std::string_view what, Handler&& handler) noexcept;
   // Reap, let the pool decide, carry out its actions, arm the one timer.
   void pass();
   // True when the pool had anything to do.
@@ -280,12 +281,16 @@ class Master {
   bool finished_ = false;
   bool service_ready_sent_ = false;
   int exit_code_ = 0;
+  std::optional<FaultInjection> fault_;  // FORKD_TEST_THROW, a testing aid (forkd(8))
 };
 
 template <typename Handler>
-void Master::guarded(std::string_view what, Handler&& handler) noexcept {
+bool Master::guarded(std::string_view what, Handler&& handler) noexcept {
+  bool returned = false;
   try {
+    if (fault_) fault_->on_call(what);
     handler();
+    returned = true;
   } catch (const std::exception& e) {
     log_error_and_go_on(*log_, what, e.what());
   } catch (...) {
@@ -300,6 +305,7 @@ void Master::guarded(std::string_view what, Handler&& handler) noexcept {
     } catch (...) {  // NOLINT(bugprone-empty-catch): nothing more can be done from here
     }
   }
+  return returned;
 }
 
 }  // namespace forkd::daemon

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <ctime>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -94,7 +95,16 @@ void Master::open_control_socket(common::UniqueFd adopted) {
   options.max_message = config_.ipc.max_message;
   (void)common::log::get("control");  // the server logs through this component's logger
   auto handler = [this](const json& request, const ControlCaller& caller, Respond respond) {
-    guarded("control request", [&] { on_control_request(request, caller, std::move(respond)); });
+    // One answer per request, even when its handler throws: the client is not left waiting.
+    auto answered = std::make_shared<bool>(false);
+    Respond once = [answered, respond = std::move(respond)](json reply) {
+      if (*answered) return;
+      *answered = true;
+      respond(std::move(reply));
+    };
+    if (!guarded("control request", [&] { on_control_request(request, caller, once); })) {
+      once(error_reply(request.value("cmd", "") + ": failed inside forkd (see its log)"));
+    }
   };
   options.client_closed = [this](std::uint64_t client) {
     guarded("control client closed", [&] { on_control_client_closed(client); });

@@ -202,10 +202,10 @@ TEST(ControlTest, ForkctlSaysWhenTheDaemonIsNotRunning) {
 TEST(ControlTest, ScaleUpAndDown) {
   Cluster c;
   c.start("workers: 1\n");
-  auto from = c.wait_all_ready(1);
+  c.wait_all_ready(1);
   auto up = forkctl(c, {"scale", "+2"});
   ASSERT_EQ(up.exit_code(), 0) << up.err;
-  c.wait_all_ready(3, from);
+  c.wait_all_ready(3);
   EXPECT_EQ(status(c)["workers"].size(), 3U);
   ASSERT_EQ(forkctl(c, {"scale", "-1"}).exit_code(), 0);
   EXPECT_TRUE(wait_until([&] { return c.forkd.children().size() == 2; }, 20s));
@@ -324,8 +324,7 @@ TEST(ControlTest, AcceptFailingForLackOfFdsIsRetriedWithoutSpinning) {
   }
   Cluster c;
   c.start("workers: 1\n");
-  const auto ready = c.forkd.wait_for_log("all 1 workers ready", 20s);
-  ASSERT_TRUE(ready) << c.forkd.log();
+  const auto ready = c.wait_all_ready(1);
   const pid_t master = c.forkd.pid();
   int highest = 0;
   for (const auto& fd : open_fds(master)) highest = std::max(highest, std::stoi(fd));
@@ -348,7 +347,7 @@ TEST(ControlTest, AcceptFailingForLackOfFdsIsRetriedWithoutSpinning) {
     clients.push_back(std::move(fd));
   }
   const std::string failed = "control socket .*: accept failed: Too many open files";
-  const auto first = c.forkd.wait_for_log(failed, 20s, ready->end_offset);
+  const auto first = c.forkd.wait_for_log(failed, 20s, ready);
   ASSERT_TRUE(first) << c.forkd.log();
   const long before = cpu_ticks(master);
   auto later = c.forkd.wait_for_log(failed, 20s, first->end_offset);

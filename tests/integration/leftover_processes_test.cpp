@@ -95,7 +95,8 @@ TEST(LeftoverProcessesTest, StopWaitsForWhatAWorkerLeftSoTheNextStartCanBind) {
   options.config_yaml = config;
   ForkdProcess first;
   first.start(dir, options);
-  ASSERT_TRUE(first.wait_for_log("all 1 workers ready", 30s)) << first.log();
+  std::string why;
+  ASSERT_TRUE(wait_workers_ready(first, dir.file("forkd.sock"), 1, std::nullopt, 30s, &why)) << why;
   const auto leftover = read_pid_file(dir.file("leftover.pid"));
   ASSERT_TRUE(leftover);
   first.track(*leftover);
@@ -110,7 +111,8 @@ TEST(LeftoverProcessesTest, StopWaitsForWhatAWorkerLeftSoTheNextStartCanBind) {
 
   ForkdProcess second;
   second.start(dir, options);
-  EXPECT_TRUE(second.wait_for_log("all 1 workers ready", 30s)) << second.log();
+  EXPECT_TRUE(wait_workers_ready(second, dir.file("forkd.sock"), 1, std::nullopt, 30s, &why))
+      << why;
   EXPECT_EQ(second.log().find("in use"), std::string::npos) << second.log();
 }
 

@@ -53,7 +53,7 @@ TEST(LogFloodTest, AWorkerFloodingStdoutWithTerminalControlsIsEscapedAndLimited)
                        "exec " +
                            test_worker_bin() + " --serve\n");
   c.start("workers: 1\nworker:\n  command: [/bin/sh, " + script + "]\n  ready: message\n");
-  c.wait_all_ready(1, 0, 120s);
+  c.wait_all_ready(1, 120s);
   EXPECT_EQ(forkctl(c, {"status"}).exit_code(), 0);
   const std::string log = stop_and_read_log(c);
 
@@ -80,7 +80,7 @@ TEST(LogFloodTest, AWorkerFloodingItsIpcChannelWithBadLinesGetsAFewLogLines) {
                        "exec " +
                            test_worker_bin() + " --serve\n");
   c.start("workers: 1\nworker:\n  command: [/bin/sh, " + script + "]\n  ready: message\n");
-  c.wait_all_ready(1, 0, 120s);
+  c.wait_all_ready(1, 120s);
   EXPECT_EQ(forkctl(c, {"status"}).exit_code(), 0);
   const std::string log = stop_and_read_log(c);
 

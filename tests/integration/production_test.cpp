@@ -32,7 +32,9 @@ TEST(ProductionTest, AsPid1ItReapsOrphanedGrandchildren) {
   listener.close();  // forkd binds it itself inside the namespace
   unshare.start(dir, options);
   ASSERT_TRUE(unshare.wait_for_log("forkd 0.1.0 started \\(pid 1\\)", 20s)) << unshare.log();
-  ASSERT_TRUE(unshare.wait_for_log("all 1 workers ready", 20s));
+  std::string why;
+  ASSERT_TRUE(wait_workers_ready(unshare, dir.file("forkd.sock"), 1, std::nullopt, 30s, &why))
+      << why;
   // The shell's background sleep was orphaned and reparented to PID 1, which reaped it.
   ASSERT_TRUE(
       unshare.wait_for_log("reaped process \\d+ \\(exited with code 0\\), not a worker", 20s))
@@ -71,7 +73,7 @@ TEST(ProductionTest, JournalStreamGivesPriorityPrefixes) {
 TEST(ProductionTest, JsonLogLinesAreJsonObjects) {
   Cluster c;
   c.start("workers: 1\nlog:\n  format: json\n");
-  ASSERT_TRUE(c.forkd.wait_for_log("all 1 workers ready", 20s));
+  c.wait_all_ready(1);
   std::istringstream lines(c.forkd.log());
   std::string line;
   int parsed = 0;
@@ -88,14 +90,14 @@ TEST(ProductionTest, JsonLogLinesAreJsonObjects) {
 TEST(ProductionTest, UnwritableLogFileFallsBackToStderrOnce) {
   Cluster c;
   c.start("workers: 1\nlog:\n  file: /dev/full\n");
-  ASSERT_TRUE(c.forkd.wait_for_log("all 1 workers ready", 20s));
+  c.wait_all_ready(1);
   EXPECT_EQ(
       c.forkd.count_log(
           "cannot write log file /dev/full: No space left on device; logging to stderr instead"),
       1U)
       << c.forkd.log();
   ASSERT_EQ(forkctl(c, {"scale", "+1"}).exit_code(), 0);
-  EXPECT_TRUE(c.forkd.wait_for_log("all 2 workers ready", 20s));
+  c.wait_all_ready(2);
 }
 
 // forkd started as an unprivileged user through setpriv (and prlimit: both keep our pid, so
@@ -139,7 +141,8 @@ TEST(ProductionTest, WorkersKeepNoneOfAnUnprivilegedMastersCapabilities) {
   if (::geteuid() != 0) GTEST_SKIP() << "starting forkd as another user needs root";
   UnprivilegedForkd u;
   u.start("workers: 2\n", {"--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"});
-  ASSERT_TRUE(u.forkd.wait_for_log("all 2 workers ready", 20s)) << u.forkd.log();
+  std::string why;
+  ASSERT_TRUE(wait_workers_ready(u.forkd, u.socket(), 2, std::nullopt, 30s, &why)) << why;
   EXPECT_EQ(proc_status_line(u.forkd.pid(), "CapAmb"), "CapAmb:\t0000000000000400");
   const auto workers = u.forkd.children();
   ASSERT_EQ(workers.size(), 2U);
@@ -189,8 +192,8 @@ TEST(ProductionTest, ForkFailingWithEagainBacksOffAndRecovers) {
   raise.insert(raise.end(), {*prlimit, "--pid", std::to_string(u.forkd.pid()), "--nproc=4096"});
   const auto raised = run_command(raise, 10s);
   ASSERT_EQ(raised.exit_code(), 0) << raised.err;
-  EXPECT_TRUE(u.forkd.wait_for_log("all 3 workers ready", 20s, capped->end_offset))
-      << u.forkd.log();
+  std::string why;
+  EXPECT_TRUE(wait_workers_ready(u.forkd, u.socket(), 3, std::nullopt, 30s, &why)) << why;
 }
 
 // Failed forks count towards restart.max_failures like crashes: the slot is given up, not retried

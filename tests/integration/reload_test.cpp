@@ -311,16 +311,17 @@ TEST(ReloadTest, ReuseportReloadToFewerWorkersLeavesNoOrphanSocket) {
   options.extra_args.assign(argv.begin() + 1, argv.end());
   options.use_config_flag = false;
   forkd.start(dir, options);
-  const auto ready = forkd.wait_for_log("all 3 workers ready", 30s);
-  ASSERT_TRUE(ready) << forkd.log();
+  std::string why;
+  const auto ready = wait_workers_ready(forkd, socket, 3, std::nullopt, 30s, &why);
+  ASSERT_TRUE(ready) << why;
   ASSERT_TRUE(forkd.wait_for_log("tcp_migrate_req: it is 0 and cannot be set", 1ms));
 
   (void)dir.write_file("forkd.yaml", config(2));
   auto reload = std::async(std::launch::async, [&] {
     return forkctl_as(uid, {"-s", socket, "reload"}, 60s);
   });
-  ASSERT_TRUE(forkd.wait_for_log(R"(worker 2 \(pid \d+\) stopped: exited with code 0)", 30s,
-                                 ready->end_offset))
+  ASSERT_TRUE(
+      forkd.wait_for_log(R"(worker 2 \(pid \d+\) stopped: exited with code 0)", 30s, *ready))
       << forkd.log();
   // The rollout of slots 0 and 1 is still proving its new workers: connect now.
   std::vector<std::unique_ptr<HttpConnection>> clients;

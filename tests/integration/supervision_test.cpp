@@ -223,7 +223,7 @@ TEST(SupervisionTest, SigttinAndSigttouScaleByOne) {
   c.start("workers: 1\n");
   auto from = c.wait_all_ready(1);
   ASSERT_TRUE(c.forkd.signal(SIGTTIN));
-  from = c.wait_all_ready(2, from);
+  from = c.wait_all_ready(2);
   EXPECT_EQ(c.forkd.children().size(), 2U);
   ASSERT_TRUE(c.forkd.signal(SIGTTOU));
   ASSERT_TRUE(
@@ -246,7 +246,8 @@ TEST(SupervisionTest, ServesOnUnixAndIpv6Listeners) {
       "workers: 2\nlisten:\n" + listen + "control: {socket: " + dir.file("forkd.sock") + "}\n";
   if (v6) options.listen_fds = {v6->fd()};
   forkd.start(dir, options);
-  ASSERT_TRUE(forkd.wait_for_log("all 2 workers ready", 30s));
+  std::string why;
+  ASSERT_TRUE(wait_workers_ready(forkd, dir.file("forkd.sock"), 2, std::nullopt, 30s, &why)) << why;
   auto r = http_get("unix:" + sock, 0, "/", 10s);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);

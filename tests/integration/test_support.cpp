@@ -6,11 +6,120 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
+#include <thread>
 
 namespace forkd::test {
+
+std::string control_socket_in(const std::string& config_yaml) {
+  const auto control = config_yaml.find("control:");
+  if (control == std::string::npos) return "";
+  const auto key = config_yaml.find("socket:", control);
+  if (key == std::string::npos) return "";
+  const auto begin = config_yaml.find_first_not_of(" \t\"'", key + 7);
+  if (begin == std::string::npos) return "";
+  const auto end = config_yaml.find_first_of("\n,}\"'", begin);
+  std::string path = config_yaml.substr(begin, end == std::string::npos ? end : end - begin);
+  while (!path.empty() && (path.back() == ' ' || path.back() == '\t')) path.pop_back();
+  return path;
+}
+
+// The request is followed by a half-close and the reply read up to the master's close: once this
+// returns, the master holds no descriptor for the connection (tests count its fds).
+std::optional<nlohmann::json> control_status(const std::string& socket_path,
+                                             std::chrono::milliseconds timeout) {
+  common::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
+  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return std::nullopt;
+  }
+  const std::string request = "{\"cmd\":\"status\"}\n";
+  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(request.size()) ||
+      ::shutdown(fd.get(), SHUT_WR) != 0) {
+    return std::nullopt;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string reply;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return std::nullopt;
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+    char buf[4096];
+    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0) return std::nullopt;
+    if (n == 0) break;
+    reply.append(buf, static_cast<std::size_t>(n));
+  }
+  reply = reply.substr(0, reply.find('\n'));
+  if (reply.empty()) return std::nullopt;
+  auto parsed = nlohmann::json::parse(reply, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object() || parsed.value("ok", false) != true ||
+      !parsed.contains("master") || !parsed.contains("workers")) {
+    return std::nullopt;
+  }
+  return parsed;
+}
+
+namespace {
+
+// Whether a status reply shows the awaited state; *shown summarises it for a failure message.
+bool workers_ready(const nlohmann::json& status, unsigned n, std::optional<unsigned> generation,
+                   std::string& shown) {
+  const auto current = status["master"].value("generation", 0U);
+  unsigned ready = 0;
+  shown = "generation " + std::to_string(current) + ", workers";
+  for (const auto& w : status["workers"]) {
+    const std::string state = w.value("state", "");
+    shown += " " + std::to_string(w.value("id", 0U)) + ":" + state + "/g" +
+             std::to_string(w.value("generation", 0U));
+    if (state == "ready" && w.value("generation", 0U) == current) ++ready;
+  }
+  return (!generation || current == *generation) && ready == n;
+}
+
+}  // namespace
+
+std::optional<std::size_t> wait_workers_ready(ForkdProcess& forkd, const std::string& socket_path,
+                                              unsigned n, std::optional<unsigned> generation,
+                                              std::chrono::milliseconds timeout, std::string* why) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + timeout;
+  const std::string socket =
+      socket_path.empty() ? control_socket_in(read_text(forkd.config_path())) : socket_path;
+  std::chrono::milliseconds pause{5};
+  std::string shown = "no status reply on " + socket;
+  while (true) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto status = control_status(socket, std::clamp(left, std::chrono::milliseconds{100},
+                                                          std::chrono::milliseconds{10'000}));
+    if (status && workers_ready(*status, n, generation, shown)) {
+      // Every line the master logged before it answered is complete by now.
+      const std::string log = forkd.log();
+      const auto last_newline = log.rfind('\n');
+      return last_newline == std::string::npos ? 0 : last_newline + 1;
+    }
+    // A master gone for good (a hot upgrade's successor would still answer) ends the wait.
+    const bool gone = !status && !forkd.running();
+    if (gone || Clock::now() >= deadline) {
+      if (why != nullptr) {
+        *why =
+            (gone ? "forkd is gone; " : "timed out; ") + shown + "\n" + last_lines(forkd.log(), 30);
+      }
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - Clock::now()));
+    pause = std::min(pause * 2, std::chrono::milliseconds{100});
+  }
+}
 
 std::string control_request(const std::string& socket_path, const std::string& line,
                             std::chrono::milliseconds timeout) {

@@ -6,7 +6,10 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -16,15 +19,37 @@ namespace forkd::test {
 
 using namespace std::chrono_literals;
 
+// The control socket a config names (control.socket, block or flow style); "" when it names none.
+std::string control_socket_in(const std::string& config_yaml);
+
+// The parsed reply of `status` on a control socket; nullopt when nothing (valid) answered.
+std::optional<nlohmann::json> control_status(const std::string& socket_path,
+                                             std::chrono::milliseconds timeout = 10s);
+
+// Polls `status` on a control socket ("" = the one forkd's config file names), with a backoff,
+// until the master's generation is `generation` (its current one when nullopt) and n are ready.
+// Returns forkd's log length up to its last complete line at that moment (a from_offset for
+// wait_for_log), or nullopt, with *why saying what status showed last, after `timeout` or once
+// the master has exited and nothing answers. The test connects as itself (root is always served),
+// so a master running as another user, with its socket anywhere, is awaited the same way.
+std::optional<std::size_t> wait_workers_ready(ForkdProcess& forkd, const std::string& socket_path,
+                                              unsigned n,
+                                              std::optional<unsigned> generation = std::nullopt,
+                                              std::chrono::milliseconds timeout = 30s,
+                                              std::string* why = nullptr);
+
 // A running forkd serving on one passed 127.0.0.1 listener.
 struct Cluster {
   TempDir dir;
   Listener listener = Listener::tcp_v4();
   ForkdProcess forkd;
   std::string cgroup;  // when set, forkd starts in this cgroup directory
+  std::string control_socket;  // set by start(); "" = the one forkd's config file names
 
-  // `body` is YAML appended after the listen/control keys (workers, worker, restart...).
-  void start(const std::string& body, const std::vector<std::string>& extra_args = {}) {
+  // `body` is YAML appended after the listen/control keys (workers, worker, restart...); `env`
+  // is added to forkd's environment.
+  void start(const std::string& body, const std::vector<std::string>& extra_args = {},
+             const std::map<std::string, std::string>& env = {}) {
     ForkdOptions options;
     // A body with its own control: section names the socket itself (at dir/forkd.sock).
     const bool own_control =
@@ -35,15 +60,31 @@ struct Cluster {
     options.listen_fds = {listener.fd()};
     options.extra_args = extra_args;
     options.cgroup = cgroup;
+    options.env = env;
+    control_socket = own_control ? control_socket_in(body) : dir.file("forkd.sock");
     forkd.start(dir, options);
   }
 
-  // Waits for "all N workers ready" (the next one after `from`); returns the log offset after it.
-  std::size_t wait_all_ready(unsigned n, std::size_t from = 0,
-                             std::chrono::milliseconds timeout = 30s) {
-    auto m = forkd.wait_for_log("all " + std::to_string(n) + " workers ready", timeout, from);
-    EXPECT_TRUE(m.has_value()) << "forkd did not report " << n << " ready workers";
-    return m ? m->end_offset : from;
+  // Waits (status on the control socket) until n workers of the current generation are ready;
+  // returns the log offset at that moment (see wait_workers_ready), or 0 after a failure.
+  std::size_t wait_all_ready(unsigned n, std::chrono::milliseconds timeout = 30s) {
+    return wait_ready(n, std::nullopt, timeout);
+  }
+  // Same once the master has reached `generation` (a reload applied) and n of its workers are
+  // ready.
+  std::size_t wait_generation_ready(unsigned generation, unsigned n,
+                                    std::chrono::milliseconds timeout = 30s) {
+    return wait_ready(n, generation, timeout);
+  }
+  std::size_t wait_ready(unsigned n, std::optional<unsigned> generation,
+                         std::chrono::milliseconds timeout) {
+    std::string why;
+    const auto at = wait_workers_ready(forkd, control_socket, n, generation, timeout, &why);
+    EXPECT_TRUE(at.has_value()) << "forkd did not get " << n << " workers ready"
+                                << (generation ? " in generation " + std::to_string(*generation)
+                                               : std::string())
+                                << ": " << why;
+    return at.value_or(0);
   }
 
   std::optional<HttpResponse> get(const std::string& path,
@@ -81,8 +122,9 @@ struct ReuseportCluster {
         "workers: " + std::to_string(workers) + "\nlisten:\n  - address: " + address() +
         "\n    reuseport: true\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n";
     forkd.start(dir, options);
-    ASSERT_TRUE(forkd.wait_for_log("all " + std::to_string(workers) + " workers ready", 30s))
-        << forkd.log();
+    std::string why;
+    ASSERT_TRUE(wait_workers_ready(forkd, dir.file("forkd.sock"), workers, std::nullopt, 30s, &why))
+        << why;
   }
   [[nodiscard]] std::string address() const { return "127.0.0.1:" + std::to_string(port); }
   [[nodiscard]] RunResult forkctl(std::vector<std::string> args) const {

@@ -158,9 +158,8 @@ TEST(TrustBoundaries, ALogSymlinkPlantedByTheDirectoryOwnerIsNotFollowed) {
   const std::string victim = victim_file(c.dir);
   const std::string log = logs + "/forkd.log";
   c.start("workers: 1\nlog:\n  file: " + log + "\n");
-  ASSERT_TRUE(wait_until(
-      [&] { return read_text(log).find("all 1 workers ready") != std::string::npos; }, 30s))
-      << read_text(log) << c.forkd.log();
+  c.wait_all_ready(1);
+  ASSERT_FALSE(read_text(log).empty()) << "forkd logs to " << log << ":\n" << c.forkd.log();
 
   as_nobody({"/bin/ln", "-sf", victim, log});
   ASSERT_TRUE(c.forkd.signal(SIGUSR1));
@@ -170,7 +169,7 @@ TEST(TrustBoundaries, ALogSymlinkPlantedByTheDirectoryOwnerIsNotFollowed) {
                                    10s))
       << c.forkd.log();
   ASSERT_EQ(forkctl(c, {"scale", "2"}).exit_code(), 0);  // more lines to write somewhere
-  ASSERT_TRUE(c.forkd.wait_for_log("all 2 workers ready", 30s));
+  c.wait_all_ready(2);
   EXPECT_EQ(read_text(victim), "root's own data\n");
   EXPECT_EQ(mode_of(victim), 0600U);
 
@@ -198,7 +197,8 @@ TEST(TrustBoundaries, AListenerModeChangeDoesNotFollowAPlantedSymlink) {
   ForkdOptions options;
   options.config_yaml = config("0660");
   forkd.start(dir, options);
-  ASSERT_TRUE(forkd.wait_for_log("all 1 workers ready", 30s)) << forkd.log();
+  std::string why;
+  ASSERT_TRUE(wait_workers_ready(forkd, dir.file("forkd.sock"), 1, std::nullopt, 30s, &why)) << why;
   EXPECT_EQ(mode_of(socket), 0660U);
 
   as_nobody({"/bin/ln", "-sf", victim, socket});
