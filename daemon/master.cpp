@@ -334,6 +334,7 @@ void Master::reap_children() {
     if (pid <= 0) break;  // 0: none left to reap now; -1/ECHILD: no children at all
     exits.emplace_back(pid, status);
   }
+  // Each exit on its own: one that fails must not lose the others already reaped.
   for (const auto& [pid, status] : exits) on_child_exit(pid, status);
 }
 
@@ -350,19 +351,25 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
     on_upgrade_exit(wait_status);
     return;
   }
-  if (auto io = workers_.extract(pid); !io.empty()) {
-    if (io.mapped().channel) io.mapped().channel->close();
-    if (io.mapped().notify) io.mapped().notify->close();
-    for (auto& output : io.mapped().outputs) output->close();
-    if (io.mapped().logs) io.mapped().logs->flush();
-  }
-  const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
-  // Processes of a worker's group that outlive it are reparented to us (a subreaper); they are
-  // reaped here like any orphan, and the pool stops them as it stopped the worker.
-  const bool group_left = pool_.find(pid) != nullptr && leftover_group_alive(pid);
-  if (!pool_.exited(pid, status, Clock::now(), group_left)) {
-    log_->debug("reaped process {} ({}), not a worker", pid, status.describe());
-  }
+  // The worker's last output is logged before its exit. Each step is guarded on its own: the
+  // pid is reaped already, so the pool must learn of the exit whatever failed before.
+  guarded("output of worker pid " + std::to_string(pid), [&] {
+    if (auto io = workers_.extract(pid); !io.empty()) {
+      if (io.mapped().channel) io.mapped().channel->close();
+      if (io.mapped().notify) io.mapped().notify->close();
+      for (auto& output : io.mapped().outputs) output->close();
+      if (io.mapped().logs) io.mapped().logs->flush();
+    }
+  });
+  guarded("exit of pid " + std::to_string(pid), [&] {
+    const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
+    // Processes of a worker's group that outlive it are reparented to us (a subreaper); they are
+    // reaped here like any orphan, and the pool stops them as it stopped the worker.
+    const bool group_left = pool_.find(pid) != nullptr && leftover_group_alive(pid);
+    if (!pool_.exited(pid, status, Clock::now(), group_left)) {
+      log_->debug("reaped process {} ({}), not a worker", pid, status.describe());
+    }
+  });
 }
 
 void Master::start_rollout(std::vector<unsigned> slots,

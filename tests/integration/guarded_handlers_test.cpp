@@ -68,6 +68,29 @@ TEST(GuardedHandlersTest, AnExceptionInTheSighupHandlerIsLoggedAndTheNextReloadW
   expect_master_goes_on(c);
 }
 
+// The exit is reaped already: a failure while closing the dead worker's channels must not keep
+// the pool from learning of it (the slot would never be respawned).
+TEST(GuardedHandlersTest, AnExceptionWhileClosingADeadWorkersOutputStillRespawnsIt) {
+  Cluster c;
+  c.start("workers: 2\n", {}, throw_in("output of worker"));
+  const auto from = c.wait_all_ready(2);
+  const pid_t victim = worker_pid(c, 1);
+  ASSERT_GT(victim, 0);
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  ASSERT_TRUE(c.forkd.wait_for_log(
+      injected("output of worker pid " + std::to_string(victim), "output of worker:1"), 20s, from))
+      << c.forkd.log();
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const pid_t now = worker_pid(c, 1);
+        return now > 0 && now != victim;
+      },
+      30s))
+      << "worker 1 was not respawned:\n"
+      << c.forkd.log();
+  expect_master_goes_on(c);
+}
+
 TEST(GuardedHandlersTest, AnExceptionInTheSigttinHandlerIsLoggedAndTheNextOneScales) {
   Cluster c;
   c.start("workers: 1\n", {}, throw_in("SIGTTIN"));
