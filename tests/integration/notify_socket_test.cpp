@@ -70,7 +70,9 @@ TEST(NotifySocketTest, NamesAnotherUserBindsFirstDoNotKeepAWorkerFromGettingRead
   const pid_t second = std::stoi((*ready)[1]);
   EXPECT_NE(second, first);
   // Its name is one nobody could have predicted: 128 random bits.
-  const std::string name = notify_socket_of(second);
+  // Read once the shell's exec is over: /proc/PID/environ is empty while the image changes.
+  std::string name;
+  EXPECT_TRUE(wait_until([&] { return !(name = notify_socket_of(second)).empty(); }, 10s));
   EXPECT_TRUE(std::regex_match(name, std::regex("@forkd-[0-9a-f]{32}"))) << name;
   EXPECT_EQ(c.forkd.count_log("no NOTIFY_SOCKET", from), 0U);
   EXPECT_EQ(forkctl(c, {"status"}).exit_code(), 0);
