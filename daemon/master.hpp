@@ -153,6 +153,8 @@ class Master {
   void check_leftovers();
   void check_memory(TimePoint now);
   void enforce_upgrade_deadline(TimePoint now);
+  // A hot upgrade that did not take: in last_reload and the failed-reload counter.
+  void record_failed_upgrade(const std::string& why);
   void schedule_wakeup();
   void finish();
 

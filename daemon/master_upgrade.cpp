@@ -37,6 +37,7 @@ void Master::start_upgrade() {
   }
   if (launch_.executable.empty()) {
     log_->error("hot upgrade: the path of the forkd binary is unknown; nothing changed");
+    record_failed_upgrade("the path of the forkd binary is unknown; nothing changed");
     return;
   }
   common::FdPair pipe;
@@ -44,6 +45,7 @@ void Master::start_upgrade() {
     pipe = common::make_pipe();
   } catch (const std::system_error& e) {
     log_->error("hot upgrade: {}; nothing changed", e.what());
+    record_failed_upgrade(std::string(e.what()) + "; nothing changed");
     return;
   }
   SpawnSpec spec;
@@ -86,6 +88,8 @@ void Master::start_upgrade() {
   if (result.pid < 0 || result.failure) {
     log_->error("hot upgrade: cannot start {}: {}; this master keeps serving", spec.program,
                 result.describe(spec));
+    record_failed_upgrade("cannot start " + spec.program + ": " + result.describe(spec) +
+                          "; this master keeps serving");
     return;  // a child that failed to exec is reaped as an unknown pid
   }
   upgrade_.started(result.pid, Clock::now() + config_.worker.ready_timeout + kUpgradeGrace);
@@ -141,11 +145,20 @@ void Master::on_upgrade_exit(int wait_status) {
           "serving",
           pid, status.describe());
       publish({{"event", "upgrade"}, {"pid", pid}, {"state", "failed"}});
+      record_failed_upgrade("new master (pid " + std::to_string(pid) + ") " + status.describe() +
+                            " before it was ready; this master keeps serving");
       upgrade_pipe_.reset();
       break;
     default:
       break;
   }
+}
+
+void Master::record_failed_upgrade(const std::string& why) {
+  // Status and metrics show it as they show a failed reload: an operator's change that did not
+  // take.
+  last_reload_ = ReloadRecord{false, "hot upgrade: " + why, std::chrono::system_clock::now()};
+  ++reloads_failed_;
 }
 
 void Master::enforce_upgrade_deadline(TimePoint now) {

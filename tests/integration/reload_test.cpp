@@ -390,7 +390,14 @@ TEST(ReloadTest, FailedHotUpgradeLeavesTheOldMasterServing) {
   load.finish_without_failures();
   EXPECT_TRUE(c.forkd.running());
   EXPECT_EQ(worker_pids(c), before);
-  EXPECT_EQ(status(c)["master"]["pid"], c.forkd.pid());
+  const auto s = status(c);
+  EXPECT_EQ(s["master"]["pid"], c.forkd.pid());
+  // Status says the operator's upgrade did not take, as it says of a failed reload.
+  EXPECT_EQ(s["master"]["last_reload"]["ok"], false) << s.dump();
+  EXPECT_NE(
+      s["master"]["last_reload"]["error"].get<std::string>().find("hot upgrade: new master (pid "),
+      std::string::npos)
+      << s.dump();
 }
 
 TEST(ReloadTest, Sigusr1ReopensTheLogFile) {
