@@ -431,7 +431,7 @@ json Master::status_json() const {
               {"pid", lane != nullptr ? json(lane->pid) : json(nullptr)},
               {"state", to_string(state)},
               {"generation", lane != nullptr ? lane->generation : pool_.generation()},
-              {"uptime_s", lane != nullptr ? seconds_since(lane->started_at) : 0.0},
+              {"uptime_s", lane != nullptr ? json(seconds_since(lane->started_at)) : json(nullptr)},
               {"restarts", slot.restarts},
               {"last_exit", exit_json(slot)},
               {"rss_bytes", nullptr}};

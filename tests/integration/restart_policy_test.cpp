@@ -77,6 +77,12 @@ TEST(RestartPolicyTest, NeverReadyExitAfterMinUptimeBacksOffAndReachesMaxFailure
   EXPECT_NE(log.find("respawning worker 0 in 100ms"), std::string::npos) << log;
   EXPECT_NE(log.find("respawning worker 0 in 200ms"), std::string::npos) << log;
   EXPECT_NE(log.find("failed 3 times in a row"), std::string::npos) << log;
+  // A failed slot runs nothing: no pid, no uptime (not "0s"), its last exit kept.
+  const auto s = status(c);
+  ASSERT_EQ(s["workers"].size(), 1U) << s.dump();
+  EXPECT_TRUE(s["workers"][0]["pid"].is_null()) << s.dump();
+  EXPECT_TRUE(s["workers"][0]["uptime_s"].is_null()) << s.dump();
+  EXPECT_EQ(s["workers"][0]["last_exit"]["code"], 3) << s.dump();
 }
 
 TEST(RestartPolicyTest, ReplacementDecidedInAnIpcHandlerCompletesWithoutAnotherEvent) {
