@@ -30,6 +30,7 @@
 #include "daemon/listeners.hpp"
 #include "daemon/metrics.hpp"
 #include "daemon/metrics_server.hpp"
+#include "daemon/output_ring.hpp"
 #include "daemon/pidfile.hpp"
 #include "daemon/proc_stats.hpp"
 #include "daemon/resource_limits.hpp"
@@ -216,6 +217,7 @@ class Master {
   void cmd_reopen_logs(const nlohmann::json& request, const ControlCaller& caller,
                        Respond& respond);
   void cmd_version(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
+  void cmd_logs(const nlohmann::json& request, const ControlCaller& caller, Respond& respond);
   void publish(nlohmann::json event);
   // False when the worker does not read its channel; it is then replaced.
   [[nodiscard]] bool deliver(pid_t pid, const nlohmann::json& data);
@@ -226,6 +228,7 @@ class Master {
   [[nodiscard]] nlohmann::json limits_json() const;
   // For status: a worker's command line, or "app NAME" for a built-in app; "" when gone.
   [[nodiscard]] std::string command_of(pid_t pid) const;
+  void keep_output(unsigned slot, pid_t pid, bool is_stderr, std::string_view line);
   [[nodiscard]] std::optional<ProcOwner> owner(pid_t pid) const;
 
   [[nodiscard]] std::map<std::string, std::string> worker_environment(unsigned slot,
@@ -244,6 +247,9 @@ class Master {
   ResourceLimits limits_;
   // CPU% between two status requests; status_json is const, the meter is its memo.
   mutable CpuMeter cpu_meter_;
+  // The last lines each slot wrote (`forkctl logs`), across respawns of the slot.
+  std::map<unsigned, OutputRing> output_rings_;
+  std::uint64_t output_seq_ = 0;
   TimePoint started_at_;
   asio::io_context io_;
   asio::steady_timer wakeup_;

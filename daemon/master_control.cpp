@@ -18,7 +18,9 @@
 
 #include "common/control_paths.hpp"
 #include "common/log.hpp"
+#include "common/text_escape.hpp"
 #include "daemon/master.hpp"
+#include "daemon/output_capture.hpp"
 #include "daemon/proc_stats.hpp"
 #include "daemon/request_fields.hpp"
 
@@ -166,9 +168,10 @@ MetricsSnapshot Master::metrics_snapshot() const {
 }
 
 void Master::on_control_request(const json& request, const ControlCaller& caller, Respond respond) {
-  static constexpr std::array<CommandSpec, 9> kCommands = {{
+  static constexpr std::array<CommandSpec, 10> kCommands = {{
       {"status", false, &Master::cmd_status},
       {"version", false, &Master::cmd_version},
+      {"logs", false, &Master::cmd_logs},
       {"reload", true, &Master::cmd_reload},
       {"restart", true, &Master::cmd_restart},
       {"scale", true, &Master::cmd_scale},
@@ -226,6 +229,52 @@ void Master::cmd_status(const json& /*request*/, const ControlCaller& /*caller*/
 void Master::cmd_version(const json& /*request*/, const ControlCaller& /*caller*/,
                          Respond& respond) {
   respond({{"ok", true}, {"version", FORKD_VERSION}});
+}
+
+void Master::cmd_logs(const json& request, const ControlCaller& /*caller*/, Respond& respond) {
+  constexpr std::uint64_t kDefaultLines = 20;
+  constexpr std::uint64_t kMostLines = 100000;
+  std::uint64_t wanted = kDefaultLines;
+  if (request.contains("lines")) {
+    const json& lines = request["lines"];
+    if (!lines.is_number_unsigned() || lines.get<std::uint64_t>() == 0 ||
+        lines.get<std::uint64_t>() > kMostLines) {
+      respond(error_reply("logs: lines must be 1.." + std::to_string(kMostLines) + ", got " +
+                          shown(lines)));
+      return;
+    }
+    wanted = lines.get<std::uint64_t>();
+  }
+  std::optional<unsigned> only;
+  if (request.contains("worker") && !request["worker"].is_null()) {
+    only = worker_id(request["worker"]);
+    // A slot scaled away keeps its lines; one that never was is a mistake worth saying.
+    if (!only || (*only >= pool_.target() && !output_rings_.contains(*only))) {
+      respond(error_reply("logs: no worker " + shown(request["worker"])));
+      return;
+    }
+  }
+  // The last `wanted` lines over the chosen slots, oldest first.
+  std::vector<CapturedLine> picked;
+  for (const auto& [slot, ring] : output_rings_) {
+    if (only && slot != *only) continue;
+    auto lines = ring.last(wanted);
+    picked.insert(picked.end(), std::make_move_iterator(lines.begin()),
+                  std::make_move_iterator(lines.end()));
+  }
+  std::sort(picked.begin(), picked.end(),
+            [](const CapturedLine& a, const CapturedLine& b) { return a.seq < b.seq; });
+  if (picked.size() > wanted)
+    picked.erase(picked.begin(), picked.end() - static_cast<std::ptrdiff_t>(wanted));
+  json lines = json::array();
+  for (const auto& line : picked) {
+    lines.push_back({{"worker", line.worker},
+                     {"pid", line.pid},
+                     {"stream", line.is_stderr ? "stderr" : "stdout"},
+                     {"at", common::log::format_time(line.at)},
+                     {"text", common::escape_text_within(line.text, OutputCapture::kMaxLine)}});
+  }
+  respond({{"ok", true}, {"lines", std::move(lines)}});
 }
 
 void Master::cmd_reopen_logs(const json& /*request*/, const ControlCaller& /*caller*/,

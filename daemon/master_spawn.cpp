@@ -246,10 +246,19 @@ void Master::spawn_worker(const SpawnOrder& order) {
     io.outputs.push_back(
         OutputCapture::open(io_, std::move(output_pipes[i].first),
                             fmt::format("worker {} (pid {}) {}", id, pid, stream_names[i]), i == 1,
-                            std::shared_ptr<LimitedLog>(io.logs, &io.logs->output)));
+                            std::shared_ptr<LimitedLog>(io.logs, &io.logs->output),
+                            [this, id, pid, is_stderr = i == 1](std::string_view line) {
+                              keep_output(id, pid, is_stderr, line);
+                            }));
   }
   workers_.insert_or_assign(pid, std::move(io));
   pool_.spawned(id, order.incoming, pid, result.failure ? result.describe(spec) : "", now);
+}
+
+void Master::keep_output(unsigned slot, pid_t pid, bool is_stderr, std::string_view line) {
+  auto ring = output_rings_.try_emplace(slot).first;
+  ring->second.push(CapturedLine{++output_seq_, slot, pid, is_stderr,
+                                 std::chrono::system_clock::now(), std::string(line)});
 }
 
 }  // namespace forkd::daemon

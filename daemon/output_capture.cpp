@@ -13,16 +13,20 @@ namespace forkd::daemon {
 
 std::shared_ptr<OutputCapture> OutputCapture::open(asio::io_context& io, common::UniqueFd read_end,
                                                    std::string tag, bool is_stderr,
-                                                   std::shared_ptr<LimitedLog> log) {
+                                                   std::shared_ptr<LimitedLog> log, Keep keep) {
   auto capture = std::make_shared<OutputCapture>(io, std::move(read_end), std::move(tag), is_stderr,
-                                                 std::move(log));
+                                                 std::move(log), std::move(keep));
   capture->read_next();
   return capture;
 }
 
 OutputCapture::OutputCapture(asio::io_context& io, common::UniqueFd read_end, std::string tag,
-                             bool is_stderr, std::shared_ptr<LimitedLog> log)
-    : stream_(io), tag_(std::move(tag)), is_stderr_(is_stderr), log_(std::move(log)) {
+                             bool is_stderr, std::shared_ptr<LimitedLog> log, Keep keep)
+    : stream_(io),
+      tag_(std::move(tag)),
+      is_stderr_(is_stderr),
+      log_(std::move(log)),
+      keep_(std::move(keep)) {
   stream_.assign(read_end.release());
   stream_.non_blocking(true);
 }
@@ -39,6 +43,7 @@ void OutputCapture::close() {
 // A line costs one more per KiB, so that the limit bounds the bytes a worker puts in the log
 // too. Escaped only once it is known to be written: a flood costs a counter per line.
 void OutputCapture::emit(std::string_view line) {
+  if (keep_) keep_(line);
   const auto level = is_stderr_ ? spdlog::level::warn : spdlog::level::info;
   if (!log_->admit(level, static_cast<std::uint32_t>(1 + line.size() / 1024))) return;
   log_->logger().log(level, "{}: {}", tag_, common::escape_text_within(line, kMaxLine));

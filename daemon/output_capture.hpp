@@ -8,8 +8,10 @@
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/fd.hpp"
 #include "daemon/limited_log.hpp"
@@ -20,13 +22,16 @@ class OutputCapture : public std::enable_shared_from_this<OutputCapture> {
  public:
   static constexpr std::size_t kMaxLine = std::size_t{16} * 1024;
 
+  // Sees every line, also those the log's limit leaves out (raw, unescaped).
+  using Keep = std::function<void(std::string_view line)>;
+
   // `tag` prefixes every line, e.g. "worker 0 (pid 4242) stdout"; `log` is the worker's
-  // output limit, shared by its two streams.
+  // output limit, shared by its two streams; `keep` (may be empty) is given every line.
   static std::shared_ptr<OutputCapture> open(asio::io_context& io, common::UniqueFd read_end,
                                              std::string tag, bool is_stderr,
-                                             std::shared_ptr<LimitedLog> log);
+                                             std::shared_ptr<LimitedLog> log, Keep keep = {});
   OutputCapture(asio::io_context& io, common::UniqueFd read_end, std::string tag, bool is_stderr,
-                std::shared_ptr<LimitedLog> log);
+                std::shared_ptr<LimitedLog> log, Keep keep = {});
   void close();
   [[nodiscard]] bool closed() const noexcept { return closed_; }
   // Bytes reserved for an unfinished line: an empty std::string's once none is pending.
@@ -45,6 +50,7 @@ class OutputCapture : public std::enable_shared_from_this<OutputCapture> {
   std::string tag_;
   bool is_stderr_;
   std::shared_ptr<LimitedLog> log_;
+  Keep keep_;
   std::string partial_;  // an unfinished line, shorter than kMaxLine
   bool closed_ = false;
 };

@@ -29,7 +29,7 @@ struct CommandDoc {
   std::string_view detail;    // the rest of `forkctl help NAME`
 };
 
-constexpr std::array<CommandDoc, 10> kCommands{{
+constexpr std::array<CommandDoc, 11> kCommands{{
     {"status", Command::status, "", "table of master and workers",
      "The master (pid, generation, uptime, config, last reload, where the worker count came\n"
      "from, cgroup limits) and one row per worker: id, pid, state (starting, ready, stopping,\n"
@@ -60,6 +60,11 @@ constexpr std::array<CommandDoc, 10> kCommands{{
     {"events", Command::events, "", "stream lifecycle events and worker messages",
      "One JSON object per line (worker_started, worker_ready, worker_exited, reload,\n"
      "message, ...) until interrupted.\n"},
+    {"logs", Command::logs, "[-n N] [ID]", "the last captured lines of the workers",
+     "The last N lines (default 20) that the workers (or worker ID) wrote to a captured\n"
+     "stdout or stderr (worker.stdout/stderr: log), oldest first, each as\n"
+     "[ID pid PID stdout|stderr] line. forkd keeps 1000 lines and at most 1 MiB per worker\n"
+     "slot, across respawns; lines its log left out under a flood are kept too.\n"},
     {"reopen-logs", Command::reopen_logs, "", "reopen log files (as SIGUSR1)",
      "For logrotate: log.file and log.audit are reopened by path.\n"},
     {"version", Command::version, "", "versions of forkctl and of the running forkd", ""},
@@ -142,6 +147,7 @@ void expect_arguments(std::string_view command, const std::vector<std::string>& 
 }
 
 struct CommandFlags {
+  std::optional<std::int64_t> lines;  // logs -n
   bool dry_run = false;
   bool fast = false;
   std::optional<milliseconds> wait;
@@ -160,6 +166,7 @@ Json build_request(Command command, const std::vector<std::string>& positional,
   reject_flag(flags.dry_run, "--dry-run", command, Command::reload);
   reject_flag(flags.fast, "--fast", command, Command::stop);
   reject_flag(flags.wait.has_value(), "--wait", command, Command::send);
+  reject_flag(flags.lines.has_value(), "-n", command, Command::logs);
   switch (command) {
     case Command::status:
     case Command::events:
@@ -200,6 +207,15 @@ Json build_request(Command command, const std::vector<std::string>& positional,
                    {"worker", parse_worker_id(name, positional[1])},
                    {"data", parse_message(name, join(positional, 2))}};
       if (flags.wait) request["wait_ms"] = flags.wait->count();
+      return request;
+    }
+    case Command::logs: {
+      if (positional.size() > 2) {
+        throw UsageError("logs: unexpected argument '" + positional[2] + "'");
+      }
+      Json request{{"cmd", "logs"}};
+      if (positional.size() == 2) request["worker"] = parse_worker_id(name, positional[1]);
+      if (flags.lines) request["lines"] = *flags.lines;
       return request;
     }
     case Command::broadcast:
@@ -304,6 +320,13 @@ Invocation parse_args(const std::vector<std::string>& args) {
     } else if (name == "--fast") {
       no_value();
       flags.fast = true;
+    } else if (name == "-n" || name == "--lines") {
+      const std::string text = value();
+      const auto count = all_digits(text) ? to_integer(text) : std::nullopt;
+      if (!count || *count < 1 || *count > 100000) {
+        throw UsageError("-n: expected a number of lines from 1 to 100000, not '" + text + "'");
+      }
+      flags.lines = *count;
     } else if (name == "--wait") {
       flags.wait = parse_duration(value());
       if (flags.wait->count() <= 0) throw UsageError("--wait needs a duration above zero");

@@ -34,7 +34,8 @@ enum class Command {
   broadcast,
   events,
   reopen_logs,
-  version
+  version,
+  logs
 };
 
 struct Invocation {

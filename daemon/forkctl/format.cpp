@@ -276,6 +276,17 @@ std::string format_status(const Json& reply) {
   return out + "\n" + table(rows);
 }
 
+std::string format_logs(const Json& reply) {
+  std::string out;
+  const Json* lines = member(reply, "lines");
+  if (lines == nullptr || !lines->is_array()) return out;
+  for (const Json& line : *lines) {
+    out += "[" + cell(line, "worker") + " pid " + cell(line, "pid") + " " + cell(line, "stream") +
+           "] " + cell(line, "text") + "\n";
+  }
+  return out;
+}
+
 Rendered render_reply(const Invocation& invocation, std::string_view reply_line) {
   Rendered rendered;
   Json reply;
@@ -306,6 +317,9 @@ Rendered render_reply(const Invocation& invocation, std::string_view reply_line)
     case Command::reload:
       rendered.out =
           invocation.json ? raw : render_reload(reply, invocation.request.value("dry_run", false));
+      break;
+    case Command::logs:
+      rendered.out = invocation.json ? raw : format_logs(reply);
       break;
     case Command::send:
       if (invocation.json) {

@@ -136,3 +136,55 @@ TEST(ExecWorkerTest, WorkerGetsTheDocumentedEnvironment) {
 }
 
 }  // namespace
+
+namespace {
+
+// `forkctl logs`: the last lines each worker wrote, oldest first, tagged with slot, pid and
+// stream, kept across a respawn of the slot.
+TEST(ExecWorkerTest, ForkctlLogsShowsTheLastCapturedLinesOfEachWorker) {
+  Cluster c;
+  c.start(
+      "workers: 2\nworker:\n  shell: 'for i in 1 2 3 4 5; do echo \"line $i of $FORKD_WORKER_ID\"; "
+      "done; echo \"oops $FORKD_WORKER_ID\" >&2; exec " +
+      test_worker_bin() + " --serve'\n  ready: message\n");
+  c.wait_all_ready(2);
+  const auto pid_of = [&](unsigned id) {
+    const auto s = json::parse(forkctl(c, {"--json", "status"}).out);
+    for (const auto& w : s["workers"])
+      if (w["id"] == id) return w["pid"].get<pid_t>();
+    return pid_t{0};
+  };
+  const pid_t one = pid_of(1);
+  RunResult r;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        r = forkctl(c, {"logs", "-n", "3", "1"});
+        return r.out.find("oops 1") != std::string::npos;
+      },
+      10s))
+      << r.out << r.err;
+  const std::string p = std::to_string(one);
+  EXPECT_EQ(r.out, "[1 pid " + p + " stdout] line 4 of 1\n[1 pid " + p +
+                       " stdout] line 5 of 1\n[1 pid " + p + " stderr] oops 1\n");
+  // Every worker, in the order written; --json gives the fields.
+  const auto all = forkctl(c, {"logs", "-n", "100"});
+  EXPECT_NE(all.out.find("stdout] line 1 of 0"), std::string::npos) << all.out;
+  const auto as_json = json::parse(forkctl(c, {"--json", "logs", "-n", "1", "0"}).out);
+  ASSERT_EQ(as_json["lines"].size(), 1U) << as_json.dump();
+  EXPECT_EQ(as_json["lines"][0]["stream"], "stderr");
+  EXPECT_EQ(as_json["lines"][0]["text"], "oops 0");
+  // The slot's lines outlive its process: the respawned worker's lines follow the old ones.
+  ASSERT_EQ(::kill(one, SIGKILL), 0);
+  ASSERT_TRUE(wait_until([&] { return pid_of(1) != one && pid_of(1) > 0; }, 30s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        r = forkctl(c, {"logs", "-n", "12", "1"});
+        return std::count(r.out.begin(), r.out.end(), '\n') == 12;
+      },
+      10s))
+      << r.out;
+  EXPECT_EQ(r.out.rfind("[1 pid " + p + " stdout] line 1 of 1\n", 0), 0U) << r.out;
+  EXPECT_EQ(forkctl(c, {"logs", "7"}).exit_code(), 1);
+}
+
+}  // namespace

@@ -43,7 +43,7 @@ struct Cluster {
   TempDir dir;
   Listener listener = Listener::tcp_v4();
   ForkdProcess forkd;
-  std::string cgroup;  // when set, forkd starts in this cgroup directory
+  std::string cgroup;          // when set, forkd starts in this cgroup directory
   std::string control_socket;  // set by start(); "" = the one forkd's config file names
 
   // `body` is YAML appended after the listen/control keys (workers, worker, restart...); `env`

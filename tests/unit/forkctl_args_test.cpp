@@ -55,6 +55,14 @@ TEST(ForkctlArgs, CommandsBecomeTheDocumentedRequests) {
   EXPECT_EQ(request_of({"events"}), Json({{"cmd", "events"}}));
   EXPECT_EQ(request_of({"reopen-logs"}), Json({{"cmd", "reopen-logs"}}));
   EXPECT_EQ(request_of({"version"}), Json({{"cmd", "version"}}));
+  EXPECT_EQ(request_of({"logs"}), Json({{"cmd", "logs"}}));
+  EXPECT_EQ(request_of({"logs", "-n", "5", "2"}),
+            Json({{"cmd", "logs"}, {"worker", 2}, {"lines", 5}}));
+  EXPECT_EQ(request_of({"logs", "-n50"}), Json({{"cmd", "logs"}, {"lines", 50}}));
+  EXPECT_EQ(usage_error_of({"logs", "-n", "0"}),
+            "-n: expected a number of lines from 1 to 100000, not '0'");
+  EXPECT_EQ(usage_error_of({"status", "-n", "3"}), "option -n is not valid for 'status'");
+  EXPECT_EQ(usage_error_of({"logs", "1", "2"}), "logs: unexpected argument '2'");
 }
 
 TEST(ForkctlArgs, GlobalOptionsGoAnywhere) {

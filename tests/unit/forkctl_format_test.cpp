@@ -74,6 +74,15 @@ TEST(ForkctlFormat, StatusTable) {
   EXPECT_EQ(forkd::ctl::format_status(kStatus), expected);
 }
 
+TEST(ForkctlFormat, LogsOneLinePerCapturedLine) {
+  const Json reply = Json::parse(R"({"ok":true,"lines":[
+    {"worker":0,"pid":41,"stream":"stdout","at":"t","text":"listening on fd 3"},
+    {"worker":1,"pid":42,"stream":"stderr","at":"t","text":"Error: boom"}]})");
+  EXPECT_EQ(forkd::ctl::format_logs(reply),
+            "[0 pid 41 stdout] listening on fd 3\n[1 pid 42 stderr] Error: boom\n");
+  EXPECT_EQ(forkd::ctl::format_logs(Json::parse(R"({"ok":true,"lines":[]})")), "");
+}
+
 TEST(ForkctlFormat, StatusWithoutHistoryOrWorkers) {
   const Json reply = Json::parse(R"json({"ok":true,"master":{"pid":1,"version":"0.1.0","uptime_s":5,
     "config":"(embedded)","generation":0,"last_reload":null},"workers":[]})json");
