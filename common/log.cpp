@@ -9,11 +9,13 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/fd.hpp"
 #include "common/json_lines.hpp"
@@ -22,6 +24,39 @@
 namespace forkd::common::log {
 
 namespace {
+
+// What the output capture puts before a worker's line: "worker 0 (pid 4242) stdout: ".
+struct CapturedTag {
+  unsigned worker = 0;
+  long pid = 0;
+  std::string_view stream;
+};
+
+std::optional<CapturedTag> captured_line_tag(std::string_view text) {
+  const auto number = [&](auto& value) {
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (error != std::errc{} || end == text.data()) return false;
+    text.remove_prefix(static_cast<std::size_t>(end - text.data()));
+    return true;
+  };
+  const auto literal = [&](std::string_view word) {
+    if (!text.starts_with(word)) return false;
+    text.remove_prefix(word.size());
+    return true;
+  };
+  CapturedTag tag;
+  if (!literal("worker ") || !number(tag.worker) || !literal(" (pid ") || !number(tag.pid) ||
+      !literal(") ")) {
+    return std::nullopt;
+  }
+  for (const std::string_view stream : {"stdout", "stderr"}) {
+    if (text.starts_with(stream) && text.substr(stream.size()).starts_with(": ")) {
+      tag.stream = stream;
+      return tag;
+    }
+  }
+  return std::nullopt;
+}
 
 // syslog(3) priorities, the "<N>" prefix journald reads from a stream.
 int journal_priority(spdlog::level::level_enum level) {
@@ -114,6 +149,13 @@ class ForkdSink final : public spdlog::sinks::base_sink<spdlog::details::null_mu
                             {"component", component},
                             {"pid", ::getpid()},
                             {"msg", text}};
+        if (component == "worker") {
+          if (const auto tag = captured_line_tag(text)) {
+            j["worker"] = tag->worker;
+            j["worker_pid"] = tag->pid;
+            j["stream"] = tag->stream;
+          }
+        }
         return common::to_json_line(j);
       }
       case LogFormat::journal:

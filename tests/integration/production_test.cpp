@@ -72,19 +72,33 @@ TEST(ProductionTest, JournalStreamGivesPriorityPrefixes) {
 
 TEST(ProductionTest, JsonLogLinesAreJsonObjects) {
   Cluster c;
-  c.start("workers: 1\nlog:\n  format: json\n");
+  c.start(
+      "workers: 1\nlog:\n  format: json\nworker:\n  shell: 'echo \"hello from $FORKD_WORKER_ID\"; "
+      "exec " +
+      test_worker_bin() + " --serve'\n  ready: message\n");
   c.wait_all_ready(1);
+  // A captured line carries the worker, its pid and the stream as fields of their own.
+  ASSERT_TRUE(c.forkd.wait_for_log("hello from 0", 10s)) << c.forkd.log();
+  bool captured = false;
   std::istringstream lines(c.forkd.log());
   std::string line;
   int parsed = 0;
   while (std::getline(lines, line)) {
     const auto j = nlohmann::json::parse(line);
     EXPECT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg") &&
-                j.contains("component"))
+                j.contains("component") && j.contains("pid"))
         << line;
+    EXPECT_EQ(j["pid"], c.forkd.pid()) << line;
+    if (j["msg"].get<std::string>().ends_with("stdout: hello from 0")) {
+      captured = true;
+      EXPECT_EQ(j["worker"], 0) << line;
+      EXPECT_EQ(j["worker_pid"], c.forkd.children().at(0)) << line;
+      EXPECT_EQ(j["stream"], "stdout") << line;
+    }
     ++parsed;
   }
   EXPECT_GE(parsed, 3);
+  EXPECT_TRUE(captured) << c.forkd.log();
 }
 
 TEST(ProductionTest, UnwritableLogFileFallsBackToStderrOnce) {
