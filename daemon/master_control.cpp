@@ -391,7 +391,11 @@ void Master::cmd_send(const json& request, const ControlCaller& caller, Respond&
           ? static_cast<long>(std::min<std::uint64_t>(wait.get<std::uint64_t>(), 86'400'000))
           : 0L;
   if (wait_ms <= 0) {
-    respond({{"ok", true}, {"worker", *slot_id}, {"pid", *pid}});
+    respond({{"ok", true},
+             {"worker", *slot_id},
+             {"pid", *pid},
+             {"message", "delivered to worker " + std::to_string(*slot_id) + " (pid " +
+                             std::to_string(*pid) + ")"}});
     return;
   }
   reply_waiters_.push_back(
@@ -407,7 +411,9 @@ void Master::cmd_broadcast(const json& request, const ControlCaller& /*caller*/,
   for (const auto& slot : pool_.slots()) {
     if (slot.current.pid > 0 && deliver(slot.current.pid, request["data"])) ++delivered;
   }
-  respond({{"ok", true}, {"delivered", delivered}});
+  respond({{"ok", true},
+           {"delivered", delivered},
+           {"message", "delivered to " + count_of(delivered, "worker")}});
 }
 
 void Master::expire_reply_waiters(TimePoint now) {

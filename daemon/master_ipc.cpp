@@ -71,6 +71,13 @@ void Master::on_worker_message(pid_t pid, nlohmann::json line) {
 
 // An application message: first to an operator waiting on this worker, then to `events`.
 void Master::relay_application_message(pid_t pid, unsigned from, nlohmann::json message) {
+  // Seen in the log at debug even when no `forkctl events` is listening (limited per worker).
+  if (LimitedLog* log = worker_log(pid); log != nullptr && log_->should_log(spdlog::level::debug)) {
+    log->log(
+        spdlog::level::debug, "worker {} (pid {}) message: {}", from, pid,
+        common::escape_text_within(
+            message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), kShownMax));
+  }
   auto waiter = std::find_if(reply_waiters_.begin(), reply_waiters_.end(),
                              [&](const ReplyWaiter& w) { return w.pid == pid; });
   if (waiter != reply_waiters_.end()) {

@@ -102,13 +102,14 @@ TEST(ControlTest, SendReachesOnlyTheIntendedWorkerAndWaitPrintsItsReply) {
 
 TEST(ControlTest, OperatorBroadcastReachesEveryWorker) {
   Cluster c;
-  c.start("workers: 3\n");
+  c.start("workers: 3\nlog: {level: debug}\n");
   c.wait_all_ready(3);
   EventStream events;
   events.start(c);
   ASSERT_TRUE(wait_until([&] { return status(c)["workers"].size() == 3; }, 10s));
   auto r = forkctl(c, {"broadcast", R"({"b":2})"});
   ASSERT_EQ(r.exit_code(), 0) << r.err;
+  EXPECT_EQ(r.out, "delivered to 3 workers\n");
   std::set<int> answered;
   std::size_t from = 0;
   for (int i = 0; i < 3; ++i) {
@@ -118,6 +119,12 @@ TEST(ControlTest, OperatorBroadcastReachesEveryWorker) {
     from = m->end_offset;
   }
   EXPECT_EQ(answered, (std::set<int>{0, 1, 2}));
+  const auto sent = forkctl(c, {"send", "1", R"({"c":3})"});
+  EXPECT_EQ(sent.out.rfind("delivered to worker 1 (pid ", 0), 0U) << sent.out;
+  // The workers' answers are in the log at debug level, with no subscriber needed.
+  EXPECT_TRUE(c.forkd.wait_for_log(
+      R"(\[debug\] master: worker 1 \(pid \d+\) message: \{"echo":\{"c":3\})", 10s))
+      << c.forkd.log();
 }
 
 TEST(ControlTest, WorkerBroadcastReachesItsSiblingsAndSendReachesOne) {
