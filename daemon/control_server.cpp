@@ -237,11 +237,12 @@ class ControlServerState {
   ControlServerState& operator=(ControlServerState&&) = delete;
   ~ControlServerState() { close(); }
 
-  void publish_event(const Json& event);
+  void publish_event(const Json& event, bool output);
   void close() noexcept;
   void remove_socket_file();
   [[nodiscard]] std::size_t client_count() const { return clients_.size(); }
   [[nodiscard]] std::size_t subscriber_count() const;
+  [[nodiscard]] std::size_t output_subscriber_count() const;
   [[nodiscard]] std::size_t total_outbound() const;
   [[nodiscard]] const std::string& path() const { return options_.path; }
   [[nodiscard]] int native_handle() { return acceptor_.is_open() ? acceptor_.native_handle() : -1; }
@@ -302,8 +303,8 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
     append_output(denial_line(peer_));
   }
 
-  void deliver_event(const std::string& line) {
-    if (closed_ || !subscriber_) return;
+  void deliver_event(const std::string& line, bool output) {
+    if (closed_ || !(output ? output_subscriber_ : subscriber_)) return;
     const std::size_t before = outbound();
     if (slots_.empty()) {
       outbox_ += line;
@@ -325,6 +326,8 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
   }
 
   [[nodiscard]] bool subscriber() const { return subscriber_; }
+  [[nodiscard]] bool output_subscriber() const { return output_subscriber_; }
+  [[nodiscard]] bool streaming() const { return subscriber_ || output_subscriber_; }
   // Bytes owed to the client that the kernel has not taken yet.
   [[nodiscard]] std::size_t outbound() const { return outbox_.size() - outbox_sent_ + held_bytes_; }
 
@@ -442,6 +445,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
                      describe_peer(peer_), server_.options().max_message);
       close_when_drained_ = true;
       subscriber_ = false;
+      output_subscriber_ = false;
       reply_now(error_reply("request too large: a request line may hold at most " +
                             std::to_string(server_.options().max_message) + " bytes"));
     }
@@ -471,10 +475,18 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
       return;
     }
     if (cmd->get_ref<const std::string&>() == "events") {
+      // "topics": ["output"] streams captured worker lines (`forkctl logs -f`) instead of the
+      // lifecycle events and worker messages.
+      const auto topics = request.find("topics");
+      const bool output = topics != request.end() && *topics == Json::array({"output"});
+      if (topics != request.end() && !output && *topics != Json::array({"events"})) {
+        reply_now(error_reply("events: topics must be [\"events\"] or [\"output\"]"));
+        return;
+      }
       reply_now(Json{{"ok", true}});
-      if (!subscriber_)
-        logger()->debug("control client {} subscribed to events", describe_peer(peer_));
-      subscriber_ = true;
+      logger()->debug("control client {} subscribed to {}", describe_peer(peer_),
+                      output ? "worker output" : "events");
+      (output ? output_subscriber_ : subscriber_) = true;
       return;
     }
     const std::uint64_t seq = open_slot();
@@ -537,7 +549,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
       return true;
     }
     logger()->warn("control client {}{} is not reading: {} bytes unsent, disconnecting",
-                   subscriber_ ? "(events) " : "", describe_peer(peer_), unsent);
+                   streaming() ? "(events) " : "", describe_peer(peer_), unsent);
     close_connection();
     return false;
   }
@@ -587,7 +599,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
   // events) or must go (oversized request, refused).
   void finish_if_drained() {
     if (closed_) return;
-    if (!close_when_drained_ && !(read_eof_ && !subscriber_)) return;
+    if (!close_when_drained_ && !(read_eof_ && !streaming())) return;
     if (!slots_.empty() || outbound() > 0) return;
     close_connection();
   }
@@ -602,7 +614,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
 
   void on_idle(std::error_code error) {
     if (error || closed_) return;  // re-armed or closed
-    if (subscriber_ || !slots_.empty()) {
+    if (streaming() || !slots_.empty()) {
       arm_idle_timer();
       return;
     }
@@ -648,6 +660,7 @@ class ControlConnection : public std::enable_shared_from_this<ControlConnection>
   std::size_t outbox_sent_ = 0;
   bool awaiting_writable_ = false;
   bool subscriber_ = false;
+  bool output_subscriber_ = false;
   bool read_eof_ = false;
   bool read_paused_ = false;
   bool watching_hangup_ = false;
@@ -683,6 +696,12 @@ std::size_t ControlServerState::subscriber_count() const {
   return static_cast<std::size_t>(
       std::count_if(clients_.begin(), clients_.end(),
                     [](const auto& entry) { return entry.second->subscriber(); }));
+}
+
+std::size_t ControlServerState::output_subscriber_count() const {
+  return static_cast<std::size_t>(
+      std::count_if(clients_.begin(), clients_.end(),
+                    [](const auto& entry) { return entry.second->output_subscriber(); }));
 }
 
 std::size_t ControlServerState::total_outbound() const {
@@ -794,15 +813,16 @@ void ControlServerState::dispatch(const Json& request, const ControlCaller& call
   }
 }
 
-void ControlServerState::publish_event(const Json& event) {
+void ControlServerState::publish_event(const Json& event, bool output) {
   if (closed_) return;
   const std::string line = common::to_json_line(event);
   // A snapshot: delivering may disconnect a slow subscriber and erase it from the map.
   std::vector<std::shared_ptr<ControlConnection>> subscribers;
   for (const auto& [id, connection] : clients_) {
-    if (connection->subscriber()) subscribers.push_back(connection);
+    if (output ? connection->output_subscriber() : connection->subscriber())
+      subscribers.push_back(connection);
   }
-  for (const auto& connection : subscribers) connection->deliver_event(line);
+  for (const auto& connection : subscribers) connection->deliver_event(line, output);
 }
 
 void ControlServerState::close() noexcept {
@@ -865,7 +885,10 @@ ControlServer::ControlServer(asio::io_context& io, ControlServerOptions options,
 ControlServer::~ControlServer() = default;
 
 void ControlServer::publish_event(const nlohmann::json& event) {
-  state_->publish_event(event);
+  state_->publish_event(event, false);
+}
+void ControlServer::publish_output(const nlohmann::json& line) {
+  state_->publish_event(line, true);
 }
 void ControlServer::close() {
   state_->close();
@@ -878,6 +901,9 @@ std::size_t ControlServer::client_count() const {
 }
 std::size_t ControlServer::subscriber_count() const {
   return state_->subscriber_count();
+}
+std::size_t ControlServer::output_subscriber_count() const {
+  return state_->output_subscriber_count();
 }
 const std::string& ControlServer::path() const {
   return state_->path();

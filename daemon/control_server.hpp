@@ -94,6 +94,8 @@ class ControlServer {
   // Writes `event` as one line to every `events` subscriber. A subscriber whose unsent
   // output would exceed max_outbound is disconnected.
   void publish_event(const nlohmann::json& event);
+  // Writes one captured worker line to every `events` client subscribed to topic "output".
+  void publish_output(const nlohmann::json& line);
   // Stops accepting and closes every client (pending replies are dropped). Idempotent.
   void close();
   // Unlinks the socket file when the path still names the socket this server bound (so a
@@ -102,6 +104,7 @@ class ControlServer {
 
   [[nodiscard]] std::size_t client_count() const;
   [[nodiscard]] std::size_t subscriber_count() const;
+  [[nodiscard]] std::size_t output_subscriber_count() const;
   [[nodiscard]] const std::string& path() const;
   // The listening socket (-1 after close), e.g. to hand over in a hot upgrade.
   [[nodiscard]] int native_handle() const;

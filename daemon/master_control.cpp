@@ -267,13 +267,7 @@ void Master::cmd_logs(const json& request, const ControlCaller& /*caller*/, Resp
   if (picked.size() > wanted)
     picked.erase(picked.begin(), picked.end() - static_cast<std::ptrdiff_t>(wanted));
   json lines = json::array();
-  for (const auto& line : picked) {
-    lines.push_back({{"worker", line.worker},
-                     {"pid", line.pid},
-                     {"stream", line.is_stderr ? "stderr" : "stdout"},
-                     {"at", common::log::format_time(line.at)},
-                     {"text", common::escape_text_within(line.text, OutputCapture::kMaxLine)}});
-  }
+  for (const auto& line : picked) lines.push_back(to_json(line));
   respond({{"ok", true}, {"lines", std::move(lines)}});
 }
 

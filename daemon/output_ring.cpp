@@ -1,8 +1,22 @@
 #include "daemon/output_ring.hpp"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "common/log.hpp"
+#include "common/text_escape.hpp"
+#include "daemon/output_capture.hpp"
 
 namespace forkd::daemon {
+
+nlohmann::json to_json(const CapturedLine& line) {
+  return {{"seq", line.seq},
+          {"worker", line.worker},
+          {"pid", line.pid},
+          {"stream", line.is_stderr ? "stderr" : "stdout"},
+          {"at", common::log::format_time(line.at)},
+          {"text", common::escape_text_within(line.text, OutputCapture::kMaxLine)}};
+}
 
 void OutputRing::push(CapturedLine line) {
   if (max_lines_ == 0) return;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ struct CapturedLine {
   std::chrono::system_clock::time_point at;
   std::string text;
 };
+
+// {"seq", "worker", "pid", "stream", "at", "text"}: the text escaped as the log escapes it.
+[[nodiscard]] nlohmann::json to_json(const CapturedLine& line);
 
 class OutputRing {
  public:

@@ -60,11 +60,12 @@ constexpr std::array<CommandDoc, 11> kCommands{{
     {"events", Command::events, "", "stream lifecycle events and worker messages",
      "One JSON object per line (worker_started, worker_ready, worker_exited, reload,\n"
      "message, ...) until interrupted.\n"},
-    {"logs", Command::logs, "[-n N] [ID]", "the last captured lines of the workers",
+    {"logs", Command::logs, "[-n N] [-f] [ID]", "the last captured lines of the workers",
      "The last N lines (default 20) that the workers (or worker ID) wrote to a captured\n"
      "stdout or stderr (worker.stdout/stderr: log), oldest first, each as\n"
      "[ID pid PID stdout|stderr] line. forkd keeps 1000 lines and at most 1 MiB per worker\n"
-     "slot, across respawns; lines its log left out under a flood are kept too.\n"},
+     "slot, across respawns; lines its log left out under a flood are kept too. -f then\n"
+     "prints each new line as it is written, until interrupted.\n"},
     {"reopen-logs", Command::reopen_logs, "", "reopen log files (as SIGUSR1)",
      "For logrotate: log.file and log.audit are reopened by path.\n"},
     {"version", Command::version, "", "versions of forkctl and of the running forkd", ""},
@@ -148,6 +149,7 @@ void expect_arguments(std::string_view command, const std::vector<std::string>& 
 
 struct CommandFlags {
   std::optional<std::int64_t> lines;  // logs -n
+  bool follow = false;                // logs -f
   bool dry_run = false;
   bool fast = false;
   std::optional<milliseconds> wait;
@@ -167,6 +169,7 @@ Json build_request(Command command, const std::vector<std::string>& positional,
   reject_flag(flags.fast, "--fast", command, Command::stop);
   reject_flag(flags.wait.has_value(), "--wait", command, Command::send);
   reject_flag(flags.lines.has_value(), "-n", command, Command::logs);
+  reject_flag(flags.follow, "-f", command, Command::logs);
   switch (command) {
     case Command::status:
     case Command::events:
@@ -314,6 +317,9 @@ Invocation parse_args(const std::vector<std::string>& args) {
     } else if (name == "--version") {
       no_value();
       invocation.show_version = true;
+    } else if (name == "-f" || name == "--follow") {
+      no_value();
+      flags.follow = true;
     } else if (name == "--dry-run") {
       no_value();
       flags.dry_run = true;
@@ -357,6 +363,7 @@ Invocation parse_args(const std::vector<std::string>& args) {
   invocation.command = found->command;
   invocation.request = build_request(invocation.command, positional, flags);
   if (flags.wait) invocation.wait = *flags.wait;
+  invocation.follow = flags.follow;
   return invocation;
 }
 

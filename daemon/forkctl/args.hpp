@@ -47,6 +47,7 @@ struct Invocation {
   bool show_version = false;                 // --version: print forkctl's version and exit 0
   std::chrono::milliseconds timeout{30000};  // 0 = no limit
   std::chrono::milliseconds wait{0};         // send --wait; 0 = not waiting
+  bool follow = false;                       // logs -f
   Command command = Command::status;
   nlohmann::json request;  // the request object, sent as one line
 };

@@ -125,6 +125,55 @@ int stream_events(ControlClient& client, const Invocation& invocation) {
   }
 }
 
+// `logs -f`: subscribe first, then read the history on a second connection, so that no line
+// falls between the two; lines the history already showed (by seq) are skipped.
+int follow_logs(ControlClient& subscription, const std::string& socket_path,
+                const Invocation& invocation) {
+  const common::UniqueFd stop = block_stop_signals();
+  Invocation subscribe = invocation;
+  subscribe.request = nlohmann::json{{"cmd", "events"}, {"topics", {"output"}}};
+  const auto subscribed = exchange(subscription, subscribe);
+  if (!subscribed) return kExitFailed;
+  if (const Rendered refused = render_reply(subscribe, *subscribed); refused.exit_code != kExitOk)
+    return emit(refused);
+
+  ControlClient history(socket_path);
+  const auto reply = exchange(history, invocation);
+  if (!reply) return kExitFailed;
+  const Rendered shown = render_reply(invocation, *reply);
+  if (shown.exit_code != kExitOk) return emit(shown);
+  std::uint64_t last_seq = 0;
+  const auto past = nlohmann::json::parse(*reply, nullptr, false);
+  if (past.is_object() && past.contains("lines") && past["lines"].is_array()) {
+    for (const auto& line : past["lines"]) {
+      last_seq = std::max<std::uint64_t>(last_seq, line.value("seq", std::uint64_t{0}));
+      const std::string text =
+          invocation.json ? line.dump() + "\n" : format_logs({{"lines", {line}}});
+      if (!write_all(STDOUT_FILENO, text)) return kExitOk;
+    }
+  }
+  const auto& only = invocation.request.find("worker");
+  std::string line;
+  for (;;) {
+    switch (subscription.read_line(line, std::nullopt, stop.get())) {
+      case ControlClient::ReadStatus::line: {
+        auto event = nlohmann::json::parse(line, nullptr, false);
+        if (!event.is_object() || event.value("seq", std::uint64_t{0}) <= last_seq) break;
+        if (only != invocation.request.end() && event.value("worker", -1) != *only) break;
+        event.erase("event");
+        const std::string text =
+            invocation.json ? event.dump() + "\n" : format_logs({{"lines", {event}}});
+        if (!write_all(STDOUT_FILENO, text)) return kExitOk;
+        break;
+      }
+      case ControlClient::ReadStatus::eof:
+      case ControlClient::ReadStatus::interrupted:
+      case ControlClient::ReadStatus::timeout:
+        return kExitOk;
+    }
+  }
+}
+
 int show_version(const Invocation& invocation, const std::string& socket_path) {
   std::optional<std::string> reply;
   std::optional<std::string> unreachable;
@@ -177,6 +226,9 @@ int run(const std::vector<std::string>& args) {
   try {
     ControlClient client(socket_path);
     if (invocation.command == Command::events) return stream_events(client, invocation);
+    if (invocation.command == Command::logs && invocation.follow) {
+      return follow_logs(client, socket_path, invocation);
+    }
     const auto reply = exchange(client, invocation);
     if (!reply) return kExitFailed;
     return emit(render_reply(invocation, *reply));

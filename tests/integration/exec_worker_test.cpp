@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "tests/integration/test_support.hpp"
 
@@ -185,6 +186,41 @@ TEST(ExecWorkerTest, ForkctlLogsShowsTheLastCapturedLinesOfEachWorker) {
       << r.out;
   EXPECT_EQ(r.out.rfind("[1 pid " + p + " stdout] line 1 of 1\n", 0), 0U) << r.out;
   EXPECT_EQ(forkctl(c, {"logs", "7"}).exit_code(), 1);
+}
+
+}  // namespace
+
+namespace {
+
+// `forkctl logs -f`: the history, then each new line as it is written, none twice, none lost
+// between the two.
+TEST(ExecWorkerTest, ForkctlLogsFollowPrintsNewLinesWithoutGapOrRepeat) {
+  Cluster c;
+  c.start(
+      "workers: 1\nworker:\n  shell: 'i=0; while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; "
+      "done'\n  ready: started\n");
+  c.wait_all_ready(1);
+  ASSERT_TRUE(c.forkd.wait_for_log("stdout: tick 3$", 10s)) << c.forkd.log();
+  ForkdProcess follower;
+  ForkdOptions options;
+  options.binary = forkctl_bin();
+  options.use_config_flag = false;
+  options.extra_args = {"-s", c.dir.file("forkd.sock"), "logs", "-f", "-n", "2", "0"};
+  follower.start(c.dir, options);
+  const auto later = follower.wait_for_stdout("\\] tick (\\d+)$", 10s);
+  ASSERT_TRUE(later) << follower.log();
+  const int first = std::stoi((*later)[1]);
+  ASSERT_TRUE(follower.wait_for_stdout("\\] tick " + std::to_string(first + 20) + "$", 20s))
+      << follower.stdout_text() << follower.log();
+  std::istringstream lines(follower.stdout_text());
+  std::string line;
+  int expected = first;
+  while (std::getline(lines, line) && expected <= first + 20) {
+    EXPECT_NE(line.find("[0 pid "), std::string::npos) << line;
+    EXPECT_TRUE(line.ends_with("stdout] tick " + std::to_string(expected))) << line;
+    ++expected;
+  }
+  EXPECT_GT(expected, first + 20);
 }
 
 }  // namespace

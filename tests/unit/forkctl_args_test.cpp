@@ -63,6 +63,9 @@ TEST(ForkctlArgs, CommandsBecomeTheDocumentedRequests) {
             "-n: expected a number of lines from 1 to 100000, not '0'");
   EXPECT_EQ(usage_error_of({"status", "-n", "3"}), "option -n is not valid for 'status'");
   EXPECT_EQ(usage_error_of({"logs", "1", "2"}), "logs: unexpected argument '2'");
+  EXPECT_TRUE(parse_args({"logs", "-f"}).follow);
+  EXPECT_FALSE(parse_args({"logs"}).follow);
+  EXPECT_EQ(usage_error_of({"status", "-f"}), "option -f is not valid for 'status'");
 }
 
 TEST(ForkctlArgs, GlobalOptionsGoAnywhere) {
