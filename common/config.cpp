@@ -291,12 +291,12 @@ template <typename T>
 struct KeyRow {
   std::string_view section;  // "" = the top level
   std::string_view name;
-  KeyEffect effect;
+  KeyEffect effect = KeyEffect::on_reload;
   // Reads the value into `target`; false when it reported a problem. `path` is the dotted key
   // messages name ("worker.ready", "listen[1].backlog").
-  bool (*load)(Loader& loader, const Field& field, const std::string& path, T& target);
+  bool (*load)(Loader& loader, const Field& field, const std::string& path, T& target) = nullptr;
   // The value as to_yaml prints it after "name: ".
-  std::string (*value)(const T& target);
+  std::string (*value)(const T& target) = nullptr;
   // Instead of `value`: for a key printed over several lines, or left out (app when command is
   // set, an unset listen mode).
   void (*print)(YamlWriter& out, int indent, std::string_view name, const T& target) = nullptr;
