@@ -46,52 +46,6 @@ constexpr std::size_t kMaxListenNameLength = 255;  // systemd's limit for FileDe
 constexpr std::int64_t kMaxRestartFailures = 1'000'000;
 constexpr std::int64_t kMaxRestartBurst = 1'000'000;
 
-// Every key of every mapping, in SPEC order (which is also the order to_yaml prints).
-constexpr std::array<std::string_view, 11> kTopKeys{"workers", "listen",  "worker", "restart",
-                                                    "reload",  "control", "ipc",    "log",
-                                                    "pidfile", "metrics", "stop"};
-constexpr std::array<std::string_view, 1> kStopKeys{"delay"};
-constexpr std::array<std::string_view, 5> kListenKeys{"address", "name", "backlog", "reuseport",
-                                                      "mode"};
-constexpr std::array<std::string_view, 17> kWorkerKeys{"app",
-                                                       "command",
-                                                       "shell",
-                                                       "cwd",
-                                                       "env",
-                                                       "user",
-                                                       "group",
-                                                       "ready",
-                                                       "ready_timeout",
-                                                       "heartbeat_timeout",
-                                                       "shutdown_timeout",
-                                                       "max_memory",
-                                                       "max_lifetime",
-                                                       "cpu_affinity",
-                                                       "rlimit_nofile",
-                                                       "stdout",
-                                                       "stderr"};
-constexpr std::array<std::string_view, 6> kRestartKeys{"delay", "max_delay",    "min_uptime",
-                                                       "burst", "max_failures", "exit_on_failed"};
-constexpr std::array<std::string_view, 1> kReloadKeys{"batch"};
-constexpr std::array<std::string_view, 3> kControlKeys{"socket", "mode", "group"};
-constexpr std::array<std::string_view, 1> kIpcKeys{"max_message"};
-constexpr std::array<std::string_view, 4> kLogKeys{"level", "format", "file", "audit"};
-constexpr std::array<std::string_view, 1> kMetricsKeys{"listen"};
-
-struct Section {
-  std::string_view name;
-  std::span<const std::string_view> keys;
-};
-// Lets an unknown key be pointed at the section where it exists ("app" -> "worker.app").
-constexpr std::array<Section, 8> kSections{{{"worker", kWorkerKeys},
-                                            {"restart", kRestartKeys},
-                                            {"reload", kReloadKeys},
-                                            {"control", kControlKeys},
-                                            {"ipc", kIpcKeys},
-                                            {"log", kLogKeys},
-                                            {"metrics", kMetricsKeys},
-                                            {"stop", kStopKeys}}};
-
 template <typename E>
 struct EnumName {
   std::string_view name;
@@ -268,6 +222,97 @@ const Field* find(const Fields& fields, std::string_view key) {
   return it == fields.end() ? nullptr : &it->second;
 }
 
+// ---- printing: what to_yaml writes for a value --------------------------------------------
+
+bool is_yaml_keyword(std::string_view text) {
+  static constexpr std::array<std::string_view, 9> kKeywords{"true", "false", "yes", "no",  "on",
+                                                             "off",  "y",     "n",   "null"};
+  const std::string lower = lowercase(text);
+  return std::find(kKeywords.begin(), kKeywords.end(), lower) != kKeywords.end();
+}
+
+// Plain when unmistakably a string to every YAML reader, double-quoted otherwise.
+std::string yaml_string(std::string_view text) {
+  bool plain = !text.empty() && !is_yaml_keyword(text) && text.back() != ':';
+  if (plain) {
+    const char first = text.front();
+    plain = (first >= 'A' && first <= 'Z') || (first >= 'a' && first <= 'z') || first == '/' ||
+            first == '_';
+  }
+  for (std::size_t i = 0; plain && i < text.size(); ++i) {
+    const char c = text[i];
+    plain = name_char_ok(c) || c == '/' || c == '@' || c == '+' || c == ':';
+  }
+  if (plain) return std::string(text);
+  std::string out = "\"";
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (byte < 0x20 || byte == 0x7f) {
+      out += fmt::format("\\x{:02x}", byte);
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string yaml_bool(bool value) {
+  return value ? "true" : "false";
+}
+
+class YamlWriter {
+ public:
+  void section(int indent, std::string_view key) {
+    out_ += std::string(static_cast<std::size_t>(indent), ' ') + std::string(key) + ":\n";
+  }
+  void line(int indent, std::string_view key, std::string_view value) {
+    out_ += std::string(static_cast<std::size_t>(indent), ' ') + std::string(key) + ": " +
+            std::string(value) + "\n";
+  }
+  [[nodiscard]] std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class Loader;
+
+// One row of the key table: a key, how it is read, how it is printed and when a change to it
+// takes effect. T is what the row reads into: the Config, or one `listen` entry.
+template <typename T>
+struct KeyRow {
+  std::string_view section;  // "" = the top level
+  std::string_view name;
+  KeyEffect effect = KeyEffect::on_reload;
+  // Reads the value into `target`; false when it reported a problem. `path` is the dotted key
+  // messages name ("worker.ready", "listen[1].backlog").
+  bool (*load)(Loader& loader, const Field& field, const std::string& path, T& target) = nullptr;
+  // The value as to_yaml prints it after "name: ".
+  std::string (*value)(const T& target) = nullptr;
+  // Instead of `value`: for a key printed over several lines, or left out (app when command is
+  // set, an unset listen mode).
+  void (*print)(YamlWriter& out, int indent, std::string_view name, const T& target) = nullptr;
+};
+using ConfigRow = KeyRow<Config>;
+using ListenRow = KeyRow<ListenConfig>;
+
+// A section read through the table: its fields, and the keys whose values were refused.
+struct SectionFields {
+  Fields fields;
+  std::vector<std::string_view> failed;
+  [[nodiscard]] bool ok(std::string_view key) const {
+    return std::find(failed.begin(), failed.end(), key) == failed.end();
+  }
+};
+
 class Loader {
  public:
   Loader(const std::string& text, std::string source, const LoadOptions& options)
@@ -275,16 +320,13 @@ class Loader {
 
   Config load();
 
- private:
+  // What the rows of the key table read with; each reports its own problem and returns
+  // nullopt (or false) then.
   void report(const YAML::Mark& mark, std::string_view path, const std::string& message);
   [[nodiscard]] std::string describe(const Field& field) const;
   [[nodiscard]] std::string null_spelling(const YAML::Node& node) const;
-
-  Fields read_map(const Field& field, std::string_view path,
-                  std::optional<std::span<const std::string_view>> known);
   bool expect_map(const Field& field, std::string_view path);
   bool expect_scalar(const Field& field, std::string_view path, std::string_view expected);
-
   std::optional<std::string> read_string(const Field& field, std::string_view path);
   std::optional<bool> read_bool(const Field& field, std::string_view path);
   std::optional<std::int64_t> read_integer(const Field& field, std::string_view path,
@@ -298,27 +340,606 @@ class Loader {
   template <typename E, std::size_t N>
   std::optional<E> read_enum(const Field& field, std::string_view path,
                              const std::array<EnumName<E>, N>& table);
+  [[nodiscard]] const LoadOptions& options() const { return options_; }
 
-  void load_workers(const Field& field, Config& config);
-  void load_listen(const Field& field, Config& config);
+  // The keys with a structure of their own, which their rows hand over to.
+  bool load_workers(const Field& field, Config& config);
+  bool load_listen(const Field& field, Config& config);
+  bool load_app(const Field& field, WorkerConfig& worker);
+  bool load_command(const Field& field, WorkerConfig& worker);
+  bool load_env(const Field& field, WorkerConfig& worker);
+  // A mapping of keys: its rows of the table, in order. nullopt when the section is empty
+  // or not a mapping (that is reported).
+  std::optional<SectionFields> load_section(const Field& field, std::string_view section,
+                                            Config& config);
+  // What spans several keys of a section, once its keys are read.
+  void check_worker(const Fields& fields, WorkerConfig& worker);
+  void check_restart(const SectionFields& section, const RestartConfig& restart);
+
+ private:
+  Fields read_map(const Field& field, std::string_view path,
+                  std::optional<std::span<const std::string_view>> known);
   std::optional<ListenConfig> load_listen_entry(const Field& field, const std::string& path,
                                                 YAML::Mark& name_mark, bool& named);
-  void load_worker(const Field& field, WorkerConfig& worker);
-  void load_env(const Field& field, WorkerConfig& worker);
   void check_command(const Field& field, const WorkerConfig& worker);
-  void load_restart(const Field& field, RestartConfig& restart);
-  void load_reload(const Field& field, ReloadConfig& reload);
-  void load_control(const Field& field, ControlConfig& control);
-  void load_ipc(const Field& field, IpcConfig& ipc);
-  void load_log(const Field& field, LogConfig& log);
-  void load_metrics(const Field& field, MetricsConfig& metrics);
-  void load_stop(const Field& field, StopConfig& stop);
 
   const std::string& text_;
   std::string source_;
   const LoadOptions& options_;
   std::vector<ConfigIssue> issues_;
 };
+
+void print_section(YamlWriter& out, int indent, std::string_view name, const Config& config);
+void print_listen(YamlWriter& out, int indent, std::string_view name, const Config& config);
+void print_env(YamlWriter& out, int indent, std::string_view name, const Config& config);
+
+// Keeps a value that was read; false when there was none (its reader reported why).
+template <typename V, typename Target>
+bool store(const std::optional<V>& value, Target& target) {
+  if (value) target = static_cast<Target>(*value);
+  return value.has_value();
+}
+
+// A positive duration: a timeout of 0 would fire at once.
+std::optional<Duration> read_positive_duration(Loader& l, const Field& f, const std::string& p) {
+  auto value = l.read_duration(f, p);
+  if (value && *value <= Duration::zero()) {
+    l.report(f.mark, p, "must be more than 0");
+    return std::nullopt;
+  }
+  return value;
+}
+
+// `stdout: null` is the YAML null, not an empty value: read the spelling.
+bool load_output(Loader& l, const Field& f, const std::string& p, OutputMode& target) {
+  if (f.value.IsNull() && !l.null_spelling(f.value).empty()) {
+    target = OutputMode::null;
+    return true;
+  }
+  return store(l.read_enum(f, p, kOutputModes), target);
+}
+
+constexpr KeyEffect kOnReload = KeyEffect::on_reload;
+// The running master itself holds these; a hot upgrade (SIGUSR2) or a restart applies them.
+constexpr KeyEffect kRestartOrUpgrade = KeyEffect::after_restart_or_upgrade;
+constexpr KeyEffect kRestart = KeyEffect::after_restart;
+
+// Every key of the file, in SPEC order, which is also the order to_yaml prints. A section
+// (worker, restart, ...) is followed by its own keys. Adding a key means a row here, a line in
+// etc/forkd.yaml and a paragraph in forkd.yaml(5); tests/unit/config_keys_test.cpp checks both.
+// Columns: section, name, effect, load, value (printed), print (instead of value).
+constexpr auto kConfigRows =
+    std::to_array<ConfigRow>(
+        {
+            {"", "workers", kOnReload,
+             [](Loader& l, const Field& f, const std::string&, Config& c) {
+               return l.load_workers(f, c);
+             },
+             [](const Config& c) {
+               return c.workers == 0 ? std::string("auto") : std::to_string(c.workers);
+             }},
+            {"", "listen", kOnReload,
+             [](Loader& l, const Field& f, const std::string&, Config& c) {
+               return l.load_listen(f, c);
+             },
+             nullptr, print_listen},
+
+            {"", "worker", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto section = l.load_section(f, p, c);
+               if (section) l.check_worker(section->fields, c.worker);
+               return section.has_value();
+             },
+             nullptr, print_section},
+            {"worker", "app", kOnReload,
+             [](Loader& l, const Field& f, const std::string&, Config& c) {
+               return l.load_app(f, c.worker);
+             },
+             nullptr,
+             [](YamlWriter& out, int indent, std::string_view name, const Config& c) {
+               if (c.worker.command.empty() && c.worker.shell.empty())
+                 out.line(indent, name, yaml_string(c.worker.app));
+             }},
+            {"worker", "command", kOnReload,
+             [](Loader& l, const Field& f, const std::string&, Config& c) {
+               return l.load_command(f, c.worker);
+             },
+             nullptr,
+             [](YamlWriter& out, int indent, std::string_view name, const Config& c) {
+               if (c.worker.command.empty()) return;
+               std::string argv = "[";
+               for (std::size_t i = 0; i < c.worker.command.size(); ++i) {
+                 if (i > 0) argv += ", ";
+                 argv += yaml_string(c.worker.command[i]);
+               }
+               out.line(indent, name, argv + "]");
+             }},
+            {"worker", "shell", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto shell = l.read_string(f, p);
+               if (!shell) return false;
+               if (shell->empty()) {
+                 l.report(f.mark, p, "must not be empty");
+                 return false;
+               }
+               c.worker.shell = *shell;
+               c.worker.app.clear();
+               return true;
+             },
+             nullptr,
+             [](YamlWriter& out, int indent, std::string_view name, const Config& c) {
+               if (c.worker.command.empty() && !c.worker.shell.empty())
+                 out.line(indent, name, yaml_string(c.worker.shell));
+             }},
+            {"worker", "cwd", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto cwd = l.read_string(f, p);
+               if (!cwd) return false;
+               c.worker.cwd = *cwd;
+               struct stat info {};
+               if (cwd->empty()) return true;  // "" = the master's working directory
+               if (::stat(cwd->c_str(), &info) != 0) {
+                 l.report(f.mark, p, quote(*cwd) + ": " + errno_text(errno));
+                 return false;
+               }
+               if (!S_ISDIR(info.st_mode)) {
+                 l.report(f.mark, p, quote(*cwd) + ": " + errno_text(ENOTDIR));
+                 return false;
+               }
+               return true;
+             },
+             [](const Config& c) { return yaml_string(c.worker.cwd); }},
+            {"worker", "env", kOnReload,
+             [](Loader& l, const Field& f, const std::string&, Config& c) {
+               return l.load_env(f, c.worker);
+             },
+             nullptr, print_env},
+            // Resolved to ids by check_worker once both are read.
+            {"worker", "user", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_string(f, p), c.worker.user);
+             },
+             [](const Config& c) { return yaml_string(c.worker.user); }},
+            {"worker", "group", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_string(f, p), c.worker.group);
+             },
+             [](const Config& c) { return yaml_string(c.worker.group); }},
+            {"worker", "ready", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_enum(f, p, kReadyModes), c.worker.ready);
+             },
+             [](const Config& c) { return std::string(config_name(c.worker.ready)); }},
+            {"worker", "ready_timeout", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(read_positive_duration(l, f, p), c.worker.ready_timeout);
+             },
+             [](const Config& c) { return format_duration(c.worker.ready_timeout); }},
+            {"worker", "heartbeat_timeout", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto value = l.read_duration(f, p);
+               if (!value) return false;
+               if (*value != Duration::zero() && *value < 100ms) {
+                 l.report(f.mark, p,
+                          f.value.Scalar() + " is too short (0 = off, or at least 100ms)");
+                 return false;
+               }
+               c.worker.heartbeat_timeout = *value;
+               return true;
+             },
+             [](const Config& c) { return format_duration(c.worker.heartbeat_timeout); }},
+            {"worker", "shutdown_timeout", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(read_positive_duration(l, f, p), c.worker.shutdown_timeout);
+             },
+             [](const Config& c) { return format_duration(c.worker.shutdown_timeout); }},
+            {"worker", "max_memory", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               if (f.value.IsScalar() && f.value.Scalar() == "auto") {
+                 c.worker.max_memory_auto = true;
+                 return true;
+               }
+               auto value = l.read_size(f, p, "auto");
+               if (!value) return false;
+               if (*value != 0 && *value < (std::uint64_t{1} << 20)) {
+                 l.report(f.mark, p,
+                          f.value.Scalar() + " is too small (0 = no limit, or at least 1MiB)");
+                 return false;
+               }
+               c.worker.max_memory = *value;
+               return true;
+             },
+             [](const Config& c) {
+               return c.worker.max_memory_auto ? std::string("auto")
+                                               : format_size(c.worker.max_memory);
+             }},
+            {"worker", "max_lifetime", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto value = l.read_duration(f, p);
+               if (!value) return false;
+               if (*value != Duration::zero() && *value < 1s) {
+                 l.report(f.mark, p,
+                          f.value.Scalar() + " is too short (0 = no limit, or at least 1s)");
+                 return false;
+               }
+               c.worker.max_lifetime = *value;
+               return true;
+             },
+             [](const Config& c) { return format_duration(c.worker.max_lifetime); }},
+            {"worker", "cpu_affinity", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_bool(f, p), c.worker.cpu_affinity);
+             },
+             [](const Config& c) { return yaml_bool(c.worker.cpu_affinity); }},
+            {"worker", "rlimit_nofile", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               constexpr std::string_view kRange = "0 = inherit, or 16..1048576";
+               auto value = l.read_integer(f, p, 0, 1'048'576, kRange);
+               if (!value) return false;
+               if (*value != 0 && *value < 16) {
+                 l.report(f.mark, p,
+                          f.value.Scalar() + " is out of range (" + std::string(kRange) + ")");
+                 return false;
+               }
+               c.worker.rlimit_nofile = static_cast<std::uint64_t>(*value);
+               return true;
+             },
+             [](const Config& c) { return std::to_string(c.worker.rlimit_nofile); }},
+            {"worker", "stdout", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return load_output(l, f, p, c.worker.stdout_mode);
+             },
+             [](const Config& c) { return std::string(config_name(c.worker.stdout_mode)); }},
+            {"worker", "stderr", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return load_output(l, f, p, c.worker.stderr_mode);
+             },
+             [](const Config& c) { return std::string(config_name(c.worker.stderr_mode)); }},
+
+            {"", "restart", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto section = l.load_section(f, p, c);
+               if (section) l.check_restart(*section, c.restart);
+               return section.has_value();
+             },
+             nullptr, print_section},
+            {"restart", "delay", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_duration(f, p), c.restart.delay);
+             },
+             [](const Config& c) { return format_duration(c.restart.delay); }},
+            {"restart", "max_delay", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_duration(f, p), c.restart.max_delay);
+             },
+             [](const Config& c) { return format_duration(c.restart.max_delay); }},
+            {"restart", "min_uptime", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_duration(f, p), c.restart.min_uptime);
+             },
+             [](const Config& c) { return format_duration(c.restart.min_uptime); }},
+            {"restart", "burst", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(
+                   l.read_integer(f, p, 0, kMaxRestartBurst, "0 = no brake, or up to 1000000"),
+                   c.restart.burst);
+             },
+             [](const Config& c) { return std::to_string(c.restart.burst); }},
+            {"restart", "max_failures", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_integer(f, p, 0, kMaxRestartFailures,
+                                           "0 = never give up, or up to 1000000"),
+                            c.restart.max_failures);
+             },
+             [](const Config& c) { return std::to_string(c.restart.max_failures); }},
+            {"restart", "exit_on_failed", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_bool(f, p), c.restart.exit_on_failed);
+             },
+             [](const Config& c) { return yaml_bool(c.restart.exit_on_failed); }},
+
+            {"", "reload", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return l.load_section(f, p, c).has_value();
+             },
+             nullptr, print_section},
+            {"reload", "batch", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               const std::string expected = "a number of workers (1.." +
+                                            std::to_string(kMaxWorkers) +
+                                            ") or a percentage like 25%";
+               if (!l.expect_scalar(f, p, expected)) return false;
+               std::string_view text = f.value.Scalar();
+               const bool percent = text.ends_with('%');
+               if (percent) text.remove_suffix(1);
+               const auto value = parse_integer(text);
+               if (!value) {
+                 l.report(f.mark, p, "expected " + expected + ", got " + l.describe(f));
+                 return false;
+               }
+               const std::int64_t high = percent ? 100 : std::int64_t{kMaxWorkers};
+               if (*value < 1 || *value > high) {
+                 l.report(
+                     f.mark, p,
+                     f.value.Scalar() + " is out of range (" +
+                         (percent ? std::string("1%..100%") : "1.." + std::to_string(kMaxWorkers)) +
+                         ")");
+                 return false;
+               }
+               c.reload.batch = BatchSize{static_cast<unsigned>(*value), percent};
+               return true;
+             },
+             [](const Config& c) {
+               const BatchSize& batch = c.reload.batch;
+               return batch.percent ? "\"" + std::to_string(batch.value) + "%\""
+                                    : std::to_string(batch.value);
+             }},
+
+            {"", "control", kRestartOrUpgrade,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return l.load_section(f, p, c).has_value();
+             },
+             nullptr, print_section},
+            {"control", "socket", kRestartOrUpgrade,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto socket = l.read_string(f, p);
+               if (!socket) return false;
+               if (socket->size() > kUnixPathMax) {
+                 l.report(f.mark, p,
+                          "path is too long for a unix socket (" + std::to_string(socket->size()) +
+                              " bytes, at most " + std::to_string(kUnixPathMax) + ")");
+                 return false;
+               }
+               c.control.socket = *socket;
+               return true;
+             },
+             [](const Config& c) { return yaml_string(c.control.socket); }},
+            {"control", "mode", kRestartOrUpgrade,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_mode(f, p), c.control.mode);
+             },
+             [](const Config& c) { return "\"" + format_mode(c.control.mode) + "\""; }},
+            {"control", "group", kRestartOrUpgrade,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto group = l.read_string(f, p);
+               if (!group) return false;
+               c.control.group = *group;
+               if (!group->empty() && !group_exists(*group)) {
+                 l.report(f.mark, p, "no such group " + quote(*group));
+                 return false;
+               }
+               return true;
+             },
+             [](const Config& c) { return yaml_string(c.control.group); }},
+
+            {"", "ipc", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p,
+                Config& c) { return l.load_section(f, p, c).has_value(); },
+             nullptr, print_section},
+            {"ipc", "max_message", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto value = l.read_size(f, p);
+               if (!value) return false;
+               if (*value < (std::uint64_t{1} << 10) || *value > (std::uint64_t{1} << 30)) {
+                 l.report(f.mark, p, f.value.Scalar() + " is out of range (1KiB..1GiB)");
+                 return false;
+               }
+               c.ipc.max_message = *value;
+               return true;
+             },
+             [](const Config& c) { return format_size(c.ipc.max_message); }},
+
+            {"", "log", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p,
+                Config& c) { return l.load_section(f, p, c).has_value(); },
+             nullptr, print_section},
+            {"log", "level", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_enum(f, p, kLogLevels), c.log.level);
+             },
+             [](const Config& c) { return std::string(config_name(c.log.level)); }},
+            {"log", "format", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               if (f.value.IsScalar() && f.value.Scalar() == kAutoFormat) {
+                 c.log.format = LogFormat::text;
+                 c.log.format_set = false;
+                 return true;
+               }
+               auto value = l.read_enum(f, p, kLogFormats);
+               if (!value) return false;
+               c.log.format = *value;
+               c.log.format_set = true;
+               return true;
+             },
+             [](const Config& c) {
+               return std::string(c.log.format_set ? config_name(c.log.format) : kAutoFormat);
+             }},
+            {"log", "file", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_string(f, p), c.log.file);
+             },
+             [](const Config& c) { return yaml_string(c.log.file); }},
+            {"log", "audit", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_string(f, p), c.log.audit);
+             },
+             [](const Config& c) { return yaml_string(c.log.audit); }},
+
+            {"", "pidfile", kRestart,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_string(f, p), c.pidfile);
+             },
+             [](const Config& c) { return yaml_string(c.pidfile); }},
+
+            {"", "metrics", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return l.load_section(f, p, c).has_value();
+             },
+             nullptr, print_section},
+            {"metrics", "listen", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto listen = l.read_string(f, p);
+               if (!listen) return false;
+               if (!listen->empty()) {
+                 std::string error;
+                 auto parsed = try_parse_listen_address(*listen, error);
+                 if (!parsed) {
+                   l.report(f.mark, p, error);
+                   return false;
+                 }
+                 if (parsed->kind == AddressKind::unix_path) {
+                   l.report(f.mark, p, "expected host:port (TCP only), got " + quote(*listen));
+                   return false;
+                 }
+               }
+               c.metrics.listen = *listen;
+               return true;
+             },
+             [](const Config& c) { return yaml_string(c.metrics.listen); }},
+
+            {"", "stop", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p,
+                Config& c) { return l.load_section(f, p, c).has_value(); },
+             nullptr, print_section},
+            {"stop", "delay", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_duration(f, p), c.stop.delay);
+             },
+             [](const Config& c) { return format_duration(c.stop.delay); }},
+        });
+
+// The keys of each `listen` entry given as a mapping. `address` comes first: it is required,
+// and what the others accept depends on it (reuseport is for TCP, mode for unix sockets).
+constexpr auto kListenRows = std::to_array<ListenRow>({
+    {"listen", "address", kOnReload,
+     [](Loader& l, const Field& f, const std::string& p, ListenConfig& listen) {
+       if (!l.expect_scalar(f, p, "an address like 127.0.0.1:8080")) return false;
+       std::string error;
+       auto parsed = try_parse_listen_address(f.value.Scalar(), error);
+       if (!parsed) {
+         l.report(f.mark, p, error);
+         return false;
+       }
+       listen = *std::move(parsed);
+       return true;
+     },
+     [](const ListenConfig& listen) { return yaml_string(listen.address); }},
+    {"listen", "name", kOnReload,
+     [](Loader& l, const Field& f, const std::string& p, ListenConfig& listen) {
+       auto name = l.read_string(f, p);
+       if (!name) return false;
+       listen.name = *name;
+       if (name->empty()) {
+         l.report(f.mark, p, "must not be empty");
+         return false;
+       }
+       if (!std::all_of(name->begin(), name->end(), name_char_ok)) {
+         // LISTEN_FDNAMES is colon-separated, so names are kept to a safe alphabet.
+         l.report(f.mark, p, quote(*name) + " may only contain letters, digits, '_', '.' and '-'");
+         return false;
+       }
+       if (name->size() > kMaxListenNameLength) {
+         l.report(f.mark, p,
+                  "is too long (at most " + std::to_string(kMaxListenNameLength) + " characters)");
+         return false;
+       }
+       return true;
+     },
+     [](const ListenConfig& listen) { return yaml_string(listen.name); }},
+    {"listen", "backlog", kOnReload,
+     [](Loader& l, const Field& f, const std::string& p, ListenConfig& listen) {
+       return store(l.read_integer(f, p, 1, 65535, "1..65535"), listen.backlog);
+     },
+     [](const ListenConfig& listen) { return std::to_string(listen.backlog); }},
+    {"listen", "reuseport", kOnReload,
+     [](Loader& l, const Field& f, const std::string& p, ListenConfig& listen) {
+       auto value = l.read_bool(f, p);
+       if (!value) return false;
+       listen.reuseport = *value;
+       if (*value && listen.kind == AddressKind::unix_path) {
+         l.report(f.mark, p, "applies to TCP listeners only, not unix sockets");
+         return false;
+       }
+       return true;
+     },
+     [](const ListenConfig& listen) { return yaml_bool(listen.reuseport); }},
+    {"listen", "mode", kOnReload,
+     [](Loader& l, const Field& f, const std::string& p, ListenConfig& listen) {
+       auto value = l.read_mode(f, p);
+       if (!value) return false;
+       listen.mode = *value;
+       if (listen.kind != AddressKind::unix_path) {
+         l.report(f.mark, p, "applies to unix sockets only, not TCP listeners");
+         return false;
+       }
+       return true;
+     },
+     nullptr,
+     [](YamlWriter& out, int indent, std::string_view name, const ListenConfig& listen) {
+       if (listen.mode) out.line(indent, name, "\"" + format_mode(*listen.mode) + "\"");
+     }},
+});
+
+// A top-level key that is a mapping of keys of its own rows (worker, restart, ...).
+bool is_section(std::string_view name) {
+  return std::any_of(kConfigRows.begin(), kConfigRows.end(),
+                     [&](const ConfigRow& row) { return row.section == name; });
+}
+
+// The keys read_map accepts in a section ("" = the top level, "listen" = a listen entry).
+std::span<const std::string_view> key_names(std::string_view section) {
+  static const auto names = [] {
+    std::map<std::string_view, std::vector<std::string_view>, std::less<>> out;
+    for (const ConfigRow& row : kConfigRows) out[row.section].push_back(row.name);
+    for (const ListenRow& row : kListenRows) out[row.section].push_back(row.name);
+    return out;
+  }();
+  const auto it = names.find(section);
+  if (it == names.end()) return {};
+  return it->second;
+}
+
+template <typename T>
+void print_row(YamlWriter& out, int indent, std::string_view name, const KeyRow<T>& row,
+               const T& target) {
+  if (row.print != nullptr) {
+    row.print(out, indent, name, target);
+  } else {
+    out.line(indent, name, row.value(target));
+  }
+}
+
+void print_section(YamlWriter& out, int indent, std::string_view name, const Config& config) {
+  out.section(indent, name);
+  for (const ConfigRow& row : kConfigRows) {
+    if (row.section == name) print_row(out, indent + 2, row.name, row, config);
+  }
+}
+
+void print_listen(YamlWriter& out, int indent, std::string_view name, const Config& config) {
+  out.section(indent, name);
+  for (const ListenConfig& listen : config.listen) {
+    // The first key opens the entry: "  - address: ...", the others line up under it.
+    for (const ListenRow& row : kListenRows) {
+      if (&row == &kListenRows.front()) {
+        print_row(out, indent + 2, "- " + std::string(row.name), row, listen);
+      } else {
+        print_row(out, indent + 4, row.name, row, listen);
+      }
+    }
+  }
+}
+
+void print_env(YamlWriter& out, int indent, std::string_view name, const Config& config) {
+  if (config.worker.env.empty()) {
+    out.line(indent, name, "{}");
+    return;
+  }
+  out.section(indent, name);
+  for (const auto& [variable, value] : config.worker.env) {
+    out.line(indent + 2, yaml_string(variable), yaml_string(value));
+  }
+}
 
 void Loader::report(const YAML::Mark& mark, std::string_view path, const std::string& message) {
   ConfigIssue issue;
@@ -392,12 +1013,10 @@ Fields Loader::read_map(const Field& field, std::string_view path,
         message += " (did you mean " + quote(*suggestion) + "?)";
       } else {
         std::optional<std::string> elsewhere;
-        for (const Section& section : kSections) {
-          if (section.name == path) continue;
-          if (std::find(section.keys.begin(), section.keys.end(), name) != section.keys.end()) {
-            elsewhere = join_path(section.name, name);
-            break;
-          }
+        for (const ConfigRow& row : kConfigRows) {
+          if (row.section.empty() || row.section == path || row.name != name) continue;
+          elsewhere = join_path(row.section, name);
+          break;
         }
         if (elsewhere) {
           message += " (did you mean " + quote(*elsewhere) + "?)";
@@ -631,20 +1250,11 @@ Config Loader::load() {
     throw ConfigError(std::move(issues_));
   }
 
-  const Fields fields = read_map(root, "", kTopKeys);
-  if (const Field* f = find(fields, "workers")) load_workers(*f, config);
-  if (const Field* f = find(fields, "listen")) load_listen(*f, config);
-  if (const Field* f = find(fields, "worker")) load_worker(*f, config.worker);
-  if (const Field* f = find(fields, "restart")) load_restart(*f, config.restart);
-  if (const Field* f = find(fields, "reload")) load_reload(*f, config.reload);
-  if (const Field* f = find(fields, "control")) load_control(*f, config.control);
-  if (const Field* f = find(fields, "ipc")) load_ipc(*f, config.ipc);
-  if (const Field* f = find(fields, "log")) load_log(*f, config.log);
-  if (const Field* f = find(fields, "pidfile")) {
-    if (auto value = read_string(*f, "pidfile")) config.pidfile = *value;
+  const Fields fields = read_map(root, "", key_names(""));
+  for (const ConfigRow& row : kConfigRows) {
+    if (!row.section.empty()) continue;
+    if (const Field* f = find(fields, row.name)) row.load(*this, *f, std::string(row.name), config);
   }
-  if (const Field* f = find(fields, "metrics")) load_metrics(*f, config.metrics);
-  if (const Field* f = find(fields, "stop")) load_stop(*f, config.stop);
 
   if (!issues_.empty()) {
     // Sections are checked in SPEC order; the operator reads the file top to bottom.
@@ -656,29 +1266,45 @@ Config Loader::load() {
   return config;
 }
 
-void Loader::load_workers(const Field& field, Config& config) {
+std::optional<SectionFields> Loader::load_section(const Field& field, std::string_view section,
+                                                  Config& config) {
+  if (field.value.IsNull()) return std::nullopt;
+  if (!expect_map(field, section)) return std::nullopt;
+  SectionFields out{read_map(field, section, key_names(section)), {}};
+  for (const ConfigRow& row : kConfigRows) {
+    if (row.section != section) continue;
+    const Field* f = find(out.fields, row.name);
+    if (f != nullptr && !row.load(*this, *f, join_path(section, row.name), config)) {
+      out.failed.push_back(row.name);
+    }
+  }
+  return out;
+}
+
+bool Loader::load_workers(const Field& field, Config& config) {
   constexpr std::string_view kPath = "workers";
   const std::string expected = "an integer (1.." + std::to_string(kMaxWorkers) + ") or auto";
-  if (!expect_scalar(field, kPath, expected)) return;
+  if (!expect_scalar(field, kPath, expected)) return false;
   const std::string& text = field.value.Scalar();
   if (text == "auto") {
     config.workers = 0;
-    return;
+    return true;
   }
   const auto value = parse_integer(text);
   if (!value) {
     report(field.mark, kPath, "expected " + expected + ", got " + describe(field));
-    return;
+    return false;
   }
   if (*value < 1 || *value > kMaxWorkers) {
     report(field.mark, kPath,
            text + " is out of range (1.." + std::to_string(kMaxWorkers) + " or auto)");
-    return;
+    return false;
   }
   config.workers = static_cast<unsigned>(*value);
+  return true;
 }
 
-void Loader::load_listen(const Field& field, Config& config) {
+bool Loader::load_listen(const Field& field, Config& config) {
   std::vector<Field> items;
   std::vector<std::string> paths;
   if (field.value.IsSequence()) {
@@ -695,7 +1321,7 @@ void Loader::load_listen(const Field& field, Config& config) {
   }
   if (items.empty()) {
     report(field.mark, "listen", "needs at least one address, like 127.0.0.1:8080");
-    return;
+    return false;
   }
 
   struct Entry {
@@ -742,9 +1368,10 @@ void Loader::load_listen(const Field& field, Config& config) {
       }
     }
   }
-  if (!complete) return;
+  if (!complete) return false;
   config.listen.clear();
   for (Entry& entry : entries) config.listen.push_back(std::move(entry.listen));
+  return true;
 }
 
 std::optional<ListenConfig> Loader::load_listen_entry(const Field& field, const std::string& path,
@@ -762,89 +1389,79 @@ std::optional<ListenConfig> Loader::load_listen_entry(const Field& field, const 
     return std::nullopt;
   }
   const std::size_t issues_before = issues_.size();
-  const Fields fields = read_map(field, path, kListenKeys);
-  const Field* address = find(fields, "address");
-  if (address == nullptr) {
+  const Fields fields = read_map(field, path, key_names("listen"));
+  const ListenRow& address = kListenRows.front();
+  if (find(fields, address.name) == nullptr) {
     // A misspelt "adress" was already reported with its suggestion; once is enough.
     if (issues_.size() == issues_before) {
-      report(field.mark, path, "missing required key \"address\"");
+      report(field.mark, path, "missing required key " + quote(address.name));
     }
     return std::nullopt;
   }
-  const std::string address_path = join_path(path, "address");
-  if (!expect_scalar(*address, address_path, "an address like 127.0.0.1:8080")) {
-    return std::nullopt;
-  }
-  auto listen = try_parse_listen_address(address->value.Scalar(), error);
-  if (!listen) {
-    report(address->mark, address_path, error);
-    return std::nullopt;
-  }
+  ListenConfig listen;
   bool ok = true;
-  const bool is_unix = listen->kind == AddressKind::unix_path;
+  for (const ListenRow& row : kListenRows) {
+    const Field* f = find(fields, row.name);
+    if (f == nullptr) continue;
+    if (!row.load(*this, *f, join_path(path, row.name), listen)) {
+      if (&row == &address) return std::nullopt;  // nothing else can be checked without it
+      ok = false;
+    }
+  }
   if (const Field* f = find(fields, "name")) {
-    const std::string name_path = join_path(path, "name");
     name_mark = f->mark;
-    if (auto name = read_string(*f, name_path)) {
-      named = true;
-      listen->name = *name;
-      if (name->empty()) {
-        report(f->mark, name_path, "must not be empty");
-        ok = false;
-      } else if (!std::all_of(name->begin(), name->end(), name_char_ok)) {
-        // LISTEN_FDNAMES is colon-separated, so names are kept to a safe alphabet.
-        report(f->mark, name_path,
-               quote(*name) + " may only contain letters, digits, '_', '.' and '-'");
-        ok = false;
-      } else if (name->size() > kMaxListenNameLength) {
-        report(f->mark, name_path,
-               "is too long (at most " + std::to_string(kMaxListenNameLength) + " characters)");
-        ok = false;
-      }
-    } else {
-      ok = false;
-    }
-  }
-  if (const Field* f = find(fields, "backlog")) {
-    if (auto value = read_integer(*f, join_path(path, "backlog"), 1, 65535, "1..65535")) {
-      listen->backlog = static_cast<int>(*value);
-    } else {
-      ok = false;
-    }
-  }
-  if (const Field* f = find(fields, "reuseport")) {
-    const std::string reuse_path = join_path(path, "reuseport");
-    if (auto value = read_bool(*f, reuse_path)) {
-      listen->reuseport = *value;
-      if (*value && is_unix) {
-        report(f->mark, reuse_path, "applies to TCP listeners only, not unix sockets");
-        ok = false;
-      }
-    } else {
-      ok = false;
-    }
-  }
-  if (const Field* f = find(fields, "mode")) {
-    const std::string mode_path = join_path(path, "mode");
-    if (auto value = read_mode(*f, mode_path)) {
-      listen->mode = *value;
-      if (!is_unix) {
-        report(f->mark, mode_path, "applies to unix sockets only, not TCP listeners");
-        ok = false;
-      }
-    } else {
-      ok = false;
-    }
+    named = true;
   }
   if (!ok) return std::nullopt;
   return listen;
 }
 
-void Loader::load_worker(const Field& field, WorkerConfig& worker) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "worker")) return;
-  const Fields fields = read_map(field, "worker", kWorkerKeys);
+bool Loader::load_app(const Field& field, WorkerConfig& worker) {
+  auto app = read_string(field, "worker.app");
+  if (!app) return false;
+  const auto& apps = options_.builtin_apps;
+  if (std::find(apps.begin(), apps.end(), *app) == apps.end()) {
+    std::vector<std::string_view> names(apps.begin(), apps.end());
+    std::string message = "unknown built-in app " + quote(*app);
+    if (auto suggestion = closest(*app, names)) {
+      message += " (did you mean " + quote(*suggestion) + "?)";
+    }
+    message += "; built-in apps: " + join_names(names, ", ");
+    report(field.mark, "worker.app", message);
+    return false;
+  }
+  worker.app = *app;
+  return true;
+}
 
+bool Loader::load_command(const Field& field, WorkerConfig& worker) {
+  if (!field.value.IsSequence() || field.value.size() == 0) {
+    std::string message =
+        "expected a non-empty list like [/usr/bin/node, server.js], got " + describe(field);
+    if (field.value.IsScalar()) message += " (use worker.shell for a command line)";
+    report(field.mark, "worker.command", message);
+    return false;
+  }
+  std::vector<std::string> argv;
+  std::size_t index = 0;
+  for (const auto& element : field.value) {
+    const std::string element_path = "worker.command[" + std::to_string(index++) + "]";
+    const YAML::Mark mark = has_position(element.Mark()) ? element.Mark() : field.mark;
+    if (!element.IsScalar()) {
+      report(
+          mark, element_path,
+          "expected a string, got " + describe({static_cast<const YAML::Node&>(element), {}, {}}));
+      continue;
+    }
+    argv.push_back(element.Scalar());
+  }
+  if (argv.size() != field.value.size()) return false;
+  worker.command = std::move(argv);
+  worker.app.clear();
+  return true;
+}
+
+void Loader::check_worker(const Fields& fields, WorkerConfig& worker) {
   // The program to run: exactly one of app, command, shell.
   std::vector<std::pair<std::string_view, const Field*>> programs;
   for (std::string_view key : {"app", "command", "shell"}) {
@@ -860,89 +1477,17 @@ void Loader::load_worker(const Field& field, WorkerConfig& worker) {
     report(last->second->key_mark, "worker",
            "set only one of app, command and shell (found " + join_names(names, " and ") + ")");
   }
-  if (const Field* f = find(fields, "app")) {
-    if (auto app = read_string(*f, "worker.app")) {
-      const auto& apps = options_.builtin_apps;
-      if (std::find(apps.begin(), apps.end(), *app) == apps.end()) {
-        std::vector<std::string_view> names(apps.begin(), apps.end());
-        std::string message = "unknown built-in app " + quote(*app);
-        if (auto suggestion = closest(*app, names)) {
-          message += " (did you mean " + quote(*suggestion) + "?)";
-        }
-        message += "; built-in apps: " + join_names(names, ", ");
-        report(f->mark, "worker.app", message);
-      } else {
-        worker.app = *app;
-      }
-    }
-  }
+  // Once env is read: its PATH is where a bare program name is looked up.
   const Field* command = find(fields, "command");
-  if (command != nullptr) {
-    if (command->value.IsSequence() && command->value.size() > 0) {
-      std::vector<std::string> argv;
-      std::size_t index = 0;
-      for (const auto& element : command->value) {
-        const std::string element_path = "worker.command[" + std::to_string(index++) + "]";
-        const YAML::Mark mark = has_position(element.Mark()) ? element.Mark() : command->mark;
-        if (!element.IsScalar()) {
-          report(mark, element_path,
-                 "expected a string, got " +
-                     describe({static_cast<const YAML::Node&>(element), {}, {}}));
-          continue;
-        }
-        argv.push_back(element.Scalar());
-      }
-      if (argv.size() == command->value.size()) {
-        worker.command = std::move(argv);
-        worker.app.clear();
-      }
-    } else {
-      std::string message =
-          "expected a non-empty list like [/usr/bin/node, server.js], got " + describe(*command);
-      if (command->value.IsScalar()) message += " (use worker.shell for a command line)";
-      report(command->mark, "worker.command", message);
-    }
-  }
-  if (const Field* f = find(fields, "shell")) {
-    if (auto shell = read_string(*f, "worker.shell")) {
-      if (shell->empty()) {
-        report(f->mark, "worker.shell", "must not be empty");
-      } else {
-        worker.shell = *shell;
-        worker.app.clear();
-      }
-    }
-  }
-
-  if (const Field* f = find(fields, "cwd")) {
-    if (auto cwd = read_string(*f, "worker.cwd")) {
-      worker.cwd = *cwd;
-      struct stat info {};
-      if (cwd->empty()) {
-        // "" = the master's working directory.
-      } else if (::stat(cwd->c_str(), &info) != 0) {
-        report(f->mark, "worker.cwd", quote(*cwd) + ": " + errno_text(errno));
-      } else if (!S_ISDIR(info.st_mode)) {
-        report(f->mark, "worker.cwd", quote(*cwd) + ": " + errno_text(ENOTDIR));
-      }
-    }
-  }
-  if (const Field* f = find(fields, "env")) load_env(*f, worker);
   if (command != nullptr && !worker.command.empty()) check_command(*command, worker);
 
-  const Field* user_field = find(fields, "user");
-  if (user_field != nullptr) {
-    if (auto user = read_string(*user_field, "worker.user")) worker.user = *user;
-  }
-  const Field* group_field = find(fields, "group");
-  if (group_field != nullptr) {
-    if (auto group_name = read_string(*group_field, "worker.group")) worker.group = *group_name;
-  }
   if (!worker.user.empty() || !worker.group.empty()) {
     // Resolved here, once per load, so that no spawn asks the user database again.
     const ResolvedWorkerIds ids = resolve_worker_ids(
         worker.user, worker.group, options_.master.value_or(ProcessIdentity::of_this_process()));
     // An error names a key that was set: neither field can be missing then.
+    const Field* user_field = find(fields, "user");
+    const Field* group_field = find(fields, "group");
     if (!ids.user_error.empty() && user_field != nullptr) {
       report(user_field->mark, "worker.user", ids.user_error);
     }
@@ -954,96 +1499,19 @@ void Loader::load_worker(const Field& field, WorkerConfig& worker) {
     worker.groups = ids.groups;
     worker.account_env = ids.account_env;
   }
-  if (const Field* f = find(fields, "ready")) {
-    if (auto value = read_enum(*f, "worker.ready", kReadyModes)) worker.ready = *value;
-  }
-  if (const Field* f = find(fields, "ready_timeout")) {
-    if (auto value = read_duration(*f, "worker.ready_timeout")) {
-      if (*value <= Duration::zero()) {
-        report(f->mark, "worker.ready_timeout", "must be more than 0");
-      } else {
-        worker.ready_timeout = *value;
-      }
-    }
-  }
-  if (const Field* f = find(fields, "heartbeat_timeout")) {
-    if (auto value = read_duration(*f, "worker.heartbeat_timeout")) {
-      if (*value != Duration::zero() && *value < 100ms) {
-        report(f->mark, "worker.heartbeat_timeout",
-               f->value.Scalar() + " is too short (0 = off, or at least 100ms)");
-      } else {
-        worker.heartbeat_timeout = *value;
-      }
-    }
-  }
-  if (const Field* f = find(fields, "shutdown_timeout")) {
-    if (auto value = read_duration(*f, "worker.shutdown_timeout")) {
-      if (*value <= Duration::zero()) {
-        report(f->mark, "worker.shutdown_timeout", "must be more than 0");
-      } else {
-        worker.shutdown_timeout = *value;
-      }
-    }
-  }
-  if (const Field* f = find(fields, "max_memory")) {
-    if (f->value.IsScalar() && f->value.Scalar() == "auto") {
-      worker.max_memory_auto = true;
-    } else if (auto value = read_size(*f, "worker.max_memory", "auto")) {
-      if (*value != 0 && *value < (std::uint64_t{1} << 20)) {
-        report(f->mark, "worker.max_memory",
-               f->value.Scalar() + " is too small (0 = no limit, or at least 1MiB)");
-      } else {
-        worker.max_memory = *value;
-      }
-    }
-  }
-  if (const Field* f = find(fields, "max_lifetime")) {
-    if (auto value = read_duration(*f, "worker.max_lifetime")) {
-      if (*value != Duration::zero() && *value < 1s) {
-        report(f->mark, "worker.max_lifetime",
-               f->value.Scalar() + " is too short (0 = no limit, or at least 1s)");
-      } else {
-        worker.max_lifetime = *value;
-      }
-    }
-  }
-  if (const Field* f = find(fields, "cpu_affinity")) {
-    if (auto value = read_bool(*f, "worker.cpu_affinity")) worker.cpu_affinity = *value;
-  }
-  if (const Field* f = find(fields, "rlimit_nofile")) {
-    constexpr std::string_view kRange = "0 = inherit, or 16..1048576";
-    if (auto value = read_integer(*f, "worker.rlimit_nofile", 0, 1'048'576, kRange)) {
-      if (*value != 0 && *value < 16) {
-        report(f->mark, "worker.rlimit_nofile",
-               f->value.Scalar() + " is out of range (" + std::string(kRange) + ")");
-      } else {
-        worker.rlimit_nofile = static_cast<std::uint64_t>(*value);
-      }
-    }
-  }
-  // `stdout: null` is the YAML null, not an empty value: read the spelling.
-  for (auto [key, target] :
-       {std::pair{"stdout", &worker.stdout_mode}, std::pair{"stderr", &worker.stderr_mode}}) {
-    const Field* f = find(fields, key);
-    if (f == nullptr) continue;
-    const std::string path = join_path("worker", key);
-    if (f->value.IsNull() && !null_spelling(f->value).empty()) {
-      *target = OutputMode::null;
-    } else if (auto value = read_enum(*f, path, kOutputModes)) {
-      *target = *value;
-    }
-  }
 }
 
-void Loader::load_env(const Field& field, WorkerConfig& worker) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "worker.env")) return;
+bool Loader::load_env(const Field& field, WorkerConfig& worker) {
+  if (field.value.IsNull()) return true;
+  if (!expect_map(field, "worker.env")) return false;
   const Fields fields = read_map(field, "worker.env", std::nullopt);
+  bool ok = true;
   for (const auto& [name, entry] : fields) {
     const std::string path = "worker.env." + name;
     if (name.empty() || name.find('=') != std::string::npos) {
       report(entry.key_mark, "worker.env",
              "variable name " + quote(name) + " must be non-empty and contain no '='");
+      ok = false;
       continue;
     }
     if (entry.value.IsNull()) {
@@ -1051,8 +1519,11 @@ void Loader::load_env(const Field& field, WorkerConfig& worker) {
       worker.env[name] = null_spelling(entry.value);
     } else if (expect_scalar(entry, path, "a string")) {
       worker.env[name] = entry.value.Scalar();
+    } else {
+      ok = false;
     }
   }
+  return ok;
 }
 
 void Loader::check_command(const Field& field, const WorkerConfig& worker) {
@@ -1063,243 +1534,21 @@ void Loader::check_command(const Field& field, const WorkerConfig& worker) {
   report(mark, "worker.command", program.problem);
 }
 
-void Loader::load_restart(const Field& field, RestartConfig& restart) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "restart")) return;
-  const Fields fields = read_map(field, "restart", kRestartKeys);
-  const Field* delay = find(fields, "delay");
-  const Field* max_delay = find(fields, "max_delay");
-  bool delays_ok = true;
-  if (delay != nullptr) {
-    if (auto value = read_duration(*delay, "restart.delay")) {
-      restart.delay = *value;
-    } else {
-      delays_ok = false;
-    }
+void Loader::check_restart(const SectionFields& section, const RestartConfig& restart) {
+  const Field* delay = find(section.fields, "delay");
+  const Field* max_delay = find(section.fields, "max_delay");
+  if (!section.ok("delay") || !section.ok("max_delay") || restart.max_delay >= restart.delay) {
+    return;
   }
   if (max_delay != nullptr) {
-    if (auto value = read_duration(*max_delay, "restart.max_delay")) {
-      restart.max_delay = *value;
-    } else {
-      delays_ok = false;
-    }
+    report(max_delay->mark, "restart.max_delay",
+           format_duration(restart.max_delay) + " is less than restart.delay (" +
+               format_duration(restart.delay) + ")");
+  } else if (delay != nullptr) {
+    report(delay->mark, "restart.delay",
+           format_duration(restart.delay) + " is more than restart.max_delay (" +
+               format_duration(restart.max_delay) + "); raise max_delay too");
   }
-  if (delays_ok && restart.max_delay < restart.delay) {
-    if (max_delay != nullptr) {
-      report(max_delay->mark, "restart.max_delay",
-             format_duration(restart.max_delay) + " is less than restart.delay (" +
-                 format_duration(restart.delay) + ")");
-    } else {
-      report(delay->mark, "restart.delay",
-             format_duration(restart.delay) + " is more than restart.max_delay (" +
-                 format_duration(restart.max_delay) + "); raise max_delay too");
-    }
-  }
-  if (const Field* f = find(fields, "min_uptime")) {
-    if (auto value = read_duration(*f, "restart.min_uptime")) restart.min_uptime = *value;
-  }
-  if (const Field* f = find(fields, "burst")) {
-    if (auto value = read_integer(*f, "restart.burst", 0, kMaxRestartBurst,
-                                  "0 = no brake, or up to 1000000")) {
-      restart.burst = static_cast<unsigned>(*value);
-    }
-  }
-  if (const Field* f = find(fields, "max_failures")) {
-    if (auto value = read_integer(*f, "restart.max_failures", 0, kMaxRestartFailures,
-                                  "0 = never give up, or up to 1000000")) {
-      restart.max_failures = static_cast<unsigned>(*value);
-    }
-  }
-  if (const Field* f = find(fields, "exit_on_failed")) {
-    if (auto value = read_bool(*f, "restart.exit_on_failed")) restart.exit_on_failed = *value;
-  }
-}
-
-void Loader::load_reload(const Field& field, ReloadConfig& reload) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "reload")) return;
-  const Fields fields = read_map(field, "reload", kReloadKeys);
-  const Field* batch = find(fields, "batch");
-  if (batch == nullptr) return;
-  constexpr std::string_view kPath = "reload.batch";
-  const std::string expected =
-      "a number of workers (1.." + std::to_string(kMaxWorkers) + ") or a percentage like 25%";
-  if (!expect_scalar(*batch, kPath, expected)) return;
-  std::string_view text = batch->value.Scalar();
-  const bool percent = text.ends_with('%');
-  if (percent) text.remove_suffix(1);
-  const auto value = parse_integer(text);
-  if (!value) {
-    report(batch->mark, kPath, "expected " + expected + ", got " + describe(*batch));
-    return;
-  }
-  const std::int64_t high = percent ? 100 : std::int64_t{kMaxWorkers};
-  if (*value < 1 || *value > high) {
-    report(batch->mark, kPath,
-           batch->value.Scalar() + " is out of range (" +
-               (percent ? std::string("1%..100%") : "1.." + std::to_string(kMaxWorkers)) + ")");
-    return;
-  }
-  reload.batch = BatchSize{static_cast<unsigned>(*value), percent};
-}
-
-void Loader::load_control(const Field& field, ControlConfig& control) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "control")) return;
-  const Fields fields = read_map(field, "control", kControlKeys);
-  if (const Field* f = find(fields, "socket")) {
-    if (auto socket = read_string(*f, "control.socket")) {
-      if (socket->size() > kUnixPathMax) {
-        report(f->mark, "control.socket",
-               "path is too long for a unix socket (" + std::to_string(socket->size()) +
-                   " bytes, at most " + std::to_string(kUnixPathMax) + ")");
-      } else {
-        control.socket = *socket;
-      }
-    }
-  }
-  if (const Field* f = find(fields, "mode")) {
-    if (auto mode = read_mode(*f, "control.mode")) control.mode = *mode;
-  }
-  if (const Field* f = find(fields, "group")) {
-    if (auto group_name = read_string(*f, "control.group")) {
-      control.group = *group_name;
-      if (!group_name->empty() && !group_exists(*group_name)) {
-        report(f->mark, "control.group", "no such group " + quote(*group_name));
-      }
-    }
-  }
-}
-
-void Loader::load_ipc(const Field& field, IpcConfig& ipc) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "ipc")) return;
-  const Fields fields = read_map(field, "ipc", kIpcKeys);
-  if (const Field* f = find(fields, "max_message")) {
-    if (auto value = read_size(*f, "ipc.max_message")) {
-      if (*value < (std::uint64_t{1} << 10) || *value > (std::uint64_t{1} << 30)) {
-        report(f->mark, "ipc.max_message", f->value.Scalar() + " is out of range (1KiB..1GiB)");
-      } else {
-        ipc.max_message = *value;
-      }
-    }
-  }
-}
-
-void Loader::load_log(const Field& field, LogConfig& log) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "log")) return;
-  const Fields fields = read_map(field, "log", kLogKeys);
-  if (const Field* f = find(fields, "level")) {
-    if (auto value = read_enum(*f, "log.level", kLogLevels)) log.level = *value;
-  }
-  if (const Field* f = find(fields, "format")) {
-    if (f->value.IsScalar() && f->value.Scalar() == kAutoFormat) {
-      log.format = LogFormat::text;
-      log.format_set = false;
-    } else if (auto value = read_enum(*f, "log.format", kLogFormats)) {
-      log.format = *value;
-      log.format_set = true;
-    }
-  }
-  if (const Field* f = find(fields, "file")) {
-    if (auto file = read_string(*f, "log.file")) log.file = *file;
-  }
-  if (const Field* f = find(fields, "audit")) {
-    if (auto audit = read_string(*f, "log.audit")) log.audit = *audit;
-  }
-}
-
-void Loader::load_metrics(const Field& field, MetricsConfig& metrics) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "metrics")) return;
-  const Fields fields = read_map(field, "metrics", kMetricsKeys);
-  if (const Field* f = find(fields, "listen")) {
-    auto listen = read_string(*f, "metrics.listen");
-    if (!listen) return;
-    if (!listen->empty()) {
-      std::string error;
-      auto parsed = try_parse_listen_address(*listen, error);
-      if (!parsed) {
-        report(f->mark, "metrics.listen", error);
-        return;
-      }
-      if (parsed->kind == AddressKind::unix_path) {
-        report(f->mark, "metrics.listen", "expected host:port (TCP only), got " + quote(*listen));
-        return;
-      }
-    }
-    metrics.listen = *listen;
-  }
-}
-
-void Loader::load_stop(const Field& field, StopConfig& stop) {
-  if (field.value.IsNull()) return;
-  if (!expect_map(field, "stop")) return;
-  const Fields fields = read_map(field, "stop", kStopKeys);
-  if (const Field* f = find(fields, "delay")) {
-    if (auto delay = read_duration(*f, "stop.delay")) stop.delay = *delay;
-  }
-}
-
-// ---- to_yaml ----------------------------------------------------------------------------
-
-bool is_yaml_keyword(std::string_view text) {
-  static constexpr std::array<std::string_view, 9> kKeywords{"true", "false", "yes", "no",  "on",
-                                                             "off",  "y",     "n",   "null"};
-  const std::string lower = lowercase(text);
-  return std::find(kKeywords.begin(), kKeywords.end(), lower) != kKeywords.end();
-}
-
-// Plain when unmistakably a string to every YAML reader, double-quoted otherwise.
-std::string yaml_string(std::string_view text) {
-  bool plain = !text.empty() && !is_yaml_keyword(text) && text.back() != ':';
-  if (plain) {
-    const char first = text.front();
-    plain = (first >= 'A' && first <= 'Z') || (first >= 'a' && first <= 'z') || first == '/' ||
-            first == '_';
-  }
-  for (std::size_t i = 0; plain && i < text.size(); ++i) {
-    const char c = text[i];
-    plain = name_char_ok(c) || c == '/' || c == '@' || c == '+' || c == ':';
-  }
-  if (plain) return std::string(text);
-  std::string out = "\"";
-  for (char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (byte < 0x20 || byte == 0x7f) {
-      out += fmt::format("\\x{:02x}", byte);
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-  return out;
-}
-
-class YamlWriter {
- public:
-  void section(std::string_view key) { out_ += std::string(key) + ":\n"; }
-  void line(int indent, std::string_view key, std::string_view value) {
-    out_ += std::string(static_cast<std::size_t>(indent), ' ') + std::string(key) + ": " +
-            std::string(value) + "\n";
-  }
-  void raw(std::string_view text) { out_ += text; }
-  [[nodiscard]] std::string take() { return std::move(out_); }
-
- private:
-  std::string out_;
-};
-
-std::string_view yaml_bool(bool value) {
-  return value ? "true" : "false";
 }
 
 }  // namespace
@@ -1378,84 +1627,40 @@ Config default_config() {
 
 std::string to_yaml(const Config& config) {
   YamlWriter out;
-  out.line(0, "workers", config.workers == 0 ? "auto" : std::to_string(config.workers));
-  out.section("listen");
-  for (const ListenConfig& listen : config.listen) {
-    out.line(2, "- address", yaml_string(listen.address));
-    out.line(4, "name", yaml_string(listen.name));
-    out.line(4, "backlog", std::to_string(listen.backlog));
-    out.line(4, "reuseport", yaml_bool(listen.reuseport));
-    if (listen.mode) out.line(4, "mode", "\"" + format_mode(*listen.mode) + "\"");
+  for (const ConfigRow& row : kConfigRows) {
+    if (row.section.empty()) print_row(out, 0, row.name, row, config);
   }
-
-  const WorkerConfig& worker = config.worker;
-  out.section("worker");
-  if (!worker.command.empty()) {
-    std::string argv = "[";
-    for (std::size_t i = 0; i < worker.command.size(); ++i) {
-      if (i > 0) argv += ", ";
-      argv += yaml_string(worker.command[i]);
-    }
-    out.line(2, "command", argv + "]");
-  } else if (!worker.shell.empty()) {
-    out.line(2, "shell", yaml_string(worker.shell));
-  } else {
-    out.line(2, "app", yaml_string(worker.app));
-  }
-  out.line(2, "cwd", yaml_string(worker.cwd));
-  if (worker.env.empty()) {
-    out.line(2, "env", "{}");
-  } else {
-    out.section("  env");
-    for (const auto& [name, value] : worker.env) out.line(4, yaml_string(name), yaml_string(value));
-  }
-  out.line(2, "user", yaml_string(worker.user));
-  out.line(2, "group", yaml_string(worker.group));
-  out.line(2, "ready", config_name(worker.ready));
-  out.line(2, "ready_timeout", format_duration(worker.ready_timeout));
-  out.line(2, "heartbeat_timeout", format_duration(worker.heartbeat_timeout));
-  out.line(2, "shutdown_timeout", format_duration(worker.shutdown_timeout));
-  out.line(2, "max_memory", worker.max_memory_auto ? "auto" : format_size(worker.max_memory));
-  out.line(2, "max_lifetime", format_duration(worker.max_lifetime));
-  out.line(2, "cpu_affinity", yaml_bool(worker.cpu_affinity));
-  out.line(2, "rlimit_nofile", std::to_string(worker.rlimit_nofile));
-  out.line(2, "stdout", config_name(worker.stdout_mode));
-  out.line(2, "stderr", config_name(worker.stderr_mode));
-
-  out.section("restart");
-  out.line(2, "delay", format_duration(config.restart.delay));
-  out.line(2, "max_delay", format_duration(config.restart.max_delay));
-  out.line(2, "min_uptime", format_duration(config.restart.min_uptime));
-  out.line(2, "burst", std::to_string(config.restart.burst));
-  out.line(2, "max_failures", std::to_string(config.restart.max_failures));
-  out.line(2, "exit_on_failed", yaml_bool(config.restart.exit_on_failed));
-
-  out.section("reload");
-  const BatchSize& batch = config.reload.batch;
-  out.line(
-      2, "batch",
-      batch.percent ? "\"" + std::to_string(batch.value) + "%\"" : std::to_string(batch.value));
-
-  out.section("control");
-  out.line(2, "socket", yaml_string(config.control.socket));
-  out.line(2, "mode", "\"" + format_mode(config.control.mode) + "\"");
-  out.line(2, "group", yaml_string(config.control.group));
-
-  out.section("ipc");
-  out.line(2, "max_message", format_size(config.ipc.max_message));
-
-  out.section("log");
-  out.line(2, "level", config_name(config.log.level));
-  out.line(2, "format", config.log.format_set ? config_name(config.log.format) : kAutoFormat);
-  out.line(2, "file", yaml_string(config.log.file));
-  out.line(2, "audit", yaml_string(config.log.audit));
-
-  out.line(0, "pidfile", yaml_string(config.pidfile));
-  out.section("metrics");
-  out.line(2, "listen", yaml_string(config.metrics.listen));
-  out.section("stop");
-  out.line(2, "delay", format_duration(config.stop.delay));
   return out.take();
+}
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = [] {
+    std::vector<ConfigKey> out;
+    for (const ConfigRow& row : kConfigRows) {
+      const bool top = row.section.empty();
+      out.push_back(
+          ConfigKey{join_path(row.section, row.name), top && is_section(row.name), row.effect});
+      for (const ListenRow& entry : kListenRows) {
+        if (top && entry.section == row.name) {
+          out.push_back(ConfigKey{join_path(entry.section, entry.name), false, entry.effect});
+        }
+      }
+    }
+    return out;
+  }();
+  return keys;
+}
+
+const ConfigKey* find_config_key(std::string_view path) {
+  const ConfigKey* best = nullptr;
+  for (const ConfigKey& key : config_keys()) {
+    if (key.section && path != key.path) continue;  // a section's paths are its own keys'
+    const bool within =
+        path == key.path || (path.starts_with(key.path) && path.size() > key.path.size() &&
+                             path[key.path.size()] == '.');
+    if (within && (best == nullptr || key.path.size() > best->path.size())) best = &key;
+  }
+  return best;
 }
 
 std::optional<ListenConfig> try_parse_listen_address(std::string_view text, std::string& error) {

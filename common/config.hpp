@@ -183,6 +183,25 @@ struct LoadOptions {
 // load_config_string(to_yaml(c), s) == c apart from `source`.
 [[nodiscard]] std::string to_yaml(const Config& config);
 
+// When a changed key takes effect in a running master.
+enum class KeyEffect {
+  on_reload,                 // the next reload (SIGHUP, forkctl reload) applies it
+  after_restart_or_upgrade,  // the master itself holds it: a restart or hot upgrade applies it
+  after_restart,             // only a master started anew applies it
+};
+
+// One key of the file, as the table that loads and prints the configuration lists it.
+struct ConfigKey {
+  std::string path;      // "workers", "worker.ready", "listen.backlog" (a key of a listen entry)
+  bool section = false;  // a mapping of keys of its own: "worker", "restart", ...
+  KeyEffect effect = KeyEffect::on_reload;
+};
+// Every key, in the order to_yaml prints them: a section is followed by its keys.
+[[nodiscard]] const std::vector<ConfigKey>& config_keys();
+// The key a dotted path printed by to_yaml belongs to ("worker.env.PATH" is "worker.env"),
+// nullptr if none.
+[[nodiscard]] const ConfigKey* find_config_key(std::string_view path);
+
 // One listen address as written in `listen` or `metrics.listen`: "host:port" (IPv4 literal,
 // "*" = 0.0.0.0, "localhost" = 127.0.0.1), "[v6]:port" or "unix:PATH". Fills address, kind,
 // host (canonical literal), port and path; leaves name/backlog/reuseport/mode at defaults.

@@ -107,11 +107,8 @@ void Master::start_reload() {
   const auto plan = plan_reload(config_, next, pool_.target(), next_target);
   const auto changes = plan.describe();
   for (const auto& line : changes) log_->info("reload: {}", line);
-  // These belong to the running master itself; a hot upgrade (SIGUSR2) or a restart applies them.
-  if (next.control != config_.control)
-    log_->warn("reload: control.* changes take effect after a restart or hot upgrade");
-  if (next.pidfile != config_.pidfile)
-    log_->warn("reload: pidfile changes take effect after a restart");
+  // Keys the running master itself holds (the key table says which): a restart applies them.
+  for (const auto& line : plan.needs_restart) log_->warn("reload: {}", line);
   ListenerSet next_listeners;
   try {
     next_listeners = ListenerSet::rebuild(next.listen, plan.kept_from, listeners_);

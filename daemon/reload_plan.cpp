@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <map>
+#include <string>
+#include <string_view>
+#include <vector>
 
 namespace forkd::daemon {
 
@@ -37,6 +40,26 @@ std::map<std::string, std::string> flat_config(const common::Config& config) {
   return out;
 }
 
+// One line per section whose changed keys the running master cannot apply, in table order.
+std::vector<std::string> restart_notes(const std::vector<const common::ConfigKey*>& changed) {
+  std::vector<std::string> notes;
+  for (const common::ConfigKey& key : common::config_keys()) {
+    if (key.effect == common::KeyEffect::on_reload ||
+        std::find(changed.begin(), changed.end(), &key) == changed.end()) {
+      continue;
+    }
+    const auto dot = key.path.find('.');
+    const std::string subject =
+        dot == std::string::npos ? key.path : key.path.substr(0, dot) + ".*";
+    const std::string_view when =
+        key.effect == common::KeyEffect::after_restart ? "a restart" : "a restart or hot upgrade";
+    std::string note = fmt::format("{} changes take effect after {}", subject, when);
+    if (std::find(notes.begin(), notes.end(), note) == notes.end())
+      notes.push_back(std::move(note));
+  }
+  return notes;
+}
+
 }  // namespace
 
 bool same_socket(const common::ListenConfig& a, const common::ListenConfig& b) {
@@ -65,18 +88,25 @@ ReloadPlan plan_reload(const common::Config& current, const common::Config& next
   }
   const auto before = flat_config(current);
   const auto after = flat_config(next);
+  std::vector<const common::ConfigKey*> changed;
   for (const auto& [key, value] : after) {
     auto it = before.find(key);
     if (it == before.end()) {
       plan.changed_keys.push_back(fmt::format("{}: (unset) -> {}", key, value));
     } else if (it->second != value) {
       plan.changed_keys.push_back(fmt::format("{}: {} -> {}", key, it->second, value));
+    } else {
+      continue;
     }
+    changed.push_back(common::find_config_key(key));
   }
   for (const auto& [key, value] : before) {
-    if (after.find(key) == after.end())
+    if (after.find(key) == after.end()) {
       plan.changed_keys.push_back(fmt::format("{}: {} -> (unset)", key, value));
+      changed.push_back(common::find_config_key(key));
+    }
   }
+  plan.needs_restart = restart_notes(changed);
   return plan;
 }
 

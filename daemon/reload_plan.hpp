@@ -1,5 +1,6 @@
 // What a reload would change: listeners added, removed or kept (kept ones keep their very
-// socket), the worker count, and every other key that differs. Pure: it compares two configs.
+// socket), the worker count, every other key that differs, and which of those wait for a
+// restart. Pure: it compares two configs.
 #pragma once
 
 #include <optional>
@@ -17,6 +18,9 @@ struct ReloadPlan {
   unsigned workers_from = 0;
   unsigned workers_to = 0;
   std::vector<std::string> changed_keys;  // "worker.env.A: 1 -> 2", dotted paths, listen excluded
+  // Changes this reload cannot apply, as the key table says (control.*, pidfile): one line per
+  // section, "control.* changes take effect after a restart or hot upgrade".
+  std::vector<std::string> needs_restart;
   // For each entry of the next `listen`, the index of the current entry whose socket it keeps;
   // nullopt: a socket to bind. ListenerSet::rebuild follows this, so the listeners the plan
   // reports and the sockets a reload keeps are one decision.

@@ -37,4 +37,35 @@ TEST(ReloadPlan, ReuseportChangeIsANewSocket) {
   EXPECT_EQ(plan.kept_from[0], std::nullopt);
 }
 
+// The key table says which keys the running master holds; the reload warns about those.
+TEST(ReloadPlan, ControlSocketAndPidfileChangesNeedARestart) {
+  const Config current = load("workers: 2\n");
+  const auto socket =
+      plan_reload(current, load("workers: 2\ncontrol:\n  socket: /tmp/x.sock\n"), 2, 2);
+  EXPECT_EQ(
+      socket.needs_restart,
+      (std::vector<std::string>{"control.* changes take effect after a restart or hot upgrade"}));
+  const auto pidfile = plan_reload(current, load("workers: 2\npidfile: /tmp/forkd.pid\n"), 2, 2);
+  EXPECT_EQ(pidfile.needs_restart,
+            (std::vector<std::string>{"pidfile changes take effect after a restart"}));
+  const auto both = plan_reload(
+      current,
+      load("workers: 2\npidfile: /tmp/forkd.pid\ncontrol:\n  mode: \"0660\"\n  socket: /tmp/y\n"),
+      2, 2);
+  EXPECT_EQ(both.needs_restart, (std::vector<std::string>{
+                                    "control.* changes take effect after a restart or hot upgrade",
+                                    "pidfile changes take effect after a restart"}));
+}
+
+TEST(ReloadPlan, KeysAReloadAppliesNeedNoRestart) {
+  const Config current = load("workers: 2\n");
+  const auto plan = plan_reload(
+      current,
+      load("workers: 3\nworker:\n  env: {A: b}\n  ready_timeout: 5s\nlog:\n  level: debug\n"
+           "metrics:\n  listen: 127.0.0.1:9101\nlisten: [127.0.0.1:9090]\n"),
+      2, 3);
+  EXPECT_FALSE(plan.changed_keys.empty());
+  EXPECT_TRUE(plan.needs_restart.empty());
+}
+
 }  // namespace
