@@ -759,6 +759,12 @@ constexpr auto kConfigRows =
                return store(l.read_string(f, p), c.log.file);
              },
              [](const Config& c) { return yaml_string(c.log.file); }},
+            {"log", "worker_lines", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_integer(f, p, 0, 100'000, "0 = keep none, or up to 100000"),
+                            c.log.worker_lines);
+             },
+             [](const Config& c) { return std::to_string(c.log.worker_lines); }},
             {"log", "audit", kOnReload,
              [](Loader& l, const Field& f, const std::string& p, Config& c) {
                return store(l.read_string(f, p), c.log.audit);

@@ -107,6 +107,7 @@ struct LogConfig {
   LogFormat format = LogFormat::text;
   bool format_set = false;  // false ("auto" in YAML): journal when JOURNAL_STREAM is set, else text
   std::string file;
+  unsigned worker_lines = 1000;  // captured lines kept per slot for `forkctl logs` (1 MiB cap)
   std::string audit;  // "" = the main log; else a file of its own. Written whatever the level.
   bool operator==(const LogConfig&) const = default;
 };

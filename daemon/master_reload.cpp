@@ -142,6 +142,7 @@ void Master::commit_reload() {
   reload_.reset();
   done.listeners.remove_socket_files_not_in(listeners_);
   common::log::configure(config_.log);
+  for (auto& [slot, ring] : output_rings_) ring.set_max_lines(config_.log.worker_lines);
   if (config_.metrics.listen != done.config.metrics.listen) {
     if (metrics_) metrics_->close();
     metrics_.reset();

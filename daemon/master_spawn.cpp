@@ -256,16 +256,18 @@ void Master::spawn_worker(const SpawnOrder& order) {
 }
 
 void Master::keep_output(unsigned slot, pid_t pid, bool is_stderr, std::string_view line) {
-  auto ring = output_rings_.try_emplace(slot).first;
+  const bool following = control_ && control_->output_subscriber_count() > 0;
+  if (config_.log.worker_lines == 0 && !following) return;
   CapturedLine captured{++output_seq_,    slot, pid, is_stderr, std::chrono::system_clock::now(),
                         std::string(line)};
   // `forkctl logs -f`: built only while someone follows.
-  if (control_ && control_->output_subscriber_count() > 0) {
+  if (following) {
     nlohmann::json event = to_json(captured);
     event["event"] = "output";
     control_->publish_output(event);
   }
-  ring->second.push(std::move(captured));
+  if (config_.log.worker_lines == 0) return;
+  output_rings_.try_emplace(slot, config_.log.worker_lines).first->second.push(std::move(captured));
 }
 
 }  // namespace forkd::daemon

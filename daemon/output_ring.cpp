@@ -30,6 +30,14 @@ void OutputRing::push(CapturedLine line) {
   }
 }
 
+void OutputRing::set_max_lines(std::size_t max_lines) {
+  max_lines_ = max_lines;
+  while (lines_.size() > max_lines_) {
+    bytes_ -= lines_.front().text.size();
+    lines_.pop_front();
+  }
+}
+
 std::vector<CapturedLine> OutputRing::last(std::size_t n) const {
   const std::size_t count = std::min(n, lines_.size());
   return {lines_.end() - static_cast<std::ptrdiff_t>(count), lines_.end()};

@@ -34,6 +34,8 @@ class OutputRing {
       : max_lines_(max_lines), max_bytes_(max_bytes) {}
 
   void push(CapturedLine line);
+  // A reload's log.worker_lines: the oldest lines beyond it go.
+  void set_max_lines(std::size_t max_lines);
   // The last `n` lines, oldest first.
   [[nodiscard]] std::vector<CapturedLine> last(std::size_t n) const;
   [[nodiscard]] std::size_t size() const noexcept { return lines_.size(); }

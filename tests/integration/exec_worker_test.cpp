@@ -224,3 +224,21 @@ TEST(ExecWorkerTest, ForkctlLogsFollowPrintsNewLinesWithoutGapOrRepeat) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ExecWorkerTest, LogWorkerLinesBoundsWhatForkctlLogsKeeps) {
+  Cluster c;
+  c.start(
+      "workers: 1\nlog: {worker_lines: 2}\nworker:\n  shell: 'for i in 1 2 3 4 5; do echo "
+      "\"line $i\"; done; exec " +
+      test_worker_bin() + " --serve'\n  ready: message\n");
+  c.wait_all_ready(1);
+  ASSERT_TRUE(c.forkd.wait_for_log("stdout: line 5$", 10s));
+  const auto r = forkctl(c, {"logs", "-n", "100"});
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2) << r.out;
+  EXPECT_NE(r.out.find("] line 4\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("] line 5\n"), std::string::npos) << r.out;
+}
+
+}  // namespace

@@ -95,6 +95,7 @@ std::map<std::string, std::string> samples() {
       {"log.level", "log:\n  level: debug\n"},
       {"log.format", "log:\n  format: json\n"},
       {"log.file", "log:\n  file: /var/log/forkd.log\n"},
+      {"log.worker_lines", "log:\n  worker_lines: 50\n"},
       {"log.audit", "log:\n  audit: /var/log/forkd-audit.log\n"},
       {"pidfile", "pidfile: /run/forkd.pid\n"},
       {"metrics.listen", "metrics:\n  listen: 127.0.0.1:9101\n"},
