@@ -49,9 +49,9 @@ bool names_controller(const std::vector<std::string>& controllers, std::string_v
 
 // A kernel path that climbs out of the cgroup namespace ("/../..") is not under any mount root.
 bool climbs(std::string_view path) {
-  for (const auto part : split(path, '/'))
-    if (part == "..") return true;
-  return false;
+  const auto parts = split(path, '/');
+  return std::any_of(parts.begin(), parts.end(),
+                     [](std::string_view part) { return part == ".."; });
 }
 
 // The suffix of `path` below `root`, or nullopt when `path` does not lie under it.

@@ -1,6 +1,7 @@
 #include "daemon/resource_limits.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -8,7 +9,6 @@
 #include <array>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 
 #include "common/fd.hpp"
 #include "daemon/cgroup_paths.hpp"
@@ -113,10 +113,8 @@ std::optional<MemoryLimit> read_memory_limit(const std::string& dir, int version
 }
 
 std::string cpus_text(double cpus) {
-  std::array<char, 32> buffer{};
   const bool whole = std::floor(cpus) == cpus;
-  std::snprintf(buffer.data(), buffer.size(), whole ? "%.0f" : "%.2f", cpus);
-  std::string text = buffer.data();
+  std::string text = whole ? fmt::format("{:.0f}", cpus) : fmt::format("{:.2f}", cpus);
   if (!whole) {
     while (text.back() == '0') text.pop_back();
   }
@@ -183,13 +181,8 @@ std::string human_bytes(std::uint64_t bytes) {
     value /= 1024;
     ++unit;
   }
-  std::array<char, 32> buffer{};
-  if (unit == 0 || std::floor(value) == value) {
-    std::snprintf(buffer.data(), buffer.size(), "%.0f %s", value, kUnits[unit]);
-  } else {
-    std::snprintf(buffer.data(), buffer.size(), "%.1f %s", value, kUnits[unit]);
-  }
-  return buffer.data();
+  if (unit == 0 || std::floor(value) == value) return fmt::format("{:.0f} {}", value, kUnits[unit]);
+  return fmt::format("{:.1f} {}", value, kUnits[unit]);
 }
 
 ResourceLimits read_resource_limits(const std::string& root) {

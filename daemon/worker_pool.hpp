@@ -113,8 +113,8 @@ enum class SignalTarget {
   leftovers,     // the group of a worker that has exited; gone (ESRCH): leftovers_gone(pid)
 };
 struct SignalOrder {
-  pid_t pid;  // the worker's pid, which is also the id of its process group
-  int signo;
+  pid_t pid = 0;  // the worker's pid, which is also the id of its process group
+  int signo = 0;
   SignalTarget target = SignalTarget::worker;
 };
 struct PublishOrder {
