@@ -266,9 +266,21 @@ void Master::cmd_logs(const json& request, const ControlCaller& /*caller*/, Resp
             [](const CapturedLine& a, const CapturedLine& b) { return a.seq < b.seq; });
   if (picked.size() > wanted)
     picked.erase(picked.begin(), picked.end() - static_cast<std::ptrdiff_t>(wanted));
+  // The reply is one line to the client, within what the control server lets a client owe:
+  // the newest lines that fit.
+  constexpr std::size_t kReplyBudget = std::size_t{512} * 1024;
+  std::vector<json> newest;
+  std::size_t bytes = 0;
+  for (auto it = picked.rbegin(); it != picked.rend(); ++it) {
+    json line = to_json(*it);
+    bytes += line.dump(-1, ' ', false, json::error_handler_t::replace).size() + 1;
+    if (bytes > kReplyBudget && !newest.empty()) break;
+    newest.push_back(std::move(line));
+  }
+  const bool truncated = newest.size() < picked.size();
   json lines = json::array();
-  for (const auto& line : picked) lines.push_back(to_json(line));
-  respond({{"ok", true}, {"lines", std::move(lines)}});
+  for (auto it = newest.rbegin(); it != newest.rend(); ++it) lines.push_back(std::move(*it));
+  respond({{"ok", true}, {"lines", std::move(lines)}, {"truncated", truncated}});
 }
 
 void Master::cmd_reopen_logs(const json& /*request*/, const ControlCaller& /*caller*/,

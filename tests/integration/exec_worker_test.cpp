@@ -242,3 +242,35 @@ TEST(ExecWorkerTest, LogWorkerLinesBoundsWhatForkctlLogsKeeps) {
 }
 
 }  // namespace
+
+namespace {
+
+// A full ring (1 MiB of long lines) asked for whole: the newest lines that fit in one reply the
+// control socket can carry, said to be truncated, rather than a reply the server must drop.
+TEST(ExecWorkerTest, ForkctlLogsOfAFullRingFitsOneReply) {
+  Cluster c;
+  c.start(
+      "workers: 1\nworker:\n  shell: 'python3 -c \"for i in range(1000): "
+      "print(str(i).rjust(6, chr(48)) + chr(120) * 1100)\"; exec " +
+      test_worker_bin() + " --serve'\n  ready: message\n");
+  c.wait_all_ready(1);
+  json reply;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto r = forkctl(c, {"--json", "logs", "-n", "1", "0"});
+        reply = json::parse(r.out, nullptr, false);
+        return reply.is_object() && !reply["lines"].empty() &&
+               reply["lines"][0]["text"].get<std::string>().starts_with("000999");
+      },
+      20s))
+      << reply.dump().substr(0, 300);
+  const auto all = forkctl(c, {"--json", "logs", "-n", "100000"});
+  ASSERT_EQ(all.exit_code(), 0) << all.err;
+  const auto whole = json::parse(all.out);
+  EXPECT_TRUE(whole["truncated"].get<bool>());
+  ASSERT_GT(whole["lines"].size(), 100U);
+  EXPECT_LT(all.out.size(), std::size_t{1} << 20);
+  EXPECT_TRUE(whole["lines"].back()["text"].get<std::string>().starts_with("000999"));
+}
+
+}  // namespace
