@@ -72,7 +72,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       limits_(read_resource_limits()),
       started_at_(Clock::now()),
       wakeup_(io_),
-      pool_(pool_settings(), target_for(config_), 1),
+      pool_(pool_settings(), target_for(config_, limits_), 1),
       log_(common::log::get("master")),
       watchdog_(io_),
       stop_delay_(io_),
@@ -166,8 +166,8 @@ void Master::log_limits() const {
   if (config_.worker.max_memory_auto) log_->info("max_memory: {}", effective_max_memory().reason);
 }
 
-unsigned Master::target_for(const common::Config& config) const {
-  return config.workers == 0 ? static_cast<unsigned>(auto_workers(limits_).value) : config.workers;
+unsigned Master::target_for(const common::Config& config, const ResourceLimits& limits) {
+  return config.workers == 0 ? static_cast<unsigned>(auto_workers(limits).value) : config.workers;
 }
 
 Derived Master::effective_max_memory() const {

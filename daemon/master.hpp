@@ -154,8 +154,8 @@ class Master {
   void check_leftovers();
   void check_memory(TimePoint now);
   void enforce_upgrade_deadline(TimePoint now);
-  // A hot upgrade that did not take: in last_reload and the failed-reload counter.
-  void record_failed_upgrade(const std::string& why);
+  // A hot upgrade that did not take: logged, in last_reload and the failed-reload counter.
+  void fail_upgrade(const std::string& why);
   void schedule_wakeup();
   void finish();
 
@@ -226,16 +226,18 @@ class Master {
   // Where the worker count comes from, for status: "auto: 2 = cgroup CPU quota (...)".
   [[nodiscard]] std::string workers_from() const;
   [[nodiscard]] nlohmann::json limits_json() const;
-  // For status: a worker's command line, or "app NAME" for a built-in app; "" when gone.
-  [[nodiscard]] std::string command_of(pid_t pid) const;
+  // For status: a worker's command line (escaped), or "app NAME" for a built-in app, whose
+  // command line is `own`, the master's; "" when gone.
+  [[nodiscard]] std::string command_of(pid_t pid, const std::optional<std::string>& own) const;
   void keep_output(unsigned slot, pid_t pid, bool is_stderr, std::string_view line);
   [[nodiscard]] std::optional<ProcOwner> owner(pid_t pid) const;
 
   [[nodiscard]] std::map<std::string, std::string> worker_environment(unsigned slot,
                                                                       unsigned generation) const;
   [[nodiscard]] bool exec_mode() const noexcept;
-  // `workers` with auto resolved against limits_.
-  [[nodiscard]] unsigned target_for(const common::Config& config) const;
+  // `workers` with auto resolved against `limits`.
+  [[nodiscard]] static unsigned target_for(const common::Config& config,
+                                           const ResourceLimits& limits);
   // worker.max_memory with auto resolved for the current worker count; 0 = off.
   [[nodiscard]] Derived effective_max_memory() const;
   // Says where `workers: auto` and `max_memory: auto` came from (at start and after a reload).

@@ -33,6 +33,9 @@ double rounded(double percent) {
   return std::round(percent * 10) / 10;
 }
 
+// The most of a worker's command line status shows.
+constexpr std::size_t kShownCommand = 512;
+
 // "1 worker", "3 workers".
 std::string count_of(unsigned n, const std::string& noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
@@ -450,7 +453,7 @@ void Master::publish(json event) {
 }
 
 std::string Master::workers_from() const {
-  if (pool_.target() != target_for(config_)) {
+  if (pool_.target() != target_for(config_, limits_)) {
     return "scaled to " + std::to_string(pool_.target()) + " (forkctl scale or SIGTTIN/SIGTTOU)";
   }
   if (config_.workers == 0) return auto_workers(limits_).reason;
@@ -475,16 +478,18 @@ json Master::limits_json() const {
   return limits;
 }
 
-std::string Master::command_of(pid_t pid) const {
+std::string Master::command_of(pid_t pid, const std::optional<std::string>& own) const {
   // A built-in app is forked without exec: its command line is the master's own.
   const auto line = read_command_line(pid, owner(pid));
   if (!line) return {};
-  if (!exec_mode() && line == read_command_line(::getpid())) return "app " + config_.worker.app;
-  return *line;
+  if (!exec_mode() && line == own) return "app " + config_.worker.app;
+  // A worker writes its own argv (setproctitle): printed by forkctl to a terminal, so escaped.
+  return common::escape_text_within(*line, kShownCommand);
 }
 
 json Master::status_json() const {
   const TimePoint now = Clock::now();
+  const auto own_command = read_command_line(::getpid());
   std::set<pid_t> live;
   json workers = json::array();
   const auto entry = [&](const Slot& slot, const Lane* lane, SlotState state) {
@@ -505,7 +510,7 @@ json Master::status_json() const {
         w["cpu_percent"] = rounded(cpu_meter_.percent(lane->pid, *cpu, now, lane->started_at));
         live.insert(lane->pid);
       }
-      w["command"] = command_of(lane->pid);
+      w["command"] = command_of(lane->pid, own_command);
       if (const auto io = workers_.find(lane->pid);
           io != workers_.end() && !io->second.status_text.empty()) {
         w["status"] = io->second.status_text;

@@ -62,8 +62,8 @@ void Master::dry_run_reload(const Respond& respond) {
   }
   try {
     const common::Config next = load_daemon_config(config_path_);
-    limits_ = read_resource_limits();
-    const unsigned next_target = target_for(next);
+    // Read as a reload would, kept by nothing: a dry run changes nothing.
+    const unsigned next_target = target_for(next, read_resource_limits());
     const auto plan = plan_reload(config_, next, pool_.target(), next_target);
     respond({{"ok", true},
              {"dry_run", true},
@@ -101,9 +101,10 @@ void Master::start_reload() {
                   replies, {});
     return;
   }
-  // A pod resized in place or a unit given a new CPUQuota=: the limits are read anew.
-  limits_ = read_resource_limits();
-  const unsigned next_target = target_for(next);
+  // A pod resized in place or a unit given a new CPUQuota=: the limits are read anew, and kept
+  // once the reload is applied.
+  ResourceLimits next_limits = read_resource_limits();
+  const unsigned next_target = target_for(next, next_limits);
   const auto plan = plan_reload(config_, next, pool_.target(), next_target);
   const auto changes = plan.describe();
   for (const auto& line : changes) log_->info("reload: {}", line);
@@ -123,6 +124,7 @@ void Master::start_reload() {
   reload_ = ReloadInProgress{std::move(config_), std::move(listeners_), generation,
                              pool_.target(),     std::move(replies),    changes};
   config_ = std::move(next);
+  limits_ = std::move(next_limits);
   listeners_ = std::move(next_listeners);
   pool_.reconfigure(pool_settings(), next_target, generation + 1);
   check_request_migration();

@@ -36,16 +36,14 @@ void Master::start_upgrade() {
     return;
   }
   if (launch_.executable.empty()) {
-    log_->error("hot upgrade: the path of the forkd binary is unknown; nothing changed");
-    record_failed_upgrade("the path of the forkd binary is unknown; nothing changed");
+    fail_upgrade("the path of the forkd binary is unknown; nothing changed");
     return;
   }
   common::FdPair pipe;
   try {
     pipe = common::make_pipe();
   } catch (const std::system_error& e) {
-    log_->error("hot upgrade: {}; nothing changed", e.what());
-    record_failed_upgrade(std::string(e.what()) + "; nothing changed");
+    fail_upgrade(std::string(e.what()) + "; nothing changed");
     return;
   }
   SpawnSpec spec;
@@ -86,10 +84,8 @@ void Master::start_upgrade() {
 
   const SpawnResult result = spawn_process(spec);
   if (result.pid < 0 || result.failure) {
-    log_->error("hot upgrade: cannot start {}: {}; this master keeps serving", spec.program,
-                result.describe(spec));
-    record_failed_upgrade("cannot start " + spec.program + ": " + result.describe(spec) +
-                          "; this master keeps serving");
+    fail_upgrade("cannot start " + spec.program + ": " + result.describe(spec) +
+                 "; this master keeps serving");
     return;  // a child that failed to exec is reaped as an unknown pid
   }
   upgrade_.started(result.pid, Clock::now() + config_.worker.ready_timeout + kUpgradeGrace);
@@ -140,13 +136,9 @@ void Master::on_upgrade_exit(int wait_status) {
       log_->warn("hot upgrade: new master (pid {}) {}", pid, status.describe());
       break;
     case UpgradeHandoff::Decision::failed:
-      log_->error(
-          "hot upgrade failed: new master (pid {}) {} before it was ready; this master keeps "
-          "serving",
-          pid, status.describe());
       publish({{"event", "upgrade"}, {"pid", pid}, {"state", "failed"}});
-      record_failed_upgrade("new master (pid " + std::to_string(pid) + ") " + status.describe() +
-                            " before it was ready; this master keeps serving");
+      fail_upgrade("new master (pid " + std::to_string(pid) + ") " + status.describe() +
+                   " before it was ready; this master keeps serving");
       upgrade_pipe_.reset();
       break;
     default:
@@ -154,7 +146,8 @@ void Master::on_upgrade_exit(int wait_status) {
   }
 }
 
-void Master::record_failed_upgrade(const std::string& why) {
+void Master::fail_upgrade(const std::string& why) {
+  log_->error("hot upgrade failed: {}", why);
   // Status and metrics show it as they show a failed reload: an operator's change that did not
   // take.
   last_reload_ = ReloadRecord{false, "hot upgrade: " + why, std::chrono::system_clock::now()};

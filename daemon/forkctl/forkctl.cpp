@@ -147,8 +147,7 @@ int follow_logs(ControlClient& subscription, const std::string& socket_path,
   if (past.is_object() && past.contains("lines") && past["lines"].is_array()) {
     for (const auto& line : past["lines"]) {
       last_seq = std::max<std::uint64_t>(last_seq, line.value("seq", std::uint64_t{0}));
-      const std::string text =
-          invocation.json ? line.dump() + "\n" : format_logs({{"lines", {line}}});
+      const std::string text = invocation.json ? line.dump() + "\n" : format_log_line(line);
       if (!write_all(STDOUT_FILENO, text)) return kExitOk;
     }
   }
@@ -161,8 +160,7 @@ int follow_logs(ControlClient& subscription, const std::string& socket_path,
         if (!event.is_object() || event.value("seq", std::uint64_t{0}) <= last_seq) break;
         if (only != invocation.request.end() && event.value("worker", -1) != *only) break;
         event.erase("event");
-        const std::string text =
-            invocation.json ? event.dump() + "\n" : format_logs({{"lines", {event}}});
+        const std::string text = invocation.json ? event.dump() + "\n" : format_log_line(event);
         if (!write_all(STDOUT_FILENO, text)) return kExitOk;
         break;
       }

@@ -276,14 +276,16 @@ std::string format_status(const Json& reply) {
   return out + "\n" + table(rows);
 }
 
+std::string format_log_line(const Json& line) {
+  return "[" + cell(line, "worker") + " pid " + cell(line, "pid") + " " + cell(line, "stream") +
+         "] " + cell(line, "text") + "\n";
+}
+
 std::string format_logs(const Json& reply) {
   std::string out;
   const Json* lines = member(reply, "lines");
   if (lines == nullptr || !lines->is_array()) return out;
-  for (const Json& line : *lines) {
-    out += "[" + cell(line, "worker") + " pid " + cell(line, "pid") + " " + cell(line, "stream") +
-           "] " + cell(line, "text") + "\n";
-  }
+  for (const Json& line : *lines) out += format_log_line(line);
   return out;
 }
 

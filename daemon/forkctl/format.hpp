@@ -26,7 +26,9 @@ struct Rendered {
 // {"code":3} -> "code 3", {"signal":9} -> "signal 9", null -> "-".
 [[nodiscard]] std::string format_last_exit(const nlohmann::json& last_exit);
 // The master lines and the aligned worker table (ID PID STATE GEN UPTIME RESTARTS LAST-EXIT RSS).
-// `forkctl logs`: one "[ID pid PID stdout|stderr] line" per captured line, oldest first.
+// One captured line as `forkctl logs` prints it: "[ID pid PID stdout|stderr] line".
+[[nodiscard]] std::string format_log_line(const nlohmann::json& line);
+// `forkctl logs`: format_log_line for each of the reply's lines, oldest first.
 [[nodiscard]] std::string format_logs(const nlohmann::json& reply);
 [[nodiscard]] std::string format_status(const nlohmann::json& reply);
 // The documented `status --json` object: the reply without "ok".

@@ -274,3 +274,21 @@ TEST(ExecWorkerTest, ForkctlLogsOfAFullRingFitsOneReply) {
 }
 
 }  // namespace
+
+namespace {
+
+// A worker's command line is its own to write (setproctitle): status escapes it before forkctl
+// prints it to a terminal.
+TEST(ExecWorkerTest, StatusEscapesTheCommandLineAWorkerWrote) {
+  Cluster c;
+  c.start(
+      "workers: 1\nworker:\n  command: [python3, -c, 'import time; time.sleep(600)', "
+      "\"red \\e[31m\"]\n  ready: started\n");
+  c.wait_all_ready(1);
+  const auto s = json::parse(forkctl(c, {"--json", "status"}).out);
+  const std::string command = s["workers"][0]["command"].get<std::string>();
+  EXPECT_EQ(command.find('\x1b'), std::string::npos) << command;
+  EXPECT_NE(command.find("red \\x1b[31m"), std::string::npos) << command;
+}
+
+}  // namespace

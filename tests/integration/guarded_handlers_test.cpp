@@ -33,19 +33,24 @@ pid_t worker_pid(Cluster& c, unsigned id) {
   return -1;
 }
 
+// Slot `id`, whose worker `before` died, serves again with a new pid.
+void expect_respawned(Cluster& c, unsigned id, pid_t before) {
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const pid_t now = worker_pid(c, id);
+        return now > 0 && now != before;
+      },
+      30s))
+      << "worker " << id << " was not respawned:\n"
+      << c.forkd.log();
+}
+
 // After the exception: a killed worker is respawned, status answers, SIGTERM stops it with 0.
 void expect_master_goes_on(Cluster& c) {
   const pid_t before = worker_pid(c, 0);
   ASSERT_GT(before, 0) << c.forkd.log();
   ASSERT_EQ(::kill(before, SIGKILL), 0);
-  EXPECT_TRUE(wait_until(
-      [&] {
-        const pid_t now = worker_pid(c, 0);
-        return now > 0 && now != before;
-      },
-      30s))
-      << "worker 0 was not respawned:\n"
-      << c.forkd.log();
+  expect_respawned(c, 0, before);
   const auto status = forkctl(c, {"status"});
   EXPECT_EQ(status.exit_code(), 0) << status.out << status.err;
   ASSERT_TRUE(c.forkd.signal(SIGTERM));
@@ -80,14 +85,7 @@ TEST(GuardedHandlersTest, AnExceptionWhileClosingADeadWorkersOutputStillRespawns
   ASSERT_TRUE(c.forkd.wait_for_log(
       injected("output of worker pid " + std::to_string(victim), "output of worker:1"), 20s, from))
       << c.forkd.log();
-  EXPECT_TRUE(wait_until(
-      [&] {
-        const pid_t now = worker_pid(c, 1);
-        return now > 0 && now != victim;
-      },
-      30s))
-      << "worker 1 was not respawned:\n"
-      << c.forkd.log();
+  expect_respawned(c, 1, victim);
   expect_master_goes_on(c);
 }
 
@@ -112,13 +110,7 @@ TEST(GuardedHandlersTest, AnExceptionInTheChildExitHandlerIsLoggedAndTheWorkerRe
   ASSERT_GT(killed, 0);
   ASSERT_EQ(::kill(killed, SIGKILL), 0);
   ASSERT_TRUE(c.forkd.wait_for_log(injected("SIGCHLD", "SIGCHLD:1"), 20s, from)) << c.forkd.log();
-  EXPECT_TRUE(wait_until(
-      [&] {
-        const pid_t now = worker_pid(c, 1);
-        return now > 0 && now != killed;
-      },
-      30s))
-      << c.forkd.log();
+  expect_respawned(c, 1, killed);
   expect_master_goes_on(c);
 }
 
