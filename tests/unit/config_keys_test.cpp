@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/config.hpp"
+#include "tests/unit/source_tree.hpp"
 
 namespace {
 
@@ -28,10 +29,6 @@ using forkd::common::KeyEffect;
 using forkd::common::load_config_string;
 using forkd::common::LoadOptions;
 using forkd::common::to_yaml;
-
-fs::path repo_root() {
-  return fs::path(__FILE__).parent_path().parent_path().parent_path();
-}
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
@@ -173,7 +170,7 @@ std::set<std::string> keys_in_example(const std::string& text) {
 }
 
 TEST(ConfigKeys, ExampleFileSetsEveryKeyAndNoOther) {
-  const fs::path example = repo_root() / "etc" / "forkd.yaml";
+  const fs::path example = forkd::test::source_root() / "etc" / "forkd.yaml";
   const std::set<std::string> written = keys_in_example(read_text(example));
   ASSERT_FALSE(written.empty()) << example;
   std::set<std::string> table;
@@ -223,7 +220,7 @@ std::set<std::string> keys_in_manual(const std::string& text) {
 }
 
 TEST(ConfigKeys, ManualPageDescribesEveryKey) {
-  const fs::path manual = repo_root() / "man" / "forkd.yaml.5";
+  const fs::path manual = forkd::test::source_root() / "man" / "forkd.yaml.5";
   const std::set<std::string> described = keys_in_manual(read_text(manual));
   ASSERT_FALSE(described.empty()) << manual;
   for (const ConfigKey& key : config_keys()) {

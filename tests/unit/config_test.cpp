@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/source_tree.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 namespace {
@@ -70,10 +71,6 @@ bool contains(const std::string& haystack, const std::string& needle) {
 Config without_source(Config config) {
   config.source.clear();
   return config;
-}
-
-fs::path repo_root() {
-  return fs::path(__FILE__).parent_path().parent_path().parent_path();
 }
 
 using forkd::test::TempDir;
@@ -180,7 +177,7 @@ TEST(ConfigLoad, EmptySectionsKeepTheirDefaults) {
 }
 
 TEST(ConfigLoad, ExampleFileLoadsAndEqualsTheDefault) {
-  const fs::path example = repo_root() / "etc" / "forkd.yaml";
+  const fs::path example = forkd::test::source_root() / "etc" / "forkd.yaml";
   ASSERT_TRUE(fs::exists(example)) << example;
   const Config config = load_config_file(example.string());
   EXPECT_EQ(config.source, example.string());
@@ -188,7 +185,7 @@ TEST(ConfigLoad, ExampleFileLoadsAndEqualsTheDefault) {
 }
 
 TEST(ConfigLoad, ExampleFileMentionsEveryKeyOfThePrintedConfig) {
-  std::ifstream in(repo_root() / "etc" / "forkd.yaml");
+  std::ifstream in(forkd::test::source_root() / "etc" / "forkd.yaml");
   const std::string example((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::istringstream printed(to_yaml(default_config()));
   for (std::string line; std::getline(printed, line);) {

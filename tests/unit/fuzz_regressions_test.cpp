@@ -23,6 +23,7 @@
 #include "daemon/forkctl/args.hpp"
 #include "daemon/forkctl/format.hpp"
 #include "fuzz/checks.hpp"
+#include "tests/unit/source_tree.hpp"
 
 namespace {
 
@@ -39,7 +40,7 @@ using Check = std::string (*)(std::string_view, bool);
 
 // The source tree, found from this file: the corpora live there, not in the build directory.
 fs::path fuzz_dir() {
-  return fs::path(__FILE__).parent_path().parent_path().parent_path() / "fuzz";
+  return forkd::test::source_root() / "fuzz";
 }
 
 std::string read_file(const fs::path& path) {
