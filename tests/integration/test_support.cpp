@@ -27,38 +27,49 @@ std::string control_socket_in(const std::string& config_yaml) {
   return path;
 }
 
-// The request is followed by a half-close and the reply read up to the master's close: once this
-// returns, the master holds no descriptor for the connection (tests count its fds).
-std::optional<nlohmann::json> control_status(const std::string& socket_path,
-                                             std::chrono::milliseconds timeout) {
+namespace {
+
+// Sends `line` on a new connection to the control socket and returns the first reply line (""
+// when none came in time). With `until_close`, the sending side is shut and the reply read up
+// to the master's close.
+std::string exchange_line(const std::string& socket_path, const std::string& line,
+                          std::chrono::milliseconds timeout, bool until_close) {
   common::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return std::nullopt;
+  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "";
+  std::size_t sent = 0;
+  while (sent < line.size()) {
+    const ssize_t n = ::send(fd.get(), line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the daemon may close early (oversized request): read what it said
+    sent += static_cast<std::size_t>(n);
   }
-  const std::string request = "{\"cmd\":\"status\"}\n";
-  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
-          static_cast<ssize_t>(request.size()) ||
-      ::shutdown(fd.get(), SHUT_WR) != 0) {
-    return std::nullopt;
-  }
+  if (until_close && (sent < line.size() || ::shutdown(fd.get(), SHUT_WR) != 0)) return "";
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string reply;
-  for (;;) {
+  while (until_close || reply.find('\n') == std::string::npos) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return std::nullopt;
+    if (left.count() <= 0) return "";
     pollfd p{fd.get(), POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return std::nullopt;
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return "";
     char buf[4096];
     const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0) return std::nullopt;
-    if (n == 0) break;
+    if (n <= 0) break;
     reply.append(buf, static_cast<std::size_t>(n));
   }
-  reply = reply.substr(0, reply.find('\n'));
+  return reply.substr(0, reply.find('\n'));
+}
+
+}  // namespace
+
+// The request is followed by a half-close and the reply read up to the master's close: once this
+// returns, the master holds no descriptor for the connection (tests count its fds).
+std::optional<nlohmann::json> control_status(const std::string& socket_path,
+                                             std::chrono::milliseconds timeout) {
+  const std::string reply =
+      exchange_line(socket_path, "{\"cmd\":\"status\"}\n", timeout, /*until_close=*/true);
   if (reply.empty()) return std::nullopt;
   auto parsed = nlohmann::json::parse(reply, nullptr, false);
   if (parsed.is_discarded() || !parsed.is_object() || parsed.value("ok", false) != true ||
@@ -123,32 +134,7 @@ std::optional<std::size_t> wait_workers_ready(ForkdProcess& forkd, const std::st
 
 std::string control_request(const std::string& socket_path, const std::string& line,
                             std::chrono::milliseconds timeout) {
-  common::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "";
-  std::string out = line;
-  std::size_t sent = 0;
-  while (sent < out.size()) {
-    const ssize_t n = ::send(fd.get(), out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;  // the daemon may close early (oversized request): read what it said
-    sent += static_cast<std::size_t>(n);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::string reply;
-  while (reply.find('\n') == std::string::npos) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return "";
-    pollfd p{fd.get(), POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return "";
-    char buf[4096];
-    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n <= 0) break;
-    reply.append(buf, static_cast<std::size_t>(n));
-  }
-  return reply.substr(0, reply.find('\n'));
+  return exchange_line(socket_path, line, timeout, /*until_close=*/false);
 }
 
 std::string socket_dir_for(const TempDir& dir, uid_t uid) {
