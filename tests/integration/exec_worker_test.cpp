@@ -285,8 +285,17 @@ TEST(ExecWorkerTest, StatusEscapesTheCommandLineAWorkerWrote) {
       "workers: 1\nworker:\n  command: [python3, -c, 'import time; time.sleep(600)', "
       "\"red \\e[31m\"]\n  ready: started\n");
   c.wait_all_ready(1);
-  const auto s = json::parse(forkctl(c, {"--json", "status"}).out);
-  const std::string command = s["workers"][0]["command"].get<std::string>();
+  // `ready: started` is ready at fork: wait until the worker's own command line is in place.
+  std::string command;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto s = json::parse(forkctl(c, {"--json", "status"}).out);
+        const auto& value = s["workers"][0]["command"];
+        command = value.is_string() ? value.get<std::string>() : "";
+        return command.find("time.sleep(600)") != std::string::npos;
+      },
+      10s))
+      << command;
   EXPECT_EQ(command.find('\x1b'), std::string::npos) << command;
   EXPECT_NE(command.find("red \\x1b[31m"), std::string::npos) << command;
 }
