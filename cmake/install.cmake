@@ -12,6 +12,8 @@
 include(GNUInstallDirs)
 
 install(TARGETS forkd forkctl RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+# Fixed under the prefix, not CMAKE_INSTALL_LIBDIR: forkd finds it as ../lib/forkd beside bin.
+install(TARGETS forkd_takeover LIBRARY DESTINATION lib/forkd)
 
 install(FILES ${PROJECT_SOURCE_DIR}/systemd/sysusers.d/forkd.conf DESTINATION lib/sysusers.d)
 install(FILES ${PROJECT_SOURCE_DIR}/systemd/tmpfiles.d/forkd.conf DESTINATION lib/tmpfiles.d)

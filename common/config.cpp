@@ -51,10 +51,13 @@ struct EnumName {
   std::string_view name;
   E value;
 };
-constexpr std::array<EnumName<ReadyMode>, 4> kReadyModes{{{"auto", ReadyMode::automatic},
+constexpr std::array<EnumName<ReadyMode>, 5> kReadyModes{{{"auto", ReadyMode::automatic},
                                                           {"message", ReadyMode::message},
                                                           {"notify", ReadyMode::notify},
+                                                          {"listening", ReadyMode::listening},
                                                           {"started", ReadyMode::started}}};
+constexpr std::array<EnumName<InheritBind>, 3> kInheritBinds{
+    {{"auto", InheritBind::automatic}, {"on", InheritBind::on}, {"off", InheritBind::off}}};
 constexpr std::array<EnumName<OutputMode>, 3> kOutputModes{
     {{"log", OutputMode::log}, {"inherit", OutputMode::inherit}, {"null", OutputMode::null}}};
 constexpr std::array<EnumName<LogLevel>, 5> kLogLevels{{{"trace", LogLevel::trace},
@@ -510,6 +513,11 @@ constexpr auto kConfigRows =
                return store(l.read_enum(f, p, kReadyModes), c.worker.ready);
              },
              [](const Config& c) { return std::string(config_name(c.worker.ready)); }},
+            {"worker", "inherit_bind", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               return store(l.read_enum(f, p, kInheritBinds), c.worker.inherit_bind);
+             },
+             [](const Config& c) { return std::string(config_name(c.worker.inherit_bind)); }},
             {"worker", "ready_timeout", kOnReload,
              [](Loader& l, const Field& f, const std::string& p, Config& c) {
                return store(read_positive_duration(l, f, p), c.worker.ready_timeout);
@@ -1773,6 +1781,9 @@ std::string_view config_name(AddressKind kind) noexcept {
 
 std::string_view config_name(ReadyMode mode) noexcept {
   return name_in(kReadyModes, mode);
+}
+std::string_view config_name(InheritBind mode) noexcept {
+  return name_in(kInheritBinds, mode);
 }
 std::string_view config_name(OutputMode mode) noexcept {
   return name_in(kOutputModes, mode);

@@ -34,7 +34,10 @@ struct ListenConfig {
   bool operator==(const ListenConfig&) const = default;
 };
 
-enum class ReadyMode { automatic, message, notify, started };
+enum class ReadyMode { automatic, message, notify, listening, started };
+// worker.inherit_bind: the bind takeover library for unchanged programs (SPEC "Unchanged
+// programs"); `automatic` = on for dynamically linked exec programs.
+enum class InheritBind { automatic, on, off };
 enum class OutputMode { log, inherit, null };
 
 struct WorkerConfig {
@@ -52,6 +55,7 @@ struct WorkerConfig {
   std::vector<gid_t> groups;
   std::map<std::string, std::string> account_env;  // HOME, USER, LOGNAME, SHELL of `uid`
   ReadyMode ready = ReadyMode::automatic;
+  InheritBind inherit_bind = InheritBind::automatic;
   Duration ready_timeout = std::chrono::seconds(30);
   Duration heartbeat_timeout{0};
   Duration shutdown_timeout = std::chrono::seconds(30);
@@ -215,6 +219,7 @@ struct ConfigKey {
 // The spellings used in the YAML file (and in status output): "auto", "inherit", "warn", ...
 [[nodiscard]] std::string_view config_name(AddressKind kind) noexcept;
 [[nodiscard]] std::string_view config_name(ReadyMode mode) noexcept;
+[[nodiscard]] std::string_view config_name(InheritBind mode) noexcept;
 [[nodiscard]] std::string_view config_name(OutputMode mode) noexcept;
 [[nodiscard]] std::string_view config_name(LogLevel level) noexcept;
 [[nodiscard]] std::string_view config_name(LogFormat format) noexcept;

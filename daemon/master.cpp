@@ -70,6 +70,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
     : config_(std::move(config)),
       config_path_(std::move(config_path)),
       limits_(read_resource_limits()),
+      takeover_(plan_bind_takeover(config_)),
       started_at_(Clock::now()),
       wakeup_(io_),
       pool_(pool_settings(), target_for(config_, limits_), 1),
@@ -164,6 +165,10 @@ void log_error_and_go_on(spdlog::logger& log, std::string_view what, std::string
 void Master::log_limits() const {
   if (config_.workers == 0) log_->info("workers: {}", workers_from());
   if (config_.worker.max_memory_auto) log_->info("max_memory: {}", effective_max_memory().reason);
+  if (config_.worker.app.empty() && !config_.listen.empty()) {
+    log_->info("bind takeover {}; workers are ready when {}", takeover_.why,
+               ready_description(effective_ready_mode(config_, takeover_)));
+  }
 }
 
 unsigned Master::target_for(const common::Config& config, const ResourceLimits& limits) {
@@ -176,7 +181,7 @@ Derived Master::effective_max_memory() const {
 }
 
 PoolSettings Master::pool_settings() const {
-  return PoolSettings::from(config_, exec_mode());
+  return PoolSettings::from(config_, effective_ready_mode(config_, takeover_));
 }
 
 int Master::run() {

@@ -15,6 +15,7 @@
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "common/fd.hpp"
 #include "common/signal_source.hpp"
 #include "daemon/audit_trail.hpp"
+#include "daemon/bind_takeover.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/cpu_meter.hpp"
 #include "daemon/fault_injection.hpp"
@@ -97,6 +99,7 @@ struct ReplyWaiter {
 // What a reload in progress replaced, to restore if its workers never get ready.
 struct ReloadInProgress {
   common::Config config;
+  BindTakeover takeover;
   ListenerSet listeners;
   unsigned generation;
   unsigned target;
@@ -247,6 +250,8 @@ class Master {
   std::string config_path_;
   // CPUs and memory granted by the affinity mask and the cgroups: read at start and on reload.
   ResourceLimits limits_;
+  BindTakeover takeover_;  // decided with config_, kept with it
+  std::set<std::string> unserved_binds_said_;  // FORKD_UNSERVED_BIND, once per address
   // CPU% between two status requests; status_json is const, the meter is its memo.
   mutable CpuMeter cpu_meter_;
   // The last lines each slot wrote (`forkctl logs`), across respawns of the slot.

@@ -93,8 +93,21 @@ void Master::on_worker_notify(pid_t pid,
   unsigned slot = 0;
   if (pool_.find(pid, &slot) == nullptr) return;
   for (const auto& [key, value] : fields) {
+    const auto ready_mode = effective_ready_mode(config_, takeover_);
     if (key == "READY" && value == "1") {
-      if (config_.worker.ready == common::ReadyMode::notify) pool_.ready(pid, Clock::now());
+      if (ready_mode == common::ReadyMode::notify) pool_.ready(pid, Clock::now());
+    } else if (key == "FORKD_LISTENING") {
+      // The takeover library saw the program listen() on an inherited listener.
+      if (ready_mode == common::ReadyMode::listening) pool_.ready(pid, Clock::now());
+    } else if (key == "FORKD_UNSERVED_BIND") {
+      const std::string address = common::escape_text_within(value, kShownMax);
+      // Bounded: a worker that makes up addresses cannot grow the master.
+      constexpr std::size_t kMaxSaid = 16;
+      if (unserved_binds_said_.size() < kMaxSaid && unserved_binds_said_.insert(address).second) {
+        log_->warn("worker {} (pid {}) binds {}, which is not a forkd listener: every worker will "
+                   "bind it (add it to listen, or use the port forkd serves)",
+                   slot, pid, address);
+      }
     } else if (key == "WATCHDOG" && value == "1") {
       pool_.heartbeat(pid, Clock::now());
     } else if (key == "STATUS") {

@@ -87,8 +87,10 @@ void Master::start_reload() {
   log_->info("reloading {}", config_path_);
   notify_service_manager(common::reloading_message());
   common::Config next;
+  BindTakeover next_takeover;
   try {
     next = load_daemon_config(config_path_);
+    next_takeover = plan_bind_takeover(next);
   } catch (const common::ConfigError& e) {
     for (const auto& issue : e.issues()) log_->error("reload: {}", issue.to_string());
     finish_reload(false, "invalid configuration, nothing changed: " + join(e.issues()), replies,
@@ -121,9 +123,12 @@ void Master::start_reload() {
     return;
   }
   const unsigned generation = pool_.generation();
-  reload_ = ReloadInProgress{std::move(config_), std::move(listeners_), generation,
-                             pool_.target(),     std::move(replies),    changes};
+  reload_ = ReloadInProgress{std::move(config_), std::move(takeover_), std::move(listeners_),
+                             generation,          pool_.target(),        std::move(replies),
+                             changes};
   config_ = std::move(next);
+  takeover_ = std::move(next_takeover);
+  unserved_binds_said_.clear();
   limits_ = std::move(next_limits);
   listeners_ = std::move(next_listeners);
   pool_.reconfigure(pool_settings(), next_target, generation + 1);
@@ -165,6 +170,7 @@ void Master::roll_back_reload(const std::string& why) {
   const unsigned failed_generation = pool_.generation();
   listeners_.remove_socket_files_not_in(failed.listeners);
   config_ = std::move(failed.config);
+  takeover_ = std::move(failed.takeover);
   listeners_ = std::move(failed.listeners);
   pool_.reconfigure(pool_settings(), failed.target, failed.generation);
   log_->error("reload failed, generation {} keeps serving: {}", failed.generation, why);

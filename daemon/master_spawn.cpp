@@ -88,6 +88,11 @@ std::map<std::string, std::string> Master::worker_environment(unsigned slot,
   env["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
   env["LISTEN_FDS"] = std::to_string(listener_count);
   env["LISTEN_FDNAMES"] = listeners_.fdnames();
+  if (takeover_.active) {
+    // Appended to the user's own: their preloads come first, as SPEC says.
+    auto& preload = env["LD_PRELOAD"];
+    preload = preload.empty() ? takeover_.library : preload + ":" + takeover_.library;
+  }
   if (config_.worker.heartbeat_timeout.count() > 0) {
     env["WATCHDOG_USEC"] = std::to_string(config_.worker.heartbeat_timeout.count() * 1000);
   }
@@ -207,7 +212,8 @@ void Master::spawn_worker(const SpawnOrder& order) {
     spec.env["NOTIFY_SOCKET"] = notify->address();
   } catch (const std::system_error& e) {
     // Without it a `ready: notify` worker could never be ready: a failed start, retried later.
-    if (wc.ready == common::ReadyMode::notify) {
+    if (const auto mode = effective_ready_mode(config_, takeover_);
+        mode == common::ReadyMode::notify || mode == common::ReadyMode::listening) {
       pool_.spawn_failed(id, order.incoming, std::string("no NOTIFY_SOCKET: ") + e.what(), now);
       return;
     }

@@ -38,16 +38,14 @@ constexpr Duration kLeftoverKillWait = std::chrono::seconds(1);
 
 }  // namespace
 
-PoolSettings PoolSettings::from(const common::Config& config, bool exec_workers) {
+PoolSettings PoolSettings::from(const common::Config& config, common::ReadyMode ready) {
   PoolSettings s;
   s.restart = config.restart;
   s.ready_timeout = config.worker.ready_timeout;
   s.heartbeat_timeout = config.worker.heartbeat_timeout;
   s.shutdown_timeout = config.worker.shutdown_timeout;
   s.max_lifetime = config.worker.max_lifetime;
-  const auto mode = config.worker.ready;
-  s.ready_on_start =
-      mode == common::ReadyMode::started || (mode == common::ReadyMode::automatic && exec_workers);
+  s.ready_on_start = ready == common::ReadyMode::started;
   s.batch = config.reload.batch;
   return s;
 }

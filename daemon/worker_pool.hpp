@@ -49,8 +49,8 @@ struct PoolSettings {
   bool ready_on_start = false;  // `ready: started`: exec is all the readiness there is
   common::BatchSize batch;
 
-  // `exec_workers`: worker.command/shell rather than a built-in app (`ready: auto` differs).
-  [[nodiscard]] static PoolSettings from(const common::Config& config, bool exec_workers);
+  // `ready`: the readiness the workers really give (`auto` made concrete: effective_ready_mode).
+  [[nodiscard]] static PoolSettings from(const common::Config& config, common::ReadyMode ready);
 };
 
 // One process's place in a slot: its current process (or the vacancy: backoff, failed), an
