@@ -95,7 +95,10 @@ void Master::on_worker_notify(pid_t pid,
   for (const auto& [key, value] : fields) {
     const auto ready_mode = effective_ready_mode(config_, takeover_);
     if (key == "READY" && value == "1") {
-      if (ready_mode == common::ReadyMode::notify) pool_.ready(pid, Clock::now());
+      // `auto` with the takeover takes a program's own word too, whichever comes first (an
+      // IPC "ready" always counts).
+      const bool automatic = config_.worker.ready == common::ReadyMode::automatic;
+      if (ready_mode == common::ReadyMode::notify || automatic) pool_.ready(pid, Clock::now());
     } else if (key == "FORKD_LISTENING") {
       // The takeover library saw the program listen() on an inherited listener.
       if (ready_mode == common::ReadyMode::listening) pool_.ready(pid, Clock::now());

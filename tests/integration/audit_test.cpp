@@ -13,12 +13,6 @@ namespace {
 
 using namespace forkd::test;
 
-void rewrite_config(Cluster& c, const std::string& body) {
-  (void)c.dir.write_file("forkd.yaml", "listen:\n  - " + c.listener.address() +
-                                           "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") +
-                                           "\n" + body);
-}
-
 std::string me() {
   return "uid " + std::to_string(::getuid()) + " pid " + std::to_string(::getpid());
 }
@@ -74,7 +68,7 @@ TEST(AuditTest, AnAuditFileOfItsOwnIsReopenedOnSigusr1AndFollowedOnReload) {
   EXPECT_NE(rotated.find("audit: signal SIGUSR1 from " + me()), std::string::npos) << rotated;
 
   const std::string moved = c.dir.file("audit-2.log");
-  rewrite_config(c, "workers: 3\nlog:\n  level: error\n  audit: " + moved + "\n");
+  c.rewrite_config("workers: 3\nlog:\n  level: error\n  audit: " + moved + "\n");
   const auto reloaded = forkctl(c, {"reload"}, 60s);
   ASSERT_EQ(reloaded.exit_code(), 0) << reloaded.out << reloaded.err;
   ASSERT_TRUE(wait_until(

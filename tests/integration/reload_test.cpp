@@ -32,13 +32,6 @@ std::set<pid_t> worker_pids(Cluster& c) {
   return pids;
 }
 
-// Rewrites the cluster's config file (same listener and control socket) with a new body.
-void rewrite_config(Cluster& c, const std::string& body) {
-  (void)c.dir.write_file("forkd.yaml", "listen:\n  - " + c.listener.address() +
-                                           "\ncontrol:\n  socket: " + c.dir.file("forkd.sock") +
-                                           "\n" + body);
-}
-
 struct Load {
   LoadGenerator generator;
   explicit Load(const std::string& address) : generator(options(address)) {
@@ -66,7 +59,7 @@ TEST(ReloadTest, TenReloadsWithChangingWorkerCountLoseNoRequest) {
   Load load(c.listener.address());
   for (int i = 0; i < 10; ++i) {
     const int workers = 1 + (i % 3);
-    rewrite_config(c, "workers: " + std::to_string(workers) + "\n");
+    c.rewrite_config("workers: " + std::to_string(workers) + "\n");
     auto r = forkctl(c, {"reload"}, 60s);
     ASSERT_EQ(r.exit_code(), 0) << "reload " << i << ": " << r.out << r.err;
   }
@@ -88,7 +81,7 @@ TEST(ReloadTest, InvalidFileChangesNothingAndIsReported) {
   c.wait_all_ready(2);
   const auto before = worker_pids(c);
   Load load(c.listener.address());
-  rewrite_config(c, "workers: 0\n");
+  c.rewrite_config("workers: 0\n");
   auto r = forkctl(c, {"reload"}, 60s);
   EXPECT_EQ(r.exit_code(), 1);
   EXPECT_NE((r.out + r.err).find("forkd.yaml:5:10"), std::string::npos) << r.out << r.err;
@@ -108,7 +101,7 @@ TEST(ReloadTest, DryRunPrintsTheChangesAndChangesNothing) {
   c.start("workers: 2\n");
   c.wait_all_ready(2);
   const auto before = worker_pids(c);
-  rewrite_config(c, "workers: 3\nworker:\n  env: {A: \"1\"}\n");
+  c.rewrite_config("workers: 3\nworker:\n  env: {A: \"1\"}\n");
   auto r = forkctl(c, {"reload", "--dry-run"});
   ASSERT_EQ(r.exit_code(), 0) << r.err;
   EXPECT_NE(r.out.find("workers: 2 -> 3"), std::string::npos) << r.out;
@@ -157,7 +150,7 @@ TEST(ReloadTest, NeverReadyNewWorkersFailTheReloadAndTheOldOnesServeOn) {
   c.wait_all_ready(2);
   const auto before = worker_pids(c);
   Load load(c.listener.address());
-  rewrite_config(c, "workers: 2\nworker:\n" + test_worker_command("--never-ready") +
+  c.rewrite_config("workers: 2\nworker:\n" + test_worker_command("--never-ready") +
                         "  ready: message\n  ready_timeout: 500ms\n");
   auto r = forkctl(c, {"reload"}, 60s);
   EXPECT_EQ(r.exit_code(), 1);
@@ -175,7 +168,7 @@ TEST(ReloadTest, CrashingNewWorkersFailTheReload) {
   c.wait_all_ready(2);
   const auto before = worker_pids(c);
   Load load(c.listener.address());
-  rewrite_config(c, "workers: 2\nworker:\n" + test_worker_command("--crash-after-ms, 0") +
+  c.rewrite_config("workers: 2\nworker:\n" + test_worker_command("--crash-after-ms, 0") +
                         "  ready: message\n");
   auto r = forkctl(c, {"reload"}, 60s);
   EXPECT_EQ(r.exit_code(), 1) << r.out;
@@ -189,7 +182,7 @@ TEST(ReloadTest, BurstOfFiftySighupsEndsInOneConsistentState) {
   auto from = c.wait_all_ready(2);
   const auto fds_before = open_fds(c.forkd.pid()).size();
   Load load(c.listener.address());
-  rewrite_config(c, "workers: 3\n");
+  c.rewrite_config("workers: 3\n");
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(c.forkd.signal(SIGHUP));
   // Coalesced: far fewer than 50 reloads run, and the last one completes.
   ASSERT_TRUE(wait_until(

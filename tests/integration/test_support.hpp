@@ -91,6 +91,13 @@ struct Cluster {
                                   std::chrono::milliseconds timeout = 10s) {
     return http_get(listener, path, timeout);
   }
+
+  // Rewrites the config file for a reload: the same listener and control socket, a new body.
+  void rewrite_config(const std::string& body) {
+    (void)dir.write_file("forkd.yaml", "listen:\n  - " + listener.address() +
+                                           "\ncontrol:\n  socket: " + dir.file("forkd.sock") +
+                                           "\n" + body);
+  }
 };
 
 // tests/fixtures/<name>, found from this source file's place in the repository.

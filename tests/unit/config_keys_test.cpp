@@ -69,6 +69,7 @@ std::map<std::string, std::string> samples() {
       {"worker.user", "worker:\n  user: " + user_name + "\n"},
       {"worker.group", "worker:\n  group: " + group_name + "\n"},
       {"worker.ready", "worker:\n  ready: notify\n"},
+      {"worker.inherit_bind", "worker:\n  inherit_bind: off\n"},
       {"worker.ready_timeout", "worker:\n  ready_timeout: 5s\n"},
       {"worker.heartbeat_timeout", "worker:\n  heartbeat_timeout: 2s\n"},
       {"worker.shutdown_timeout", "worker:\n  shutdown_timeout: 1m30s\n"},

@@ -30,6 +30,7 @@ using forkd::common::LoadOptions;
 using forkd::common::LogFormat;
 using forkd::common::LogLevel;
 using forkd::common::OutputMode;
+using forkd::common::InheritBind;
 using forkd::common::ReadyMode;
 using forkd::common::to_yaml;
 
@@ -672,8 +673,14 @@ TEST(ConfigWorker, ReadyModeAndOutputModes) {
   EXPECT_EQ(load("worker: {ready: notify}\n").worker.ready, ReadyMode::notify);
   EXPECT_EQ(load("worker: {ready: auto}\n").worker.ready, ReadyMode::automatic);
   EXPECT_EQ(error_of("worker:\n  ready: notfy\n"),
-            "forkd.yaml:2:10: worker.ready: \"notfy\" is not one of auto, message, notify or "
-            "started (did you mean \"notify\"?)");
+            "forkd.yaml:2:10: worker.ready: \"notfy\" is not one of auto, message, notify, "
+            "listening or started (did you mean \"notify\"?)");
+  EXPECT_EQ(load("worker: {ready: listening}\n").worker.ready, ReadyMode::listening);
+  EXPECT_EQ(load("worker: {inherit_bind: on}\n").worker.inherit_bind, InheritBind::on);
+  EXPECT_EQ(load("worker: {inherit_bind: off}\n").worker.inherit_bind, InheritBind::off);
+  EXPECT_EQ(load("worker: {}\n").worker.inherit_bind, InheritBind::automatic);
+  EXPECT_EQ(error_of("worker:\n  inherit_bind: yes\n"),
+            "forkd.yaml:2:17: worker.inherit_bind: \"yes\" is not one of auto, on or off");
   const Config config = load("worker:\n  stdout: null\n  stderr: inherit\n");
   EXPECT_EQ(config.worker.stdout_mode, OutputMode::null);
   EXPECT_EQ(config.worker.stderr_mode, OutputMode::inherit);
