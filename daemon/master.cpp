@@ -18,6 +18,7 @@
 
 #include "common/decimal.hpp"
 #include "common/log.hpp"
+#include "common/plural.hpp"
 #include "common/sd_notify.hpp"
 #include "common/units.hpp"
 #include "daemon/notify_receiver.hpp"
@@ -185,8 +186,8 @@ PoolSettings Master::pool_settings() const {
 }
 
 int Master::run() {
-  log_->info("forkd {} started (pid {}), {} workers, config {}", FORKD_VERSION, ::getpid(),
-             pool_.target(), config_.source);
+  log_->info("forkd {} started (pid {}), {}, config {}", FORKD_VERSION, ::getpid(),
+             common::count_of(pool_.target(), "worker"), config_.source);
   log_limits();
   guarded("start", [] {});
   // The backstop for handlers that are not guarded themselves (output capture, the control
@@ -470,8 +471,8 @@ void Master::begin_stop(bool fast) {
   }
   if (pool_.stopping() && pool_.fast_stop()) return;
   const bool already = pool_.stopping();
-  log_->info("{} stop{}: {} workers to stop", fast ? "fast" : "graceful",
-             already ? " (escalated)" : "", pool_.process_count());
+  log_->info("{} stop{}: {} to stop", fast ? "fast" : "graceful", already ? " (escalated)" : "",
+             common::count_of(pool_.process_count(), "worker"));
   publish({{"event", "stopping"}, {"fast", fast}});
   notify_service_manager("STOPPING=1\nSTATUS=stopping");
   pool_.stop(fast, fast ? kFastStopGrace : config_.worker.shutdown_timeout, Clock::now());

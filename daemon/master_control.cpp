@@ -18,6 +18,7 @@
 
 #include "common/control_paths.hpp"
 #include "common/log.hpp"
+#include "common/plural.hpp"
 #include "common/text_escape.hpp"
 #include "daemon/master.hpp"
 #include "daemon/output_capture.hpp"
@@ -36,10 +37,7 @@ double rounded(double percent) {
 // The most of a worker's command line status shows.
 constexpr std::size_t kShownCommand = 512;
 
-// "1 worker", "3 workers".
-std::string count_of(unsigned n, const std::string& noun) {
-  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
-}
+using common::count_of;
 
 using nlohmann::json;
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.hpp"
+#include "common/plural.hpp"
 #include "common/sd_notify.hpp"
 #include "daemon/config_loading.hpp"
 #include "daemon/master.hpp"
@@ -123,8 +124,12 @@ void Master::start_reload() {
     return;
   }
   const unsigned generation = pool_.generation();
-  reload_ = ReloadInProgress{std::move(config_), std::move(takeover_), std::move(listeners_),
-                             generation,          pool_.target(),        std::move(replies),
+  reload_ = ReloadInProgress{std::move(config_),
+                             std::move(takeover_),
+                             std::move(listeners_),
+                             generation,
+                             pool_.target(),
+                             std::move(replies),
                              changes};
   config_ = std::move(next);
   takeover_ = std::move(next_takeover);
@@ -159,7 +164,8 @@ void Master::commit_reload() {
       log_->error("reload: metrics: {}", e.what());
     }
   }
-  log_->info("reload complete: generation {}, {} workers", pool_.generation(), pool_.target());
+  log_->info("reload complete: generation {}, {}", pool_.generation(),
+             common::count_of(pool_.target(), "worker"));
   log_limits();
   finish_reload(true, "", done.replies, done.changes);
 }

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <algorithm>
 
+#include "common/plural.hpp"
+
 namespace forkd::daemon {
 
 namespace {
@@ -370,8 +372,8 @@ void WorkerPool::start_rollout(std::vector<unsigned> slots, std::uint64_t id) {
   const auto& batch = settings_.batch;
   unsigned size = batch.percent ? (target_ * batch.value + 99) / 100 : batch.value;
   size = std::max(1U, size);
-  log(LogLevel::info,
-      fmt::format("rolling restart of {} workers, {} at a time", slots.size(), size));
+  log(LogLevel::info, fmt::format("rolling restart of {}, {} at a time",
+                                  common::count_of(slots.size(), "worker"), size));
   rollout_ = Rollout{std::move(slots), {}, size, next_serial_, id};
 }
 
@@ -395,7 +397,8 @@ void WorkerPool::fail_rollout(const std::string& why, TimePoint now) {
 
 void WorkerPool::scale_to(unsigned count, TimePoint now) {
   if (stopping_ || count == target_) return;
-  log(LogLevel::info, fmt::format("scaling from {} to {} workers", target_, count));
+  log(LogLevel::info,
+      fmt::format("scaling from {} to {}", target_, common::count_of(count, "worker")));
   publish({{"event", "scale"}, {"from", target_}, {"to", count}});
   target_ = count;
   all_ready_announced_ = false;
@@ -608,7 +611,8 @@ void WorkerPool::announce_readiness() {
   }
   if (ready < target_) return;
   all_ready_announced_ = true;
-  log(LogLevel::info, fmt::format("all {} workers ready", target_));
+  log(LogLevel::info,
+      target_ == 1 ? std::string("1 worker ready") : fmt::format("all {} workers ready", target_));
   actions_.emplace_back(AllReady{target_});
 }
 
