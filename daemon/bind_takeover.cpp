@@ -6,8 +6,8 @@
 #include <array>
 #include <cerrno>
 #include <climits>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 
 #include "common/safe_open.hpp"
 #include "common/worker_program.hpp"
@@ -63,8 +63,8 @@ BindTakeover decide_bind_takeover(const TakeoverFacts& facts, const std::string&
   } else {
     if (!dynamic) return off(linkage + " (it cannot load the takeover library; use LISTEN_FDS)");
     if (!facts.library_problem.empty()) {
-      return off("the takeover library " + facts.library + " cannot be used: " +
-                 facts.library_problem);
+      return off("the takeover library " + facts.library +
+                 " cannot be used: " + facts.library_problem);
     }
   }
   out.active = true;
@@ -125,8 +125,7 @@ BindTakeover plan_bind_takeover(const common::Config& config, const std::string&
   return decide_bind_takeover(facts, config.source);
 }
 
-common::ReadyMode effective_ready_mode(const common::Config& config,
-                                       const BindTakeover& takeover) {
+common::ReadyMode effective_ready_mode(const common::Config& config, const BindTakeover& takeover) {
   if (config.worker.ready != common::ReadyMode::automatic) return config.worker.ready;
   if (!config.worker.app.empty()) return common::ReadyMode::message;
   return takeover.active ? common::ReadyMode::listening : common::ReadyMode::started;

@@ -250,7 +250,7 @@ class Master {
   std::string config_path_;
   // CPUs and memory granted by the affinity mask and the cgroups: read at start and on reload.
   ResourceLimits limits_;
-  BindTakeover takeover_;  // decided with config_, kept with it
+  BindTakeover takeover_;                      // decided with config_, kept with it
   std::set<std::string> unserved_binds_said_;  // FORKD_UNSERVED_BIND, once per address
   // CPU% between two status requests; status_json is const, the meter is its memo.
   mutable CpuMeter cpu_meter_;

@@ -107,9 +107,10 @@ void Master::on_worker_notify(pid_t pid,
       // Bounded: a worker that makes up addresses cannot grow the master.
       constexpr std::size_t kMaxSaid = 16;
       if (unserved_binds_said_.size() < kMaxSaid && unserved_binds_said_.insert(address).second) {
-        log_->warn("worker {} (pid {}) binds {}, which is not a forkd listener: every worker will "
-                   "bind it (add it to listen, or use the port forkd serves)",
-                   slot, pid, address);
+        log_->warn(
+            "worker {} (pid {}) binds {}, which is not a forkd listener: every worker will "
+            "bind it (add it to listen, or use the port forkd serves)",
+            slot, pid, address);
       }
     } else if (key == "WATCHDOG" && value == "1") {
       pool_.heartbeat(pid, Clock::now());

@@ -83,7 +83,8 @@ ProgramLinkage program_linkage(const std::string& path, std::string& resolved) {
   for (int depth = 0;; ++depth) {
     common::UniqueFd fd(::open(resolved.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
-      return {ProgramLinkage::Kind::unknown, {}, std::string("cannot read: ") + std::strerror(errno)};
+      return {
+          ProgramLinkage::Kind::unknown, {}, std::string("cannot read: ") + std::strerror(errno)};
     }
     std::string head(kHeadBytes, '\0');
     std::size_t got = 0;
@@ -99,7 +100,8 @@ ProgramLinkage program_linkage(const std::string& path, std::string& resolved) {
     if (depth + 1 >= kMaxScriptDepth || linkage.interpreter.empty() ||
         linkage.interpreter.front() != '/') {
       linkage.kind = ProgramLinkage::Kind::unknown;
-      linkage.detail = "a script whose interpreter \"" + linkage.interpreter + "\" cannot be followed";
+      linkage.detail =
+          "a script whose interpreter \"" + linkage.interpreter + "\" cannot be followed";
       return linkage;
     }
     resolved = linkage.interpreter;

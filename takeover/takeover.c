@@ -67,7 +67,9 @@ static void lock(void) {
   while (__atomic_test_and_set(&g_lock, __ATOMIC_ACQUIRE)) {
   }
 }
-static void unlock(void) { __atomic_clear(&g_lock, __ATOMIC_RELEASE); }
+static void unlock(void) {
+  __atomic_clear(&g_lock, __ATOMIC_RELEASE);
+}
 
 static long parse_number(const char* text) {
   if (text == NULL || *text == '\0') return -1;
@@ -139,7 +141,8 @@ static struct listener* listener_for(const struct forkd_endpoint* asked) {
   int best_score = 0;
   for (int i = 0; i < g_listener_count; ++i) {
     const int score = forkd_endpoint_score(asked, &g_listeners[i].served);
-    if (score > best_score && same_socket(g_listeners[i].fd, g_listeners[i].dev, g_listeners[i].ino)) {
+    if (score > best_score &&
+        same_socket(g_listeners[i].fd, g_listeners[i].dev, g_listeners[i].ino)) {
       best = &g_listeners[i];
       best_score = score;
     }
@@ -156,7 +159,8 @@ static struct listener* listener_behind(int fd) {
   return NULL;
 }
 
-static void remember(int fd, const struct listener* l, const struct sockaddr* asked, socklen_t len) {
+static void remember(int fd, const struct listener* l, const struct sockaddr* asked,
+                     socklen_t len) {
   struct taken* slot = NULL;
   for (int i = 0; i < kMaxTaken && slot == NULL; ++i) {
     if (g_taken[i].fd == fd || g_taken[i].asked_len == 0) slot = &g_taken[i];

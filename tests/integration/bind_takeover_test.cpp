@@ -3,8 +3,8 @@
 // takeover library; readiness is that listen(); a static program is left alone and said so.
 #include <sys/wait.h>
 
-#include <atomic>
 #include <gtest/gtest.h>
+#include <atomic>
 #include <mutex>
 #include <regex>
 #include <set>
@@ -18,7 +18,9 @@ namespace {
 using namespace forkd::test;
 using json = nlohmann::json;
 
-std::string example(const std::string& path) { return std::string(EXAMPLES_DIR) + "/" + path; }
+std::string example(const std::string& path) {
+  return std::string(EXAMPLES_DIR) + "/" + path;
+}
 
 std::string worker_with(const std::string& command, const std::string& env) {
   return "worker:\n  command: [" + command + "]\n  env: {" + env + "}\n";
@@ -170,9 +172,9 @@ TEST(BindTakeover, AStaticProgramIsLeftAloneSaidSoAndReadyWhenStarted) {
 
 TEST(BindTakeover, ForcingItOnForAStaticProgramIsAConfigurationError) {
   TempDir dir;
-  const std::string config = dir.write_file(
-      "forkd.yaml", "listen: [127.0.0.1:1]\nworker:\n  command: [" +
-                        std::string(STATIC_SLEEPER_BIN) + "]\n  inherit_bind: on\n");
+  const std::string config =
+      dir.write_file("forkd.yaml", "listen: [127.0.0.1:1]\nworker:\n  command: [" +
+                                       std::string(STATIC_SLEEPER_BIN) + "]\n  inherit_bind: on\n");
   auto r = run_command({forkd_bin(), "--check-config", "-c", config}, 30s);
   EXPECT_EQ(r.exit_code(), 78) << r.out << r.err;
   EXPECT_NE(r.err.find(config + ": worker.inherit_bind: on, but "), std::string::npos) << r.err;
@@ -196,16 +198,19 @@ TEST(BindTakeover, APortNoListenerServesIsLeftToTheProgramAndWarnedAboutOnce) {
       "two_servers.js",
       "const http = require('http');\n"
       "const handler = (q, s) => s.end(`pid ${process.pid}`);\n"
-      "http.createServer(handler).listen(" + port + ");\n"
-      "const side = http.createServer(handler);\n"
-      "side.listen(" + std::to_string(other) + ", '127.0.0.1', () => console.log('side up'));\n");
+      "http.createServer(handler).listen(" +
+          port +
+          ");\n"
+          "const side = http.createServer(handler);\n"
+          "side.listen(" +
+          std::to_string(other) + ", '127.0.0.1', () => console.log('side up'));\n");
   c.start("workers: 1\n" + worker_with("node, " + app, ""));
   c.wait_all_ready(1);
   ASSERT_TRUE(c.forkd.wait_for_log("side up", 20s));
-  EXPECT_TRUE(c.forkd.wait_for_log("worker 0 \\(pid [0-9]+\\) binds 127.0.0.1:" +
-                                       std::to_string(other) +
-                                       ", which is not a forkd listener: every worker will bind it",
-                                   5s))
+  EXPECT_TRUE(
+      c.forkd.wait_for_log("worker 0 \\(pid [0-9]+\\) binds 127.0.0.1:" + std::to_string(other) +
+                               ", which is not a forkd listener: every worker will bind it",
+                           5s))
       << c.forkd.log();
   // The program's own socket works as it would without forkd.
   const auto side = http_get("127.0.0.1", other, "/", 5s);

@@ -167,7 +167,7 @@ TEST_F(PackageTest, ListsEveryFileInItsFhsPlace) {
         "./usr/lib/systemd/system/forkd.socket", "./usr/lib/sysusers.d/forkd.conf",
         "./usr/lib/tmpfiles.d/forkd.conf", "./usr/share/man/man8/forkd.8",
         "./usr/share/man/man8/forkctl.8", "./usr/share/man/man5/forkd.yaml.5",
-        "./usr/share/doc/forkd/README.md"}) {
+        "./usr/share/doc/forkd/README.md", "./usr/lib/forkd/libforkd-takeover.so"}) {
     EXPECT_TRUE(contains(list.out, std::string(" ") + path + "\n")) << path << "\n" << list.out;
   }
   // Nothing outside /usr and /etc, and everything owned by root.
@@ -193,6 +193,16 @@ TEST_F(PackageTest, ExtractedBinariesRunAndAcceptTheInstalledConfig) {
                                  10s);
   EXPECT_EQ(check.exit_code(), 0) << check.err;
   EXPECT_EQ(check.out, "ok\n");
+
+  // The packaged forkd finds the packaged takeover library beside it (../lib/forkd).
+  const std::string forced = (root / "takeover.yaml").string();
+  {
+    std::ofstream out(forced);
+    out << "listen: [127.0.0.1:1]\nworker:\n  shell: exec true\n  inherit_bind: on\n";
+  }
+  const auto takeover =
+      run_command({(root / "usr/bin/forkd").string(), "--check-config", "-c", forced}, 10s);
+  EXPECT_EQ(takeover.exit_code(), 0) << takeover.err;
 }
 
 TEST_F(PackageTest, InstalledUnitsPointAtTheInstalledFiles) {

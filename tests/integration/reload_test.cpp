@@ -151,7 +151,7 @@ TEST(ReloadTest, NeverReadyNewWorkersFailTheReloadAndTheOldOnesServeOn) {
   const auto before = worker_pids(c);
   Load load(c.listener.address());
   c.rewrite_config("workers: 2\nworker:\n" + test_worker_command("--never-ready") +
-                        "  ready: message\n  ready_timeout: 500ms\n");
+                   "  ready: message\n  ready_timeout: 500ms\n");
   auto r = forkctl(c, {"reload"}, 60s);
   EXPECT_EQ(r.exit_code(), 1);
   EXPECT_NE((r.out + r.err).find("did not get ready"), std::string::npos) << r.out << r.err;
@@ -169,7 +169,7 @@ TEST(ReloadTest, CrashingNewWorkersFailTheReload) {
   const auto before = worker_pids(c);
   Load load(c.listener.address());
   c.rewrite_config("workers: 2\nworker:\n" + test_worker_command("--crash-after-ms, 0") +
-                        "  ready: message\n");
+                   "  ready: message\n");
   auto r = forkctl(c, {"reload"}, 60s);
   EXPECT_EQ(r.exit_code(), 1) << r.out;
   load.finish_without_failures();

@@ -6,9 +6,9 @@
 #include <netinet/in.h>
 #include <sys/stat.h>
 
+#include <gtest/gtest.h>
 #include <cstring>
 #include <fstream>
-#include <gtest/gtest.h>
 #include <string>
 
 #include "common/config.hpp"

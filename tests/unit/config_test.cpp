@@ -24,13 +24,13 @@ using forkd::common::Config;
 using forkd::common::ConfigError;
 using forkd::common::ConfigIssue;
 using forkd::common::default_config;
+using forkd::common::InheritBind;
 using forkd::common::load_config_file;
 using forkd::common::load_config_string;
 using forkd::common::LoadOptions;
 using forkd::common::LogFormat;
 using forkd::common::LogLevel;
 using forkd::common::OutputMode;
-using forkd::common::InheritBind;
 using forkd::common::ReadyMode;
 using forkd::common::to_yaml;
 
