@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <climits>
@@ -102,6 +103,34 @@ std::string untrusted_library(const std::string& path) {
   return {};
 }
 
+std::string unreadable_by(const std::string& path, uid_t uid, gid_t gid,
+                          const std::vector<gid_t>& groups) {
+  if (uid == 0) return {};
+  const auto allowed = [&](const struct stat& st, mode_t owner, mode_t group, mode_t other) {
+    if (st.st_uid == uid) return (st.st_mode & owner) != 0;
+    if (st.st_gid == gid || std::find(groups.begin(), groups.end(), st.st_gid) != groups.end()) {
+      return (st.st_mode & group) != 0;
+    }
+    return (st.st_mode & other) != 0;
+  };
+  std::array<char, PATH_MAX> real{};
+  if (::realpath(path.c_str(), real.data()) == nullptr) return std::strerror(errno);
+  std::string at(real.data());
+  struct stat st {};
+  if (::stat(at.c_str(), &st) != 0) return std::strerror(errno);
+  if (!allowed(st, S_IRUSR, S_IRGRP, S_IROTH)) {
+    return "uid " + std::to_string(uid) + " (worker.user) cannot read it";
+  }
+  while (at != "/") {
+    at = common::parent_directory(at);
+    if (::stat(at.c_str(), &st) != 0) return at + ": " + std::strerror(errno);
+    if (!allowed(st, S_IXUSR, S_IXGRP, S_IXOTH)) {
+      return "uid " + std::to_string(uid) + " (worker.user) cannot enter directory " + at;
+    }
+  }
+  return {};
+}
+
 BindTakeover plan_bind_takeover(const common::Config& config, const std::string& library) {
   TakeoverFacts facts;
   const auto& wc = config.worker;
@@ -121,6 +150,9 @@ BindTakeover plan_bind_takeover(const common::Config& config, const std::string&
     }
     facts.library = library;
     facts.library_problem = untrusted_library(library);
+    if (facts.library_problem.empty() && wc.uid && *wc.uid != ::geteuid()) {
+      facts.library_problem = unreadable_by(library, *wc.uid, wc.gid.value_or(*wc.uid), wc.groups);
+    }
   }
   return decide_bind_takeover(facts, config.source);
 }

@@ -4,7 +4,10 @@
 // program that cannot load it, `ready: listening` without it) is refused there.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
+#include <vector>
 
 #include "common/config.hpp"
 #include "daemon/program_linkage.hpp"
@@ -42,6 +45,12 @@ struct TakeoverFacts {
 // /tmp is fine: others cannot replace what we own there); else whoever can write there runs
 // code in every worker.
 [[nodiscard]] std::string untrusted_library(const std::string& path);
+
+// Why the worker's user cannot load `path` (ld.so would skip it with a warning and the program
+// would run without the takeover): "" when it can. Judged from the mode bits, as the kernel
+// would for `uid` with `gid` and `groups`.
+[[nodiscard]] std::string unreadable_by(const std::string& path, uid_t uid, gid_t gid,
+                                        const std::vector<gid_t>& groups);
 
 // Gathers the facts and decides. Throws common::ConfigError.
 [[nodiscard]] BindTakeover plan_bind_takeover(const common::Config& config,

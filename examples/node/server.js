@@ -1,12 +1,15 @@
 // An ordinary Node.js HTTP server written for one process: it listens on its own port, as
 // `node server.js` would on a laptop. Under forkd it runs unchanged as N workers: forkd's bind
 // takeover hands each worker the shared listener when it binds the port (forkd.yaml beside this).
-// HOST set: Express-style app.listen(PORT, HOST).
+// HOST set: Express-style app.listen(PORT, HOST); SOCKET set: a Unix socket (behind nginx),
+// cleared first as such apps do.
 'use strict';
+const fs = require('fs');
 const http = require('http');
 
 const port = Number(process.env.PORT || 3000);
 const host = process.env.HOST;
+const socketPath = process.env.SOCKET;
 
 const server = http.createServer((req, res) => {
   res.setHeader('Content-Type', 'text/plain');
@@ -14,8 +17,15 @@ const server = http.createServer((req, res) => {
           `listening on ${JSON.stringify(server.address())}\n`);
 });
 
-const announce = () => console.log(`listening on ${host ?? '*'}:${port}`);
-if (host) {
+const announce = () => console.log(`listening on ${socketPath ?? `${host ?? '*'}:${port}`}`);
+if (socketPath) {
+  try {
+    fs.unlinkSync(socketPath);  // a stale socket file from an earlier run
+  } catch (e) {
+    if (e.code !== 'ENOENT') throw e;
+  }
+  server.listen(socketPath, announce);
+} else if (host) {
   server.listen(port, host, announce);
 } else {
   server.listen(port, announce);

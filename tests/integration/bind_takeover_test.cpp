@@ -108,6 +108,34 @@ TEST(BindTakeover, ARawSocketBindListenAndBlockingAcceptIsServedByEveryWorker) {
   expect_every_worker_serves(c, "bound ('0.0.0.0', " + port + ")");
 }
 
+TEST(BindTakeover, AnAppListeningOnAUnixSocketItClearsFirstIsServedByEveryWorker) {
+  TempDir dir;
+  const std::string path = dir.file("app.sock");
+  ForkdProcess forkd;
+  ForkdOptions options;
+  options.config_yaml = "workers: 2\nlisten: [\"unix:" + path +
+                        "\"]\ncontrol: {socket: " + dir.file("forkd.sock") + "}\n" +
+                        worker_with("node, " + example("node/server.js"), "SOCKET: " + path);
+  forkd.start(dir, options);
+  std::string why;
+  ASSERT_TRUE(wait_workers_ready(forkd, dir.file("forkd.sock"), 2, std::nullopt, 30s, &why))
+      << why << "\n"
+      << forkd.log();
+  std::set<pid_t> expected;
+  if (const auto s = control_status(dir.file("forkd.sock"))) {
+    for (const auto& w : (*s)["workers"]) expected.insert(w["pid"].get<pid_t>());
+  }
+  std::set<pid_t> seen;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (seen != expected && std::chrono::steady_clock::now() < deadline) {
+    // The socket file is forkd's still: the workers' unlink() of it was ignored.
+    const auto r = http_get("unix:" + path, 0, "/", 5s);
+    ASSERT_TRUE(r.has_value()) << forkd.log();
+    seen.insert(pid_in(r->body));
+  }
+  EXPECT_EQ(seen, expected) << forkd.log();
+}
+
 TEST(BindTakeover, WithoutItTheSecondWorkerCannotBindThePort) {
   Cluster c;
   const std::string port = std::to_string(c.listener.port());

@@ -30,6 +30,7 @@ using forkd::daemon::linkage_of;
 using forkd::daemon::program_linkage;
 using forkd::daemon::ProgramLinkage;
 using forkd::daemon::TakeoverFacts;
+using forkd::daemon::unreadable_by;
 using forkd::daemon::untrusted_library;
 
 forkd_endpoint tcp(const char* ip, unsigned short port) {
@@ -308,6 +309,26 @@ TEST(BindTakeoverLibrary, OnlyAFileNobodyElseCanReplaceIsPreloaded) {
   EXPECT_NE(untrusted_library(dir.path() + "/missing.so").find("No such file"), std::string::npos);
   EXPECT_NE(untrusted_library("/a b/lib.so").find("separator"), std::string::npos);
   EXPECT_EQ(untrusted_library(dir.path()), "it is a directory");
+}
+
+TEST(BindTakeoverLibrary, AWorkerUserThatCannotReadItIsNamed) {
+  forkd::test::TempDir dir;
+  const std::string lib = dir.path() + "/libforkd-takeover.so";
+  std::ofstream(lib) << "x";
+  ::chmod(lib.c_str(), 0644);
+  ::chmod(dir.path().c_str(), 0755);
+  EXPECT_EQ(unreadable_by(lib, 4242, 4242, {}), "");
+  EXPECT_EQ(unreadable_by(lib, 0, 0, {}), "");
+  ::chmod(lib.c_str(), 0640);
+  EXPECT_EQ(unreadable_by(lib, 4242, 4242, {}), "uid 4242 (worker.user) cannot read it");
+  ::chmod(lib.c_str(), 0644);
+  ::chmod(dir.path().c_str(), 0700);
+  EXPECT_EQ(unreadable_by(lib, 4242, 4242, {}),
+            "uid 4242 (worker.user) cannot enter directory " + dir.path());
+  ::chmod(dir.path().c_str(), 0710);
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.path().c_str(), &st), 0);
+  EXPECT_EQ(unreadable_by(lib, 4242, 4242, {st.st_gid}), "");
 }
 
 }  // namespace
