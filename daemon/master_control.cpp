@@ -497,6 +497,9 @@ json Master::status_json() const {
               {"generation", lane != nullptr ? lane->generation : pool_.generation()},
               {"uptime_s", lane != nullptr ? json(seconds_since(lane->started_at)) : json(nullptr)},
               {"restarts", slot.restarts},
+              // Failed starts in a row: a slot given up after 5 shows 5 here, beside its 4
+              // restarts (the first start was not one).
+              {"failed_starts", slot.backoff.failures()},
               {"last_exit", exit_json(slot)},
               {"rss_bytes", nullptr}};
     w["cpu_percent"] = nullptr;

@@ -165,6 +165,17 @@ std::string cpu_cell(const Json& object) {
   return fmt::format("{:.1f}%", *percent);
 }
 
+// "failed (5 failed starts)", "backoff (2 failed starts)": the streak behind a vacancy.
+std::string state_cell(const Json& object) {
+  std::string state = cell(object, "state");
+  const auto failures = number(object, "failed_starts");
+  if (failures && *failures >= 1 && *failures < 1e9 && (state == "failed" || state == "backoff")) {
+    const auto n = static_cast<std::uint64_t>(*failures);
+    state += fmt::format(" ({} failed start{})", n, n == 1 ? "" : "s");
+  }
+  return state;
+}
+
 std::string plural(const std::string& count, const char* noun) {
   return count + " " + noun + (count == "1" ? "" : "s");
 }
@@ -268,7 +279,7 @@ std::string format_status(const Json& reply) {
   rows.push_back({"ID", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "LAST-EXIT", "CPU", "RSS"});
   for (const Json& worker : *workers) {
     const Json* last_exit = member(worker, "last_exit");
-    rows.push_back({cell(worker, "id"), cell(worker, "pid"), cell(worker, "state"),
+    rows.push_back({cell(worker, "id"), cell(worker, "pid"), state_cell(worker),
                     cell(worker, "generation"), uptime_cell(worker), cell(worker, "restarts"),
                     last_exit != nullptr ? format_last_exit(*last_exit) : "-", cpu_cell(worker),
                     rss_cell(worker)});

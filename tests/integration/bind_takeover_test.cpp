@@ -185,6 +185,13 @@ TEST(BindTakeover, AReloadToAVersionThatNeverListensIsRejectedAndAnswersNothing)
     EXPECT_EQ(old_pids.count(pid), 1U) << "pid " << pid << " answered: not of the old generation";
   }
   EXPECT_EQ(worker_pids(c), old_pids);
+  // The survivors' own record: the dead replacements' exits are not theirs.
+  const auto s = control_status(c.control_socket);
+  ASSERT_TRUE(s.has_value());
+  for (const auto& w : (*s)["workers"]) {
+    EXPECT_TRUE(w["last_exit"].is_null()) << w.dump();
+    EXPECT_EQ(w["restarts"], 0) << w.dump();
+  }
 }
 
 TEST(BindTakeover, AStaticProgramIsLeftAloneSaidSoAndReadyWhenStarted) {

@@ -83,6 +83,11 @@ TEST(RestartPolicyTest, NeverReadyExitAfterMinUptimeBacksOffAndReachesMaxFailure
   EXPECT_TRUE(s["workers"][0]["pid"].is_null()) << s.dump();
   EXPECT_TRUE(s["workers"][0]["uptime_s"].is_null()) << s.dump();
   EXPECT_EQ(s["workers"][0]["last_exit"]["code"], 3) << s.dump();
+  // Three failed starts are two restarts (the first start was not one), and status says both.
+  EXPECT_EQ(s["workers"][0]["restarts"], 2) << s.dump();
+  EXPECT_EQ(s["workers"][0]["failed_starts"], 3) << s.dump();
+  const auto table = forkctl(c, {"status"});
+  EXPECT_NE(table.out.find("failed (3 failed starts)"), std::string::npos) << table.out;
 }
 
 TEST(RestartPolicyTest, ReplacementDecidedInAnIpcHandlerCompletesWithoutAnotherEvent) {
