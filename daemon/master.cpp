@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <spdlog/logger.h>
@@ -19,14 +18,8 @@
 #include "common/decimal.hpp"
 #include "common/log.hpp"
 #include "common/plural.hpp"
-#include "common/sd_notify.hpp"
 #include "common/units.hpp"
-#include "daemon/notify_receiver.hpp"
-#include "daemon/output_capture.hpp"
-#include "daemon/process_group.hpp"
-#include "daemon/request_migration.hpp"
 #include "daemon/resource_limits.hpp"
-#include "daemon/worker_channel.hpp"
 
 namespace forkd::daemon {
 
@@ -49,8 +42,6 @@ constexpr std::array kSignalTable = {
     SignalMapping{SIGCHLD, MasterEvent::child_exited},
 };
 
-constexpr common::Duration kFastStopGrace = std::chrono::seconds(1);
-constexpr common::Duration kMemoryCheckInterval = std::chrono::seconds(2);
 constexpr int kPassRounds = 4;
 
 // A descriptor the old master of a hot upgrade passed down by number in `variable`.
@@ -304,178 +295,11 @@ bool Master::run_pool_actions() {
   return any;
 }
 
-void Master::send_signal(const SignalOrder& order) {
-  const std::string name = common::signal_name(order.signo);
-  switch (order.target) {
-    case SignalTarget::worker:
-      if (::kill(order.pid, order.signo) != 0) {
-        log_->warn("worker pid {}: {} failed: {}", order.pid, name, std::strerror(errno));
-      }
-      break;
-    case SignalTarget::worker_group:
-      if (::kill(-order.pid, order.signo) != 0) {
-        log_->warn("process group of worker pid {}: {} failed: {}", order.pid, name,
-                   std::strerror(errno));
-      }
-      break;
-    case SignalTarget::leftovers:
-      if (signal_leftover_group(order.pid, order.signo) == 0) break;
-      if (errno == ESRCH) {
-        pool_.leftovers_gone(order.pid);
-      } else {
-        log_->warn("process group of worker pid {}: {} failed: {}", order.pid, name,
-                   std::strerror(errno));
-      }
-      break;
-  }
-}
-
-// Every exit is collected before any is handled: what a worker left behind is judged once its
-// own children that died with it (reparented to us) are reaped too.
-void Master::reap_children() {
-  std::vector<std::pair<pid_t, int>> exits;
-  for (;;) {
-    int status = 0;
-    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
-    if (pid <= 0) break;  // 0: none left to reap now; -1/ECHILD: no children at all
-    exits.emplace_back(pid, status);
-  }
-  // Each exit on its own: one that fails must not lose the others already reaped.
-  for (const auto& [pid, status] : exits) on_child_exit(pid, status);
-}
-
-void Master::check_leftovers() {
-  std::vector<pid_t> gone;
-  for (const auto& [pgid, group] : pool_.leftovers()) {
-    if (!leftover_group_alive(pgid)) gone.push_back(pgid);
-  }
-  for (const pid_t pgid : gone) pool_.leftovers_gone(pgid);
-}
-
-void Master::on_child_exit(pid_t pid, int wait_status) {
-  if (upgrade_.is_new_master(pid)) {
-    on_upgrade_exit(wait_status);
-    return;
-  }
-  // The worker's last output is logged before its exit. Each step is guarded on its own: the
-  // pid is reaped already, so the pool must learn of the exit whatever failed before.
-  guarded("output of worker pid " + std::to_string(pid), [&] {
-    if (auto io = workers_.extract(pid); !io.empty()) {
-      if (io.mapped().channel) io.mapped().channel->close();
-      if (io.mapped().notify) io.mapped().notify->close();
-      for (auto& output : io.mapped().outputs) output->close();
-      if (io.mapped().logs) io.mapped().logs->flush();
-    }
-  });
-  guarded("exit of pid " + std::to_string(pid), [&] {
-    const common::ExitStatus status = common::ExitStatus::from_wait_status(wait_status);
-    // Processes of a worker's group that outlive it are reparented to us (a subreaper); they are
-    // reaped here like any orphan, and the pool stops them as it stopped the worker.
-    const bool group_left = pool_.find(pid) != nullptr && leftover_group_alive(pid);
-    if (!pool_.exited(pid, status, Clock::now(), group_left)) {
-      log_->debug("reaped process {} ({}), not a worker", pid, status.describe());
-    }
-  });
-}
-
 void Master::start_rollout(std::vector<unsigned> slots,
                            std::function<void(bool, const std::string&)> done) {
   const std::uint64_t id = next_rollout_id_++;
   rollout_done_.emplace(id, std::move(done));
   pool_.start_rollout(std::move(slots), id);
-}
-
-// Once per master, as soon as a TCP listener uses reuseport (daemon/request_migration.hpp).
-void Master::check_request_migration() {
-  if (migration_checked_) return;
-  const bool wanted = std::any_of(config_.listen.begin(), config_.listen.end(), [](const auto& l) {
-    return l.reuseport && l.kind != common::AddressKind::unix_path;
-  });
-  if (!wanted) return;
-  migration_checked_ = true;
-  const RequestMigration migration = enable_request_migration();
-  switch (migration.state) {
-    case RequestMigration::State::already_on:
-      log_->debug("reuseport: net.ipv4.tcp_migrate_req is on");
-      break;
-    case RequestMigration::State::switched_on:
-      log_->info(
-          "reuseport: set net.ipv4.tcp_migrate_req=1, so that connections queued on a retiring "
-          "worker's socket move to the other workers' sockets");
-      break;
-    case RequestMigration::State::off:
-      log_->warn(
-          "reuseport: net.ipv4.tcp_migrate_req: {}; a retiring worker serves what is queued on "
-          "its socket, but a connection arriving in the instant it closes is reset (sysctl "
-          "net.ipv4.tcp_migrate_req=1 avoids that)",
-          migration.detail);
-      break;
-  }
-}
-
-void Master::check_memory(TimePoint now) {
-  const auto max_memory = effective_max_memory().value;
-  if (max_memory == 0 || pool_.stopping()) {
-    next_memory_check_.reset();
-    return;
-  }
-  if (next_memory_check_ && now < *next_memory_check_) return;
-  next_memory_check_ = now + kMemoryCheckInterval;
-  for (const auto& slot : pool_.slots()) {
-    const Lane& lane = slot.current;
-    if (slot.id >= pool_.target() || slot.incoming || lane.pid <= 0 ||
-        lane.state != SlotState::ready) {
-      continue;
-    }
-    const auto io = workers_.find(lane.pid);
-    const auto pss =
-        read_pss_bytes(lane.pid, io != workers_.end() ? io->second.owner : std::nullopt);
-    if (pss && *pss > max_memory) {
-      log_->warn("worker {} (pid {}) uses {} bytes PSS, over max_memory {}", slot.id, lane.pid,
-                 *pss, max_memory);
-      (void)pool_.replace(slot.id, StopReason::memory, now);
-    }
-  }
-}
-
-void Master::announce_ready() {
-  if (service_ready_sent_) {
-    notify_service_manager("STATUS=" + status_line());
-  } else {
-    // After a hot upgrade, the old master names us the main process when it hands over.
-    service_ready_sent_ = true;
-    notify_service_manager("READY=1\nSTATUS=" + status_line());
-  }
-  tell_predecessor_ready();
-}
-
-void Master::begin_stop_delay() {
-  stop_delaying_ = true;
-  log_->info(
-      "stop requested: /readyz answers 503 and workers serve for {} more (stop.delay) "
-      "before the drain; another SIGTERM drains at once",
-      common::format_duration(config_.stop.delay));
-  publish({{"event", "stop_delay"}, {"delay_ms", config_.stop.delay.count()}});
-  notify_service_manager("STATUS=stopping: waiting stop.delay before the drain");
-  stop_delay_.expires_after(config_.stop.delay);
-  stop_delay_.async_wait([this](std::error_code error) {
-    if (error || !stop_delaying_) return;
-    guarded("stop.delay", [&] { begin_stop(false); });
-  });
-}
-
-void Master::begin_stop(bool fast) {
-  if (stop_delaying_) {
-    stop_delaying_ = false;
-    stop_delay_.cancel();
-  }
-  if (pool_.stopping() && pool_.fast_stop()) return;
-  const bool already = pool_.stopping();
-  log_->info("{} stop{}: {} to stop", fast ? "fast" : "graceful", already ? " (escalated)" : "",
-             common::count_of(pool_.process_count(), "worker"));
-  publish({{"event", "stopping"}, {"fast", fast}});
-  notify_service_manager("STOPPING=1\nSTATUS=stopping");
-  pool_.stop(fast, fast ? kFastStopGrace : config_.worker.shutdown_timeout, Clock::now());
 }
 
 std::string Master::request_scale(long long wanted) {
@@ -494,28 +318,6 @@ void Master::reopen_logs() {
   }
 }
 
-void Master::notify_service_manager(const std::string& state) {
-  const int rc = common::notify(state);
-  if (rc < 0) log_->debug("sd_notify: {}", std::strerror(-rc));
-}
-
-std::string Master::status_line() const {
-  return std::to_string(pool_.ready_count()) + "/" + std::to_string(pool_.target()) +
-         " workers ready, generation " + std::to_string(pool_.generation());
-}
-
-void Master::start_watchdog() {
-  const auto interval = common::watchdog_interval();
-  if (!interval) return;
-  // Pinged from the loop itself: if the loop stalls, the pings stop and systemd acts.
-  watchdog_.expires_after(*interval / 2);
-  watchdog_.async_wait([this](std::error_code ec) {
-    if (ec || finished_) return;
-    notify_service_manager("WATCHDOG=1");
-    start_watchdog();
-  });
-}
-
 void Master::schedule_wakeup() {
   std::optional<TimePoint> next = pool_.next_wakeup();
   const auto consider = [&](TimePoint t) {
@@ -530,30 +332,6 @@ void Master::schedule_wakeup() {
   wakeup_.async_wait([this](std::error_code ec) {
     if (!ec) guarded("timer", [] {});
   });
-}
-
-void Master::finish() {
-  if (finished_) return;
-  finished_ = true;
-  wakeup_.cancel();
-  watchdog_.cancel();
-  stop_delay_.cancel();
-  for (auto& w : reply_waiters_) w.respond({{"ok", false}, {"error", "forkd is stopping"}});
-  reply_waiters_.clear();
-  for (auto& respond : queued_reload_replies_)
-    respond({{"ok", false}, {"error", "forkd is stopping"}});
-  queued_reload_replies_.clear();
-  // After a hand-over the sockets and their files belong to the new master.
-  const bool handed_over = upgrade_.handed_over();
-  if (!handed_over) listeners_.remove_socket_files();
-  if (control_) {
-    if (!handed_over) control_->remove_socket_file();
-    control_->close();
-  }
-  if (metrics_) metrics_->close();
-  if (pidfile_) (void)pidfile_->remove();  // not ours any more after a hand-over: left alone
-  log_->info("stopped (exit code {})", exit_code_);
-  io_.stop();
 }
 
 }  // namespace forkd::daemon
