@@ -1665,6 +1665,17 @@ const std::vector<ConfigKey>& config_keys() {
   return keys;
 }
 
+std::string print_config_key(const Config& config, const ConfigKey& key) {
+  if (key.section) return {};
+  for (const ConfigRow& row : kConfigRows) {
+    if (join_path(row.section, row.name) != key.path) continue;
+    YamlWriter out;
+    print_row(out, 0, row.name, row, config);
+    return out.take();
+  }
+  return {};  // a listen entry's key: listeners are compared socket by socket
+}
+
 const ConfigKey* find_config_key(std::string_view path) {
   const ConfigKey* best = nullptr;
   for (const ConfigKey& key : config_keys()) {

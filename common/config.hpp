@@ -203,6 +203,10 @@ struct ConfigKey {
 };
 // Every key, in the order to_yaml prints them: a section is followed by its keys.
 [[nodiscard]] const std::vector<ConfigKey>& config_keys();
+// One key of `config` as to_yaml prints it, alone and unindented ("ready: auto\n"; a key printed
+// over several lines, such as worker.env, with its lines): what the reload diff compares. ""
+// for a section, a key of a listen entry, or a key to_yaml leaves out.
+[[nodiscard]] std::string print_config_key(const Config& config, const ConfigKey& key);
 // The key a dotted path printed by to_yaml belongs to ("worker.env.PATH" is "worker.env"),
 // nullptr if none.
 [[nodiscard]] const ConfigKey* find_config_key(std::string_view path);

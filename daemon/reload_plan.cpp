@@ -32,11 +32,14 @@ void flatten(const YAML::Node& node, const std::string& prefix,
   }
 }
 
-std::map<std::string, std::string> flat_config(const common::Config& config) {
+// One key's value, flattened under its section ("worker.env.PATH" for a map-valued key).
+std::map<std::string, std::string> flat_key(const common::Config& config,
+                                            const common::ConfigKey& key) {
   std::map<std::string, std::string> out;
-  flatten(YAML::Load(common::to_yaml(config)), "", out);
-  std::erase_if(
-      out, [](const auto& kv) { return kv.first == "listen" || kv.first.starts_with("listen."); });
+  const std::string text = common::print_config_key(config, key);
+  if (text.empty()) return out;
+  const auto dot = key.path.rfind('.');
+  flatten(YAML::Load(text), dot == std::string::npos ? "" : key.path.substr(0, dot), out);
   return out;
 }
 
@@ -86,24 +89,26 @@ ReloadPlan plan_reload(const common::Config& current, const common::Config& next
                                   [&](const auto& n) { return same_socket(c, n); });
     if (!kept) plan.listeners_removed.push_back(c.address);
   }
-  const auto before = flat_config(current);
-  const auto after = flat_config(next);
+  // Key by key through the table, in its order; a map-valued key entry by entry.
   std::vector<const common::ConfigKey*> changed;
-  for (const auto& [key, value] : after) {
-    auto it = before.find(key);
-    if (it == before.end()) {
-      plan.changed_keys.push_back(fmt::format("{}: (unset) -> {}", key, value));
-    } else if (it->second != value) {
-      plan.changed_keys.push_back(fmt::format("{}: {} -> {}", key, it->second, value));
-    } else {
-      continue;
+  for (const common::ConfigKey& key : common::config_keys()) {
+    if (key.section || key.path == "listen" || key.path.starts_with("listen.")) continue;
+    const auto before = flat_key(current, key);
+    const auto after = flat_key(next, key);
+    if (before == after) continue;
+    changed.push_back(&key);
+    for (const auto& [path, value] : after) {
+      const auto it = before.find(path);
+      if (it == before.end()) {
+        plan.changed_keys.push_back(fmt::format("{}: (unset) -> {}", path, value));
+      } else if (it->second != value) {
+        plan.changed_keys.push_back(fmt::format("{}: {} -> {}", path, it->second, value));
+      }
     }
-    changed.push_back(common::find_config_key(key));
-  }
-  for (const auto& [key, value] : before) {
-    if (after.find(key) == after.end()) {
-      plan.changed_keys.push_back(fmt::format("{}: {} -> (unset)", key, value));
-      changed.push_back(common::find_config_key(key));
+    for (const auto& [path, value] : before) {
+      if (after.find(path) == after.end()) {
+        plan.changed_keys.push_back(fmt::format("{}: {} -> (unset)", path, value));
+      }
     }
   }
   plan.needs_restart = restart_notes(changed);
