@@ -107,10 +107,11 @@ void Master::on_worker_notify(pid_t pid,
       // Bounded: a worker that makes up addresses cannot grow the master.
       constexpr std::size_t kMaxSaid = 16;
       if (unserved_binds_said_.size() < kMaxSaid && unserved_binds_said_.insert(address).second) {
+        const std::string port = address.substr(address.rfind(':') + 1);
         log_->warn(
-            "worker {} (pid {}) binds {}, which is not a forkd listener: every worker will "
-            "bind it (add it to listen, or use the port forkd serves)",
-            slot, pid, address);
+            "worker {} (pid {}): port {} is not a forkd listener: every worker will bind it (it "
+            "binds {}; add it to listen, or use a port forkd serves)",
+            slot, pid, port, address);
       }
     } else if (key == "WATCHDOG" && value == "1") {
       pool_.heartbeat(pid, Clock::now());

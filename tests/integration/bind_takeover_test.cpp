@@ -243,8 +243,10 @@ TEST(BindTakeover, APortNoListenerServesIsLeftToTheProgramAndWarnedAboutOnce) {
   c.wait_all_ready(1);
   ASSERT_TRUE(c.forkd.wait_for_log("side up", 20s));
   EXPECT_TRUE(
-      c.forkd.wait_for_log("worker 0 \\(pid [0-9]+\\) binds 127.0.0.1:" + std::to_string(other) +
-                               ", which is not a forkd listener: every worker will bind it",
+      c.forkd.wait_for_log("worker 0 \\(pid [0-9]+\\): port " + std::to_string(other) +
+                               " is not a forkd listener: every worker will bind it \\(it binds "
+                               "127.0.0.1:" +
+                               std::to_string(other),
                            5s))
       << c.forkd.log();
   // The program's own socket works as it would without forkd.
