@@ -1,8 +1,8 @@
 #include "worker/accept_waiter.hpp"
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <array>
@@ -15,11 +15,12 @@ namespace forkd::worker {
 
 namespace {
 
-constexpr char kContinue = 'c';
-constexpr char kRotate = 'r';
-constexpr char kQuit = 'q';
-constexpr char kWake = 'w';
-constexpr char kFailed = 'x';
+// eventfd values; they add up, so quit and failed outweigh whatever else is pending.
+constexpr std::uint64_t kContinue = 1;
+constexpr std::uint64_t kRotate = 2;
+constexpr std::uint64_t kQuit = std::uint64_t{1} << 32;
+constexpr std::uint64_t kWake = 1;
+constexpr std::uint64_t kFailed = std::uint64_t{1} << 32;
 // epoll data of the command pipe; listeners carry their index.
 constexpr std::uint64_t kCommandTag = ~std::uint64_t{0};
 
@@ -32,19 +33,26 @@ bool add_listener(int epoll_fd, int listener_fd, std::size_t index) noexcept {
   return ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, listener_fd, &ev) == 0;
 }
 
-void write_byte(int fd, char c) noexcept {
-  while (::write(fd, &c, 1) < 0 && errno == EINTR) {
+void post(int fd, std::uint64_t value) noexcept {
+  while (::write(fd, &value, sizeof(value)) < 0 && errno == EINTR) {
   }
 }
 
-char read_byte(int fd) noexcept {
-  char c = kQuit;
+// Blocks until the io thread says what to do.
+std::uint64_t take(int fd) noexcept {
+  std::uint64_t value = 0;
   for (;;) {
-    const ssize_t n = ::read(fd, &c, 1);
-    if (n == 1) return c;
+    const ssize_t n = ::read(fd, &value, sizeof(value));
+    if (n == static_cast<ssize_t>(sizeof(value))) return value;
     if (n < 0 && errno == EINTR) continue;
-    return kQuit;  // the io side is gone
+    return kQuit;
   }
+}
+
+common::UniqueFd make_eventfd(int flags) {
+  common::UniqueFd fd(::eventfd(0, EFD_CLOEXEC | flags));
+  if (!fd) throw common::system_error_from_errno("eventfd");
+  return fd;
 }
 
 }  // namespace
@@ -53,7 +61,8 @@ AcceptWaiter::AcceptWaiter(asio::io_context& io, std::span<const int> listener_f
                            ReadyHandler on_ready)
     : epoll_(::epoll_create1(EPOLL_CLOEXEC)),
       listeners_(listener_fds.begin(), listener_fds.end()),
-      ready_read_(io),
+      command_(make_eventfd(0)),
+      ready_(io),
       on_ready_(std::move(on_ready)) {
   if (!epoll_) throw common::system_error_from_errno("epoll_create1");
   for (std::size_t i = 0; i < listeners_.size(); ++i) {
@@ -62,18 +71,17 @@ AcceptWaiter::AcceptWaiter(asio::io_context& io, std::span<const int> listener_f
                                             std::to_string(listeners_[i]));
     }
   }
-  common::FdPair command = common::make_pipe();
-  command_read_ = std::move(command.first);
-  command_write_ = std::move(command.second);
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = kCommandTag;
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, command_read_.get(), &ev) != 0) {
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, command_.get(), &ev) != 0) {
     throw common::system_error_from_errno("epoll_ctl add command pipe");
   }
-  common::FdPair ready = common::make_pipe(O_NONBLOCK);
-  ready_write_ = std::move(ready.second);
-  ready_read_.assign(ready.first.release());
+  common::UniqueFd ready = make_eventfd(EFD_NONBLOCK);
+  std::error_code ec;
+  ready_.assign(ready.get(), ec);
+  if (ec) throw std::system_error(ec, "watch the accept waiter's eventfd");
+  ready_fd_ = ready.release();  // ready_ owns it now
 
   // Why a thread: an epoll fd nested in the io_context's own epoll does not make the wake
   // exclusive (the kernel counts a wake as taken only when a task sleeps in epoll_wait on that
@@ -99,35 +107,34 @@ AcceptWaiter::~AcceptWaiter() {
 
 void AcceptWaiter::stop() noexcept {
   if (!thread_.joinable()) return;
-  write_byte(command_write_.get(), kQuit);
+  post(command_.get(), kQuit);
   thread_.join();
   alive_.reset();
   std::error_code ignored;
-  ready_read_.close(ignored);
+  ready_.close(ignored);
 }
 
 void AcceptWaiter::resume(bool rotate) {
   if (!thread_.joinable()) return;
-  write_byte(command_write_.get(), rotate ? kRotate : kContinue);
+  post(command_.get(), rotate ? kRotate : kContinue);
   wait_for_wake();
 }
 
 void AcceptWaiter::wait_for_wake() {
-  ready_read_.async_wait(
-      asio::posix::stream_descriptor::wait_read,
-      [this, alive = std::weak_ptr<int>(alive_)](std::error_code ec) {
-        if (ec || alive.expired()) return;
-        char c = 0;
-        if (::read(ready_read_.native_handle(), &c, 1) != 1) {
-          wait_for_wake();  // spurious: nothing written yet
-          return;
-        }
-        if (c == kFailed) {
-          on_ready_(std::error_code(thread_errno_.load(), std::system_category()));
-        } else {
-          on_ready_({});
-        }
-      });
+  ready_.async_wait(asio::posix::stream_descriptor::wait_read,
+                    [this, alive = std::weak_ptr<int>(alive_)](std::error_code ec) {
+                      if (ec || alive.expired()) return;
+                      std::uint64_t value = 0;
+                      if (::read(ready_.native_handle(), &value, sizeof(value)) != sizeof(value)) {
+                        wait_for_wake();  // spurious: nothing written yet
+                        return;
+                      }
+                      if (value >= kFailed) {
+                        on_ready_(std::error_code(thread_errno_.load(), std::system_category()));
+                      } else {
+                        on_ready_({});
+                      }
+                    });
 }
 
 // The thread's whole life: sleep until a listener has a connection, tell the io thread, and
@@ -135,7 +142,7 @@ void AcceptWaiter::wait_for_wake() {
 void AcceptWaiter::run_thread() noexcept {
   const auto fail = [this](int error) {
     thread_errno_.store(error);
-    write_byte(ready_write_.get(), kFailed);
+    post(ready_fd_, kFailed);
   };
   std::array<epoll_event, 8> events{};
   for (;;) {
@@ -147,14 +154,15 @@ void AcceptWaiter::run_thread() noexcept {
     }
     bool listener_ready = false;
     for (int i = 0; i < n; ++i) {
-      if (events[static_cast<std::size_t>(i)].data.u64 == kCommandTag) return;  // only 'q' here
+      // Only quit can be pending here: continue and rotate come while the thread waits in take.
+      if (events[static_cast<std::size_t>(i)].data.u64 == kCommandTag) return;
       listener_ready = true;
     }
     if (!listener_ready) continue;
-    write_byte(ready_write_.get(), kWake);
-    const char command = read_byte(command_read_.get());
-    if (command == kQuit) return;
-    if (command == kRotate) {
+    post(ready_fd_, kWake);
+    const std::uint64_t command = take(command_.get());
+    if (command >= kQuit) return;
+    if ((command & kRotate) != 0) {
       for (std::size_t i = 0; i < listeners_.size(); ++i) {
         ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listeners_[i], nullptr);
         if (!add_listener(epoll_.get(), listeners_[i], i)) {

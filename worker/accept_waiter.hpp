@@ -48,10 +48,11 @@ class AcceptWaiter {
 
   common::UniqueFd epoll_;
   std::vector<int> listeners_;
-  common::UniqueFd command_read_;   // thread reads: 'c' continue, 'r' rotate, 'q' quit
-  common::UniqueFd command_write_;  // io thread writes
-  common::UniqueFd ready_write_;    // thread writes one byte per wake
-  asio::posix::stream_descriptor ready_read_;
+  // Two eventfds (a worker holds no stray pipes): commands to the thread (continue, rotate,
+  // quit; the thread reads them blocking), and wakes (or its failure) to the io thread.
+  common::UniqueFd command_;
+  asio::posix::stream_descriptor ready_;
+  int ready_fd_ = -1;  // ready_'s fd, for the thread: it never touches the asio object
   ReadyHandler on_ready_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // handlers check it: we may be gone
   std::atomic<int> thread_errno_{0};  // set by the thread before it writes its last byte
