@@ -9,6 +9,11 @@ bool AcceptPolicy::holds_too_much(std::size_t own, std::size_t total,
   return static_cast<double>(own) > share_factor * fair + static_cast<double>(share_slack);
 }
 
+bool AcceptPolicy::yield_now(std::size_t others, std::size_t others_at_last_yield,
+                             bool back_from_yield) noexcept {
+  return !back_from_yield || others > others_at_last_yield;
+}
+
 bool RotationClock::rotate_after(std::size_t accepted) noexcept {
   since_rotation_ += accepted;
   if (since_rotation_ < every_) return false;

@@ -29,6 +29,12 @@ struct AcceptPolicy {
   // `own` of `total` open connections over `workers` workers (total counts own).
   [[nodiscard]] bool holds_too_much(std::size_t own, std::size_t total,
                                     std::size_t workers) const noexcept;
+
+  // Over its share: yield, unless we come straight back from a yield during which the others
+  // took no connection (they are stalled or starved of CPU): then this worker accepts what is
+  // queued itself. `others` counts the connections the others hold.
+  [[nodiscard]] static bool yield_now(std::size_t others, std::size_t others_at_last_yield,
+                                      bool back_from_yield) noexcept;
 };
 
 // Counts accepts and says when the next rotation is due.

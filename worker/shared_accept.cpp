@@ -107,18 +107,19 @@ void SharedAccept::on_ready(std::error_code ec) {
     return;
   }
   if (share_ != Share::draining) {
-    const bool was_yielding = share_ == Share::yielding;
+    const bool back_from_yield = share_ == Share::yielding;
     share_ = Share::normal;
     if (over_share()) {
       const std::size_t others = others_held();
-      if (!was_yielding || others > others_at_yield_) {
+      if (!AcceptPolicy::yield_now(others, others_at_yield_, back_from_yield)) {
+        share_ = Share::draining;
+      } else {
         // Let the others accept first: the kernel wakes them while we do not wait.
         share_ = Share::yielding;
         others_at_yield_ = others;
         resume_after(options_.policy.yield_for);
         return;
       }
-      share_ = Share::draining;
     }
   }
   constexpr std::size_t kDrainBatch = 64;

@@ -78,9 +78,9 @@ class SharedAccept : public std::enable_shared_from_this<SharedAccept> {
   std::uint16_t share_port_ = 0;
   std::size_t total_ = 0;  // established on share_port_, as last asked
   std::chrono::steady_clock::time_point total_asked_;
-  // normal → (over share) yielding: we pause, the kernel wakes the others. Back from the pause,
-  // still over share: pause again while the others took connections meanwhile; when they took
-  // none they are stalled or starved of CPU, so draining: accept until the queue is empty.
+  // Over share, yielding: we pause and the kernel wakes the others meanwhile, for as long as
+  // AcceptPolicy::yield_now says so; when it does not, the others are stalled or starved of CPU:
+  // draining, we accept until the queue is empty.
   Share share_ = Share::normal;
   std::size_t others_at_yield_ = 0;
   bool stopped_ = false;

@@ -43,6 +43,17 @@ TEST(AcceptPolicyTest, CountsThatDoNotAddUpAreIgnored) {
   EXPECT_FALSE(policy.holds_too_much(50, 10, 2));  // own > total: a stale total
 }
 
+TEST(AcceptPolicyTest, YieldsAgainOnlyWhileTheOthersKeepUp) {
+  // Not straight from a yield: always let the others go first.
+  EXPECT_TRUE(AcceptPolicy::yield_now(0, 0, false));
+  EXPECT_TRUE(AcceptPolicy::yield_now(5, 10, false));
+  // Back from a yield during which the others took connections: let them take more.
+  EXPECT_TRUE(AcceptPolicy::yield_now(12, 10, true));
+  // They took none (stalled, or starved of CPU): accept ourselves rather than pause again.
+  EXPECT_FALSE(AcceptPolicy::yield_now(10, 10, true));
+  EXPECT_FALSE(AcceptPolicy::yield_now(8, 10, true));
+}
+
 TEST(AcceptPolicyTest, RotationComesEveryNAccepts) {
   RotationClock clock(3);
   EXPECT_FALSE(clock.rotate_after(0));
