@@ -5,6 +5,7 @@ namespace forkd::worker {
 bool AcceptPolicy::holds_too_much(std::size_t own, std::size_t total,
                                   std::size_t workers) const noexcept {
   if (workers < 2 || total < own) return false;  // alone, or counts that do not add up
+  if (total < share_min_total) return false;
   const double fair = static_cast<double>(total) / static_cast<double>(workers);
   return static_cast<double>(own) > share_factor * fair + static_cast<double>(share_slack);
 }

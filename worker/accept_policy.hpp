@@ -19,6 +19,9 @@ struct AcceptPolicy {
   // that 50 connections over 2 workers end no worse than 27/23.
   double share_factor = 1.0;
   std::size_t share_slack = 2;
+  // Below this many connections in all, nobody holds too much: a light load of short
+  // connections would otherwise pause a worker now and then for nothing.
+  std::size_t share_min_total = 16;
   // Over its share, a worker waits this long before waiting for connections again, so that the
   // kernel wakes the others; then it accepts whatever they left queued (they may be stalled).
   // Long enough for a busy machine to schedule the others (2 ms was not, under a build).

@@ -15,11 +15,15 @@ TEST(AcceptPolicyTest, AWorkerAloneNeverHoldsTooMuch) {
   EXPECT_FALSE(policy.holds_too_much(1000, 1000, 0));
 }
 
-TEST(AcceptPolicyTest, FewConnectionsNeverCountThanksToTheSlack) {
-  const AcceptPolicy policy;  // fair + 2
+TEST(AcceptPolicyTest, FewConnectionsNeverCount) {
+  const AcceptPolicy policy;  // fair + 2, from 16 connections in all
   EXPECT_FALSE(policy.holds_too_much(2, 2, 2));
-  EXPECT_FALSE(policy.holds_too_much(4, 4, 2));  // limit 2 + 2
-  EXPECT_TRUE(policy.holds_too_much(6, 6, 2));   // limit 3 + 2
+  EXPECT_FALSE(policy.holds_too_much(15, 15, 2));
+  EXPECT_TRUE(policy.holds_too_much(16, 16, 2));  // limit 8 + 2
+  AcceptPolicy small;
+  small.share_min_total = 0;                    // the slack alone
+  EXPECT_FALSE(small.holds_too_much(4, 4, 2));  // limit 2 + 2
+  EXPECT_TRUE(small.holds_too_much(6, 6, 2));   // limit 3 + 2
 }
 
 TEST(AcceptPolicyTest, ClearlyMoreThanTheFairShareHoldsTooMuch) {
