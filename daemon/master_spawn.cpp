@@ -80,6 +80,9 @@ std::map<std::string, std::string> Master::worker_environment(unsigned slot,
   env["FORKD_WORKER_ID"] = std::to_string(slot);
   env["NODE_APP_INSTANCE"] = std::to_string(slot);  // PM2's name for it
   env["FORKD_GENERATION"] = std::to_string(generation);
+  // The accept path's notion of a fair share (worker/accept_policy.hpp); a later scale is not
+  // seen by workers already running.
+  env["FORKD_WORKERS"] = std::to_string(pool_.target());
   env["FORKD_MASTER_PID"] = std::to_string(::getpid());
   env["FORKD_IPC_FD"] = ipc_fd;
   env["FORKD_IPC_MAX_MESSAGE"] = std::to_string(config_.ipc.max_message);

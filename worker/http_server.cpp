@@ -20,6 +20,7 @@
 
 #include "common/fd.hpp"
 #include "worker/report.hpp"
+#include "worker/shared_accept.hpp"
 
 namespace forkd::worker {
 
@@ -93,14 +94,21 @@ struct HttpServer::Core : std::enable_shared_from_this<HttpServer::Core> {
 
   void accept_next(Acceptor& a);
   void on_accept(Acceptor& a, std::error_code ec, Socket socket);
-  void adopt(Acceptor& a, Socket socket);
+  void adopt(int family, Socket socket);
+  void adopt_shared(std::size_t index, common::UniqueFd fd);
   void take_queued(Acceptor& a);
   void stop();
   void close_all();
 
   asio::io_context& io;
   std::shared_ptr<const Settings> settings;
+  // Reuseport sockets: each is this worker's alone and the kernel already picks which worker's
+  // socket gets a connection, so they keep the plain accept loop.
   std::vector<std::unique_ptr<Acceptor>> acceptors;
+  // Shared listeners, spread evenly over the workers; their fds stay out of the io_context's
+  // epoll, which would wake this worker for every connection again.
+  std::shared_ptr<SharedAccept> shared;
+  std::vector<std::pair<int, int>> shared_kinds;  // family, protocol of each shared listener
   std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;
   std::uint64_t next_id = 0;
   bool stopping = false;
@@ -309,7 +317,8 @@ void HttpServer::Core::accept_next(Acceptor& a) {
 void HttpServer::Core::on_accept(Acceptor& a, std::error_code ec, Socket socket) {
   if (ec == asio::error::operation_aborted) return;
   if (!ec) {
-    adopt(a, std::move(socket));
+    a.failing = false;
+    adopt(a.family, std::move(socket));
     accept_next(a);
     return;
   }
@@ -333,9 +342,18 @@ void HttpServer::Core::on_accept(Acceptor& a, std::error_code ec, Socket socket)
   });
 }
 
-void HttpServer::Core::adopt(Acceptor& a, Socket socket) {
-  a.failing = false;
-  if (a.family == AF_INET || a.family == AF_INET6) {
+void HttpServer::Core::adopt_shared(std::size_t index, common::UniqueFd fd) {
+  const auto [family, protocol] = shared_kinds.at(index);
+  Socket socket(io);
+  std::error_code ec;
+  socket.assign(Protocol(family, protocol), fd.get(), ec);
+  if (ec) return;      // the fd closes with `fd`: that client sees a reset
+  (void)fd.release();  // the socket owns it now
+  adopt(family, std::move(socket));
+}
+
+void HttpServer::Core::adopt(int family, Socket socket) {
+  if (family == AF_INET || family == AF_INET6) {
     // Responses are written whole: Nagle would only delay the last segment.
     const int one = 1;
     ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -360,13 +378,14 @@ void HttpServer::Core::take_queued(Acceptor& a) {
   for (int taken = 0; !ec && taken < kMaxTaken; ++taken) {
     Socket socket(io);
     a.acceptor.accept(socket, ec);
-    if (!ec) adopt(a, std::move(socket));
+    if (!ec) adopt(a.family, std::move(socket));
   }
 }
 
 void HttpServer::Core::stop() {
   if (stopping) return;
   stopping = true;
+  if (shared) shared->stop();
   for (auto& a : acceptors) {
     if (a->acceptor.is_open()) take_queued(*a);
     std::error_code ignored;
@@ -400,6 +419,7 @@ HttpServer::HttpServer(asio::io_context& io, std::span<const Listener> listeners
     const Listener* listener;
     int domain;
     int protocol;
+    bool reuseport;
   };
   std::vector<Checked> checked;
   for (const Listener& l : listeners) {
@@ -411,12 +431,21 @@ HttpServer::HttpServer(asio::io_context& io, std::span<const Listener> listeners
       throw std::runtime_error(what + " is not listening");
     }
     if (auto ec = common::set_nonblocking(l.fd, true)) throw std::system_error(ec, what);
-    checked.push_back({&l, socket_option(l.fd, SOL_SOCKET, SO_DOMAIN, what),
-                       socket_option(l.fd, SOL_SOCKET, SO_PROTOCOL, what)});
+    const int domain = socket_option(l.fd, SOL_SOCKET, SO_DOMAIN, what);
+    const bool inet = domain == AF_INET || domain == AF_INET6;
+    checked.push_back({&l, domain, socket_option(l.fd, SOL_SOCKET, SO_PROTOCOL, what),
+                       inet && socket_option(l.fd, SOL_SOCKET, SO_REUSEPORT, what) != 0});
   }
-  // Only now, with every listener checked, take them: the acceptors own and close them.
+  // Only now, with every listener checked, take them: the acceptors and SharedAccept own and
+  // close them.
+  std::vector<SharedAccept::Listener> shared_listeners;
   for (const Checked& c : checked) {
     const Listener& l = *c.listener;
+    if (!c.reuseport) {
+      shared_listeners.push_back({common::UniqueFd(l.fd), l.name, c.domain});
+      core_->shared_kinds.emplace_back(c.domain, c.protocol);
+      continue;
+    }
     auto a = std::make_unique<Core::Acceptor>(io, l.name, c.domain);
     std::error_code ec;
     a->acceptor.assign(Protocol(c.domain, c.protocol), l.fd, ec);
@@ -427,6 +456,18 @@ HttpServer::HttpServer(asio::io_context& io, std::span<const Listener> listeners
     core_->acceptors.push_back(std::move(a));
   }
   for (auto& a : core_->acceptors) core_->accept_next(*a);
+  if (shared_listeners.empty()) return;
+  const HttpServerOptions& o = core_->settings->options;
+  std::weak_ptr<Core> weak = core_;
+  core_->shared = SharedAccept::start(
+      io, std::move(shared_listeners), {o.workers, o.accept_backoff, AcceptPolicy{}},
+      [weak](std::size_t index, common::UniqueFd fd) {
+        if (auto core = weak.lock()) core->adopt_shared(index, std::move(fd));
+      },
+      [weak] {
+        auto core = weak.lock();
+        return core ? core->connections.size() : std::size_t{0};
+      });
 }
 
 HttpServer::~HttpServer() {  // NOLINT(bugprone-exception-escape): as declared

@@ -37,6 +37,9 @@ struct HttpServerOptions {
   std::chrono::milliseconds linger_timeout = std::chrono::seconds(1);
   // accept() failing for lack of fds or memory is retried after this pause, not in a spin.
   std::chrono::milliseconds accept_backoff = std::chrono::milliseconds(100);
+  // Workers sharing the listeners (Context::workers): with 2 or more, a worker holding clearly
+  // more than its share of a TCP listener's connections lets the others accept first.
+  unsigned workers = 0;
 };
 
 class HttpServer {

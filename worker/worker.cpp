@@ -88,6 +88,10 @@ Context Context::parse(const EnvLookup& getenv, pid_t self) {
     ctx.generation = static_cast<unsigned>(
         parse_number("FORKD_GENERATION", v, std::numeric_limits<unsigned>::max()));
   }
+  if (const char* v = getenv("FORKD_WORKERS")) {
+    ctx.workers = static_cast<unsigned>(
+        parse_number("FORKD_WORKERS", v, std::numeric_limits<unsigned>::max()));
+  }
   if (const char* v = getenv("FORKD_MASTER_PID")) {
     ctx.master_pid = static_cast<pid_t>(parse_number("FORKD_MASTER_PID", v, kMaxInt));
   }

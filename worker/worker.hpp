@@ -30,6 +30,7 @@ struct Listener {
 struct Context {
   unsigned id = 0;                  // FORKD_WORKER_ID: slot 0..N-1, stable across respawns
   unsigned generation = 0;          // FORKD_GENERATION
+  unsigned workers = 0;             // FORKD_WORKERS: the pool's size at spawn (0 = not given)
   pid_t master_pid = 0;             // FORKD_MASTER_PID (0 when not given)
   std::vector<Listener> listeners;  // fds 3 .. 3+LISTEN_FDS-1
   int ipc_fd = -1;                  // FORKD_IPC_FD

@@ -125,13 +125,13 @@ TEST(ExecWorkerTest, WorkerGetsTheDocumentedEnvironment) {
   c.start("workers: 1\nworker:\n  shell: 'env | sort; exec " + test_worker_bin() +
           " --serve'\n  ready: message\n  env: {GREETING: hi}\n  heartbeat_timeout: 10s\n");
   c.wait_all_ready(1);
-  for (const std::string& var :
-       std::vector<std::string>{"FORKD_WORKER_ID=0", "NODE_APP_INSTANCE=0", "FORKD_GENERATION=1",
-                                "FORKD_SHUTDOWN_TIMEOUT_MS=30000", "FORKD_IPC_MAX_MESSAGE=1048576",
-                                "FORKD_MASTER_PID=" + std::to_string(c.forkd.pid()), "LISTEN_FDS=1",
-                                "LISTEN_FDNAMES=listen0", "FORKD_IPC_FD=4", "NODE_CHANNEL_FD=4",
-                                "NODE_CHANNEL_SERIALIZATION_MODE=json", "GREETING=hi",
-                                "WATCHDOG_USEC=10000000", "NOTIFY_SOCKET=@forkd-"}) {
+  for (const std::string& var : std::vector<std::string>{
+           "FORKD_WORKER_ID=0", "NODE_APP_INSTANCE=0", "FORKD_GENERATION=1", "FORKD_WORKERS=1",
+           "FORKD_SHUTDOWN_TIMEOUT_MS=30000", "FORKD_IPC_MAX_MESSAGE=1048576",
+           "FORKD_MASTER_PID=" + std::to_string(c.forkd.pid()), "LISTEN_FDS=1",
+           "LISTEN_FDNAMES=listen0", "FORKD_IPC_FD=4", "NODE_CHANNEL_FD=4",
+           "NODE_CHANNEL_SERIALIZATION_MODE=json", "GREETING=hi", "WATCHDOG_USEC=10000000",
+           "NOTIFY_SOCKET=@forkd-"}) {
     EXPECT_TRUE(c.forkd.wait_for_log("stdout: " + var, 10s)) << var;
   }
 }

@@ -20,6 +20,7 @@ constexpr pid_t kSelf = 4242;
 Env full_env() {
   return {{"FORKD_WORKER_ID", "2"},
           {"FORKD_GENERATION", "7"},
+          {"FORKD_WORKERS", "4"},
           {"FORKD_MASTER_PID", "100"},
           {"LISTEN_FDS", "2"},
           {"LISTEN_PID", std::to_string(kSelf)},
@@ -55,6 +56,7 @@ TEST(WorkerContext, ReadsEverythingTheMasterGives) {
   const Context ctx = parse(full_env());
   EXPECT_EQ(ctx.id, 2U);
   EXPECT_EQ(ctx.generation, 7U);
+  EXPECT_EQ(ctx.workers, 4U);
   EXPECT_EQ(ctx.master_pid, 100);
   ASSERT_EQ(ctx.listeners.size(), 2U);
   EXPECT_EQ(ctx.listeners[0].fd, 3);
@@ -113,6 +115,7 @@ TEST(WorkerContext, RefusesMalformedValues) {
       {"LISTEN_FDNAMES", "a:b:c"}, {"FORKD_IPC_FD", "4"},  // inside the listener range
       {"FORKD_IPC_FD", "2"},       {"FORKD_IPC_MAX_MESSAGE", "0"},
       {"WATCHDOG_USEC", "soon"},   {"FORKD_SHUTDOWN_TIMEOUT_MS", "30s"},
+      {"FORKD_WORKERS", "two"},
   };
   for (const auto& [name, value] : bad) {
     Env env = full_env();

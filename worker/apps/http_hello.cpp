@@ -124,8 +124,9 @@ HttpHandler make_hello_handler(asio::io_context& io, unsigned worker_id, pid_t p
   return HelloHandler(io, worker_id, pid);
 }
 
-HttpServerOptions hello_server_options(unsigned worker_id, pid_t pid) {
+HttpServerOptions hello_server_options(unsigned worker_id, pid_t pid, unsigned workers) {
   HttpServerOptions options;
+  options.workers = workers;
   options.extra_headers = {{"X-Worker-Id", std::to_string(worker_id)},
                            {"X-Worker-Pid", std::to_string(pid)}};
   return options;
@@ -138,7 +139,7 @@ nlohmann::json echo_reply(const nlohmann::json& message, unsigned worker_id, pid
 HelloServer::HelloServer(Worker& worker)
     : server_(worker.io(), worker.context().listeners,
               make_hello_handler(worker.io(), worker.context().id, ::getpid()),
-              hello_server_options(worker.context().id, ::getpid())) {
+              hello_server_options(worker.context().id, ::getpid(), worker.context().workers)) {
   worker.on_stop([this] { server_.stop(); });
 }
 

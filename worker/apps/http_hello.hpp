@@ -20,7 +20,8 @@ namespace forkd::worker::apps {
 [[nodiscard]] HttpHandler make_hello_handler(asio::io_context& io, unsigned worker_id, pid_t pid);
 
 // X-Worker-Id and X-Worker-Pid on every response, the server's own 400s included.
-[[nodiscard]] HttpServerOptions hello_server_options(unsigned worker_id, pid_t pid);
+[[nodiscard]] HttpServerOptions hello_server_options(unsigned worker_id, pid_t pid,
+                                                     unsigned workers = 0);
 
 // {"echo": message, "worker": worker_id, "pid": pid}
 [[nodiscard]] nlohmann::json echo_reply(const nlohmann::json& message, unsigned worker_id,
