@@ -143,6 +143,9 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   }
   listeners_.open_all(config_.listen, std::move(passed), predecessor_.valid());
   listeners_.ensure_worker_sockets(pool_.target());
+  steering_ = std::make_unique<ReuseportSteering>(io_, log_,
+                                                  [this] { guarded("reuseport steering", [] {}); });
+  steering_->track(listeners_);
   for (const auto& l : listeners_.listeners()) {
     const int fd = l.config.reuseport ? l.per_worker.front().get() : l.shared.get();
     log_->info("listening on {} ({}{}{})", describe_socket(fd), l.config.name,
@@ -251,6 +254,8 @@ void Master::pass() {
   // more at once; a few rounds settle it (each round needs a new fact, so this ends).
   for (int round = 0; round < kPassRounds; ++round) {
     pool_.tick(now);
+    // Before the actions: a worker told to drain is out of the steering set by then.
+    steer_connections();
     if (!run_pool_actions()) break;
   }
   // Reuseport sockets of slots past the target close on our side first, so each lives on only
@@ -260,6 +265,8 @@ void Master::pass() {
     listeners_.trim_worker_sockets(pool_.target());
     if (reload_) reload_->listeners.trim_worker_sockets(pool_.target());
   }
+  settle_incoming_sockets();
+  steer_connections();
   if (pool_.stopping() && pool_.process_count() == 0 && pool_.leftovers().empty() &&
       !upgrade_.pending()) {
     finish();
@@ -302,6 +309,27 @@ bool Master::run_pool_actions() {
     }
   }
   return any;
+}
+
+void Master::steer_connections() {
+  const std::array<const ListenerSet*, 2> owners = {&listeners_,
+                                                    reload_ ? &reload_->listeners : nullptr};
+  steering_->update(owners, pool_, config_.worker.stall_after);
+}
+
+void Master::settle_incoming_sockets() {
+  for (const auto& slot : pool_.slots()) {
+    if (slot.incoming) continue;
+    const auto holder = incoming_holders_.find(slot.id);
+    if (listeners_.has_incoming(slot.id)) {
+      if (holder != incoming_holders_.end() && slot.current.pid == holder->second) {
+        listeners_.promote_incoming(slot.id);
+      } else {
+        listeners_.drop_incoming(slot.id);
+      }
+    }
+    if (holder != incoming_holders_.end()) incoming_holders_.erase(holder);
+  }
 }
 
 void Master::send_signal(const SignalOrder& order) {
@@ -536,6 +564,7 @@ void Master::finish() {
   if (finished_) return;
   finished_ = true;
   wakeup_.cancel();
+  if (steering_) steering_->close();
   watchdog_.cancel();
   stop_delay_.cancel();
   for (auto& w : reply_waiters_) w.respond({{"ok", false}, {"error", "forkd is stopping"}});
