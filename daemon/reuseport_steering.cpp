@@ -27,8 +27,8 @@ std::optional<std::uint64_t> inode_of(int fd) {
   return static_cast<std::uint64_t>(st.st_ino);
 }
 
-// While stalled, how often the queue is read to see it drained: a few times per stall_after.
-Duration recovery_cadence(Duration stall_after) {
+// How often a queue is read while it is not empty: a few times per stall_after.
+Duration sample_interval(Duration stall_after) {
   return std::max(stall_after / 4, Duration{10});
 }
 
@@ -54,7 +54,8 @@ struct ReuseportSteering::Socket {
   bool armed = false;       // its one-shot readability is armed
   bool timing = false;      // the stall timer or the recovery check is armed
   bool stalled = false;
-  std::uint32_t queued_at_arm = 0;
+  std::uint32_t queued_at_arm = 0;  // at the start of the window; 0: no window
+  Duration window{0};               // how long the queue has not been empty
 };
 
 ReuseportSteering::ReuseportSteering(asio::io_context& io, std::shared_ptr<spdlog::logger> log,
@@ -192,11 +193,13 @@ void ReuseportSteering::steer(const std::string& name, Group& group, const Worke
     return;
   }
   std::vector<std::uint32_t> in;
-  std::vector<std::uint32_t> waiting;  // live workers that do not take connections yet, or now
+  std::vector<std::uint32_t> stalled;
+  std::vector<std::uint32_t> starting;
   for (std::size_t i = 0; i < order.size(); ++i) {
     const Socket& socket = *sockets_.at(order[i]);
     bool is_in = false;
-    bool is_waiting = false;
+    bool is_stalled = false;
+    bool is_starting = false;
     for (const pid_t pid : socket.holders) {
       const Lane* lane = pool.find(pid);
       if (lane == nullptr) continue;
@@ -205,19 +208,25 @@ void ReuseportSteering::steer(const std::string& name, Group& group, const Worke
           is_in = true;
           break;
         case SteeringState::not_ready:
+          is_starting = true;
+          break;
         case SteeringState::stalled:
-          is_waiting = true;
+          is_stalled = true;
           break;
         case SteeringState::draining:
           break;
       }
     }
     if (is_in) in.push_back(static_cast<std::uint32_t>(i));
-    if (is_waiting) waiting.push_back(static_cast<std::uint32_t>(i));
+    if (is_stalled) stalled.push_back(static_cast<std::uint32_t>(i));
+    if (is_starting) starting.push_back(static_cast<std::uint32_t>(i));
   }
-  // No worker takes connections: rather queue them where a live worker will take them later
-  // than on a draining or orphaned socket; with none of those either, the kernel's hash.
-  const std::vector<std::uint32_t>& chosen = in.empty() ? waiting : in;
+  // No worker takes connections: rather queue them where a ready worker will take them later
+  // (a stalled one), else where a starting one will once it is ready (at start-up), than on a
+  // draining or orphaned socket; with none of those either, the kernel's hash.
+  const std::vector<std::uint32_t>& chosen = !in.empty()        ? in
+                                             : !stalled.empty() ? stalled
+                                                                : starting;
   if (group.attached == chosen) return;
   auto program = build_steering_program(chosen);
   sock_fprog fprog{static_cast<unsigned short>(program.size()), program.data()};
@@ -261,6 +270,8 @@ void ReuseportSteering::unwatch(Socket& socket) {
   socket.watched = false;
   socket.stalled = false;  // it matters only while a ready worker holds the socket
   socket.timing = false;
+  socket.queued_at_arm = 0;
+  socket.window = Duration{0};
   socket.timer.cancel();
   if (socket.armed && epoll_) {
     epoll_event event{};
@@ -323,48 +334,67 @@ void ReuseportSteering::wait_events() {
 
 void ReuseportSteering::on_readable(const std::shared_ptr<Socket>& socket) {
   if (!socket->watched || socket->stalled || socket->timing) return;
-  const auto queued = accept_queue_length(socket->fd.get());
-  if (!queued || *queued == 0) {
-    arm_readable(*socket);  // taken already
-    return;
-  }
-  arm_stall_timer(socket, *queued);
+  // Not armed again before a look stall_after later: under load that would wake us once per
+  // connection.
+  const auto queued = accept_queue_length(socket->fd.get()).value_or(0);
+  arm_stall_timer(socket, queued, queued == 0 ? stall_after_ : sample_interval(stall_after_));
 }
 
-// The stall rule. A worker that runs its accept loop empties its queue, so when the queue is
-// not empty stall_after after it was seen non-empty, and is at least as long as it was then,
-// the worker either took nothing or took less than kept arriving: either way it is at least
-// stall_after behind, and new connections are better off elsewhere until its queue is empty.
-// A shorter, non-empty queue is watched for another stall_after from its new length.
-void ReuseportSteering::arm_stall_timer(const std::shared_ptr<Socket>& socket,
-                                        std::uint32_t queued) {
+// The stall rule. A worker that runs its accept loop empties its queue, and a queue that is
+// empty at any look means it does. So a worker is stalled when its queue, looked at every
+// stall_after/4 for stall_after, is never empty and at the end is at least as long as at the
+// start: it took nothing, or less than kept arriving, and is at least stall_after behind; new
+// connections are better off elsewhere until its queue is empty. A queue that shrank without
+// emptying starts a new window from its new length.
+void ReuseportSteering::arm_stall_timer(const std::shared_ptr<Socket>& socket, std::uint32_t queued,
+                                        Duration after) {
   socket->timing = true;
-  socket->queued_at_arm = queued;
-  socket->timer.expires_after(stall_after_);
-  socket->timer.async_wait([this, weak = std::weak_ptr<Socket>(socket)](std::error_code error) {
-    const auto s = weak.lock();
-    if (error || !s || !s->timing) return;
-    s->timing = false;
-    if (!s->watched) return;
-    const auto queued_now = accept_queue_length(s->fd.get()).value_or(0);
-    if (queued_now == 0) {
-      arm_readable(*s);
-    } else if (queued_now < s->queued_at_arm) {
-      arm_stall_timer(s, queued_now);
-    } else {
-      s->stalled = true;
-      log_->warn(
-          "{} stalled: {} connections queued for {}, no new connections until it takes "
-          "them again",
-          describe(*s), queued_now, common::format_duration(stall_after_));
-      changed_();
-    }
-  });
+  if (queued == 0 || socket->queued_at_arm == 0) {
+    socket->queued_at_arm = queued;
+    socket->window = Duration{0};
+  }
+  socket->timer.expires_after(after);
+  socket->timer.async_wait(
+      [this, after, weak = std::weak_ptr<Socket>(socket)](std::error_code error) {
+        const auto s = weak.lock();
+        if (error || !s || !s->timing) return;
+        s->timing = false;
+        if (!s->watched) return;
+        const auto queued_now = accept_queue_length(s->fd.get()).value_or(0);
+        if (queued_now == 0) {
+          s->queued_at_arm = 0;
+          arm_readable(*s);
+          return;
+        }
+        const Duration step = sample_interval(stall_after_);
+        if (s->queued_at_arm == 0) {
+          arm_stall_timer(s, queued_now, step);  // a window starts now
+          return;
+        }
+        s->window += after;
+        if (s->window < stall_after_) {
+          arm_stall_timer(s, queued_now, step);
+          return;
+        }
+        if (queued_now < s->queued_at_arm) {
+          s->queued_at_arm = queued_now;
+          s->window = Duration{0};
+          arm_stall_timer(s, queued_now, step);
+          return;
+        }
+        s->stalled = true;
+        s->queued_at_arm = 0;
+        log_->warn(
+            "{} stalled: {} connections queued for {}, no new connections until it "
+            "takes them again",
+            describe(*s), queued_now, common::format_duration(stall_after_));
+        changed_();
+      });
 }
 
 void ReuseportSteering::arm_recovery_check(const std::shared_ptr<Socket>& socket) {
   socket->timing = true;
-  socket->timer.expires_after(recovery_cadence(stall_after_));
+  socket->timer.expires_after(sample_interval(stall_after_));
   socket->timer.async_wait([this, weak = std::weak_ptr<Socket>(socket)](std::error_code error) {
     const auto s = weak.lock();
     if (error || !s || !s->timing) return;

@@ -80,7 +80,7 @@ class ReuseportSteering {
   void arm_readable(Socket& socket);
   void wait_events();
   void on_readable(const std::shared_ptr<Socket>& socket);
-  void arm_stall_timer(const std::shared_ptr<Socket>& socket, std::uint32_t queued);
+  void arm_stall_timer(const std::shared_ptr<Socket>& socket, std::uint32_t queued, Duration after);
   void arm_recovery_check(const std::shared_ptr<Socket>& socket);
   [[nodiscard]] std::string describe(const Socket& socket) const;
 
