@@ -523,6 +523,19 @@ constexpr auto kConfigRows =
                return store(read_positive_duration(l, f, p), c.worker.ready_timeout);
              },
              [](const Config& c) { return format_duration(c.worker.ready_timeout); }},
+            {"worker", "stall_after", kOnReload,
+             [](Loader& l, const Field& f, const std::string& p, Config& c) {
+               auto value = l.read_duration(f, p);
+               if (!value) return false;
+               if (*value != Duration::zero() && *value < 10ms) {
+                 l.report(f.mark, p,
+                          f.value.Scalar() + " is too short (0 = off, or at least 10ms)");
+                 return false;
+               }
+               c.worker.stall_after = *value;
+               return true;
+             },
+             [](const Config& c) { return format_duration(c.worker.stall_after); }},
             {"worker", "heartbeat_timeout", kOnReload,
              [](Loader& l, const Field& f, const std::string& p, Config& c) {
                auto value = l.read_duration(f, p);

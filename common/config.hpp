@@ -57,6 +57,9 @@ struct WorkerConfig {
   ReadyMode ready = ReadyMode::automatic;
   InheritBind inherit_bind = InheritBind::automatic;
   Duration ready_timeout = std::chrono::seconds(30);
+  // reuseport: a worker whose socket holds connections it does not take for this long gets no
+  // new ones until it takes them again; 0 = off.
+  Duration stall_after{200};
   Duration heartbeat_timeout{0};
   Duration shutdown_timeout = std::chrono::seconds(30);
   std::uint64_t max_memory = 0;  // 0 = off

@@ -292,22 +292,55 @@ void ListenerSet::open_all(const std::vector<ListenConfig>& configs,
 void ListenerSet::ensure_worker_sockets(unsigned count) {
   for (auto& l : listeners_) {
     if (!l.config.reuseport) continue;
-    while (l.per_worker.size() < count) l.per_worker.push_back(open_listener(l.config, true));
+    if (l.per_worker.size() < count) l.per_worker.resize(count);
+    for (unsigned slot = 0; slot < count; ++slot) {
+      if (!l.per_worker[slot]) l.per_worker[slot] = open_listener(l.config, true);
+    }
   }
 }
 
 void ListenerSet::trim_worker_sockets(unsigned count) {
   for (auto& l : listeners_) {
     if (l.per_worker.size() > count) l.per_worker.resize(count);
+    if (l.per_incoming.size() > count) l.per_incoming.resize(count);
   }
 }
 
-std::vector<int> ListenerSet::fds_for(unsigned slot) const {
+void ListenerSet::open_incoming_sockets(unsigned slot) {
+  for (auto& l : listeners_) {
+    if (!l.config.reuseport) continue;
+    if (l.per_incoming.size() <= slot) l.per_incoming.resize(slot + 1);
+    if (!l.per_incoming[slot]) l.per_incoming[slot] = open_listener(l.config, true);
+  }
+}
+
+void ListenerSet::promote_incoming(unsigned slot) {
+  for (auto& l : listeners_) {
+    if (slot >= l.per_incoming.size() || !l.per_incoming[slot]) continue;
+    if (l.per_worker.size() <= slot) l.per_worker.resize(slot + 1);
+    l.per_worker[slot] = std::move(l.per_incoming[slot]);
+  }
+}
+
+void ListenerSet::drop_incoming(unsigned slot) {
+  for (auto& l : listeners_) {
+    if (slot < l.per_incoming.size()) l.per_incoming[slot].reset();
+  }
+}
+
+bool ListenerSet::has_incoming(unsigned slot) const {
+  return std::any_of(listeners_.begin(), listeners_.end(), [slot](const Listener& l) {
+    return slot < l.per_incoming.size() && l.per_incoming[slot];
+  });
+}
+
+std::vector<int> ListenerSet::fds_for(unsigned slot, bool incoming) const {
   std::vector<int> fds;
   fds.reserve(listeners_.size());
   for (const auto& l : listeners_) {
     if (l.config.reuseport) {
-      fds.push_back(slot < l.per_worker.size() ? l.per_worker[slot].get() : -1);
+      const auto& sockets = incoming ? l.per_incoming : l.per_worker;
+      fds.push_back(slot < sockets.size() && sockets[slot] ? sockets[slot].get() : -1);
     } else {
       fds.push_back(l.shared.get());
     }
@@ -315,11 +348,24 @@ std::vector<int> ListenerSet::fds_for(unsigned slot) const {
   return fds;
 }
 
+std::vector<std::pair<std::string, int>> ListenerSet::reuseport_sockets() const {
+  std::vector<std::pair<std::string, int>> out;
+  for (const auto& l : listeners_) {
+    if (!l.config.reuseport) continue;
+    for (const auto& fd : l.per_worker)
+      if (fd) out.emplace_back(l.config.address, fd.get());
+    for (const auto& fd : l.per_incoming)
+      if (fd) out.emplace_back(l.config.address, fd.get());
+  }
+  return out;
+}
+
 std::vector<std::pair<int, std::string>> ListenerSet::all_sockets() const {
   std::vector<std::pair<int, std::string>> out;
   for (const auto& l : listeners_) {
     if (l.shared) out.emplace_back(l.shared.get(), l.config.name);
-    for (const auto& fd : l.per_worker) out.emplace_back(fd.get(), l.config.name);
+    for (const auto& fd : l.per_worker)
+      if (fd) out.emplace_back(fd.get(), l.config.name);
   }
   return out;
 }
@@ -357,7 +403,10 @@ ListenerSet ListenerSet::rebuild(const std::vector<ListenConfig>& configs,
       l.adopted = old->adopted;
       l.created_file = old->created_file;
       if (old->shared) l.shared = duplicate(old->shared, config);
-      for (const auto& fd : old->per_worker) l.per_worker.push_back(duplicate(fd, config));
+      for (const auto& fd : old->per_worker)
+        l.per_worker.push_back(fd ? duplicate(fd, config) : UniqueFd());
+      for (const auto& fd : old->per_incoming)
+        l.per_incoming.push_back(fd ? duplicate(fd, config) : UniqueFd());
       // A kept socket takes the new backlog and mode in place.
       const int any =
           l.shared ? l.shared.get() : (l.per_worker.empty() ? -1 : l.per_worker.front().get());

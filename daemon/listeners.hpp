@@ -23,8 +23,11 @@ struct Listener {
   common::ListenConfig config;
   common::UniqueFd shared;                   // the socket every worker inherits (reuseport: none)
   std::vector<common::UniqueFd> per_worker;  // reuseport: one socket per slot, kept across respawns
-  bool adopted = false;                      // passed in by systemd (LISTEN_FDS)
-  bool created_file = false;                 // a unix socket file we created and must unlink
+  // reuseport: a replacement's own socket while it starts next to the slot's running worker
+  // (so that nothing reaches it before it is ready); the slot's socket once it takes over.
+  std::vector<common::UniqueFd> per_incoming;
+  bool adopted = false;       // passed in by systemd (LISTEN_FDS)
+  bool created_file = false;  // a unix socket file we created and must unlink
 };
 
 // Creates a listening socket for one entry: SO_REUSEADDR, IPV6_V6ONLY for v6, backlog, unix
@@ -55,8 +58,19 @@ class ListenerSet {
   void ensure_worker_sockets(unsigned count);
   // Drops our reuseport sockets of slots >= count (retiring: a draining worker keeps its copy).
   void trim_worker_sockets(unsigned count);
-  // The fds worker `slot` inherits at 3, 4, ... in config order, and their names.
-  [[nodiscard]] std::vector<int> fds_for(unsigned slot) const;
+  // A socket of its own on every reuseport listener for the replacement starting in `slot`.
+  void open_incoming_sockets(unsigned slot);
+  // The replacement took over its slot: its sockets become the slot's (the old ones close
+  // here and live on in the retiring worker only). Or it never did: its sockets close.
+  void promote_incoming(unsigned slot);
+  void drop_incoming(unsigned slot);
+  [[nodiscard]] bool has_incoming(unsigned slot) const;
+  // The fds worker `slot` inherits at 3, 4, ... in config order, and their names; `incoming`:
+  // the replacement's.
+  [[nodiscard]] std::vector<int> fds_for(unsigned slot, bool incoming = false) const;
+  // Every reuseport socket with its listener's address, slot sockets first, each listener's
+  // in the order they were opened.
+  [[nodiscard]] std::vector<std::pair<std::string, int>> reuseport_sockets() const;
   [[nodiscard]] std::string fdnames() const;
   // Every socket, shared and per-slot, with its name: what a hot upgrade hands over.
   [[nodiscard]] std::vector<std::pair<int, std::string>> all_sockets() const;

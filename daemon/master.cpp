@@ -134,6 +134,9 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   }
   listeners_.open_all(config_.listen, std::move(passed), predecessor_.valid());
   listeners_.ensure_worker_sockets(pool_.target());
+  steering_ = std::make_unique<ReuseportSteering>(io_, log_,
+                                                  [this] { guarded("reuseport steering", [] {}); });
+  steering_->track(listeners_);
   for (const auto& l : listeners_.listeners()) {
     const int fd = l.config.reuseport ? l.per_worker.front().get() : l.shared.get();
     log_->info("listening on {} ({}{}{})", describe_socket(fd), l.config.name,
@@ -242,6 +245,8 @@ void Master::pass() {
   // more at once; a few rounds settle it (each round needs a new fact, so this ends).
   for (int round = 0; round < kPassRounds; ++round) {
     pool_.tick(now);
+    // Before the actions: a worker told to drain is out of the steering set by then.
+    steer_connections();
     if (!run_pool_actions()) break;
   }
   // Reuseport sockets of slots past the target close on our side first, so each lives on only
@@ -251,6 +256,8 @@ void Master::pass() {
     listeners_.trim_worker_sockets(pool_.target());
     if (reload_) reload_->listeners.trim_worker_sockets(pool_.target());
   }
+  settle_incoming_sockets();
+  steer_connections();
   if (pool_.stopping() && pool_.process_count() == 0 && pool_.leftovers().empty() &&
       !upgrade_.pending()) {
     finish();

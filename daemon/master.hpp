@@ -36,6 +36,7 @@
 #include "daemon/pidfile.hpp"
 #include "daemon/proc_stats.hpp"
 #include "daemon/resource_limits.hpp"
+#include "daemon/reuseport_steering.hpp"
 #include "daemon/upgrade_handoff.hpp"
 #include "daemon/worker_pool.hpp"
 
@@ -163,6 +164,11 @@ class Master {
   void finish();
 
   void spawn_worker(const SpawnOrder& order);
+  // A replacement that took over its slot hands its own reuseport sockets to the slot; one
+  // that never did closes them (our copy: the process keeps its own until it exits).
+  void settle_incoming_sockets();
+  // The steering programs follow the pool's states (daemon/reuseport_steering.hpp).
+  void steer_connections();
   void announce_ready();
   void check_request_migration();
   void on_worker_message(pid_t pid, nlohmann::json line);
@@ -266,6 +272,8 @@ class Master {
   WorkerPool pool_;
   std::map<pid_t, WorkerIo> workers_;
   std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<ReuseportSteering> steering_;
+  std::map<unsigned, pid_t> incoming_holders_;  // slot -> the replacement given its sockets
   AuditTrail audit_;
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<MetricsServer> metrics_;

@@ -147,6 +147,9 @@ MetricsSnapshot Master::metrics_snapshot() const {
     const auto owner = this->owner(lane.pid);
     m.memory.push_back(
         {slot.id, lane.pid, read_pss_bytes(lane.pid, owner), read_rss_bytes(lane.pid, owner)});
+    if (const auto steering = steering_->state_of(lane)) {
+      m.steering.push_back({slot.id, to_string(*steering)});
+    }
   });
   for (const auto& slot : pool_.slots()) {
     if (slot.current.pid <= 0 && !slot.incoming && slot.id < pool_.target()) {
@@ -503,6 +506,11 @@ json Master::status_json() const {
               {"last_exit", exit_json(slot)},
               {"rss_bytes", nullptr}};
     w["cpu_percent"] = nullptr;
+    // reuseport only: whether new connections may reach its socket.
+    w["steering"] = nullptr;
+    if (lane != nullptr) {
+      if (const auto steering = steering_->state_of(*lane)) w["steering"] = to_string(*steering);
+    }
     w["command"] = nullptr;
     if (lane != nullptr) {
       const auto who = owner(lane->pid);

@@ -117,6 +117,7 @@ void Master::start_reload() {
   try {
     next_listeners = ListenerSet::rebuild(next.listen, plan.kept_from, listeners_);
     next_listeners.ensure_worker_sockets(next_target);
+    steering_->track(next_listeners);
   } catch (const std::exception& e) {
     next_listeners.remove_socket_files_not_in(listeners_);
     log_->error("reload: {}", e.what());

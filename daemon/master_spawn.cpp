@@ -107,6 +107,10 @@ void Master::spawn_worker(const SpawnOrder& order) {
   const TimePoint now = Clock::now();
   try {
     listeners_.ensure_worker_sockets(std::max(pool_.target(), id + 1));
+    // A replacement gets sockets of its own: none of the slot's connections reach it before it
+    // is ready, and the steering program sends it none until then.
+    if (order.incoming) listeners_.open_incoming_sockets(id);
+    steering_->track(listeners_);
   } catch (const ListenError& e) {
     pool_.spawn_failed(id, order.incoming, e.what(), now);
     return;
@@ -193,7 +197,8 @@ void Master::spawn_worker(const SpawnOrder& order) {
         break;
     }
   }
-  for (int fd : listeners_.fds_for(id)) spec.fds.push_back(fd);
+  const std::vector<int> listener_fds = listeners_.fds_for(id, order.incoming);
+  for (int fd : listener_fds) spec.fds.push_back(fd);
   spec.fds.push_back(ipc.second.get());
   // A NOTIFY_SOCKET of its own: READY=1, WATCHDOG=1, STATUS=, STOPPING=1 (sd_notify).
   std::shared_ptr<NotifyReceiver> notify;
@@ -261,6 +266,8 @@ void Master::spawn_worker(const SpawnOrder& order) {
                             }));
   }
   workers_.insert_or_assign(pid, std::move(io));
+  steering_->handed(pid, listener_fds);
+  if (order.incoming) incoming_holders_[id] = pid;
   pool_.spawned(id, order.incoming, pid, result.failure ? result.describe(spec) : "", now);
 }
 

@@ -49,6 +49,7 @@ void Master::finish() {
   if (finished_) return;
   finished_ = true;
   wakeup_.cancel();
+  if (steering_) steering_->close();
   watchdog_.cancel();
   stop_delay_.cancel();
   for (auto& w : reply_waiters_) w.respond({{"ok", false}, {"error", "forkd is stopping"}});

@@ -155,6 +155,20 @@ std::string render_prometheus(const MetricsSnapshot& snapshot) {
                {{"worker", worker_label(key.first)}, {"reason", key.second}}, count);
   }
 
+  if (!snapshot.steering.empty()) {
+    std::map<std::pair<unsigned, std::string_view>, std::uint64_t> steering;
+    for (const auto& entry : snapshot.steering) {
+      ++steering[{entry.worker, std::string_view(entry.state)}];
+    }
+    out.family("forkd_worker_steering", "gauge",
+               "reuseport: processes of each slot by steering state (in, not ready, draining, "
+               "stalled); only the ones in get new connections.");
+    for (const auto& [key, count] : steering) {
+      out.sample("forkd_worker_steering",
+                 {{"worker", worker_label(key.first)}, {"state", key.second}}, count);
+    }
+  }
+
   out.family("forkd_reloads_total", "counter", "Configuration reloads by result.");
   out.sample("forkd_reloads_total", {{"result", "ok"}}, snapshot.reloads_ok);
   out.sample("forkd_reloads_total", {{"result", "failed"}}, snapshot.reloads_failed);

@@ -25,6 +25,12 @@ struct MetricsSnapshot {
     std::uint64_t count = 0;
   };
   std::vector<WorkerRestarts> restarts;
+  // reuseport: each process's steering state (in, not ready, draining, stalled).
+  struct WorkerSteering {
+    unsigned worker = 0;
+    std::string state;
+  };
+  std::vector<WorkerSteering> steering;
   std::uint64_t reloads_ok = 0, reloads_failed = 0;
   // A reading that is nullopt (process gone, /proc unreadable) is left out of the output.
   struct WorkerMemory {

@@ -165,13 +165,19 @@ std::string cpu_cell(const Json& object) {
   return fmt::format("{:.1f}%", *percent);
 }
 
-// "failed (5 failed starts)", "backoff (2 failed starts)": the streak behind a vacancy.
+// "failed (5 failed starts)", "backoff (2 failed starts)": the streak behind a vacancy;
+// "ready (stalled)": a reuseport worker left out of the new connections.
 std::string state_cell(const Json& object) {
   std::string state = cell(object, "state");
   const auto failures = number(object, "failed_starts");
   if (failures && *failures >= 1 && *failures < 1e9 && (state == "failed" || state == "backoff")) {
     const auto n = static_cast<std::uint64_t>(*failures);
     state += fmt::format(" ({} failed start{})", n, n == 1 ? "" : "s");
+  }
+  // reuseport: a ready worker left out of the new connections says so ("ready (stalled)").
+  if (const Json* steering = member(object, "steering");
+      state == "ready" && steering != nullptr && steering->is_string() && *steering != "in") {
+    state += " (" + steering->get<std::string>() + ")";
   }
   return state;
 }

@@ -222,6 +222,60 @@ TEST(ReloadTest, ReuseportReloadLosesNoRequest) {
   EXPECT_EQ(load.failed(), 0U) << ::testing::PrintToString(load.failures());
 }
 
+// In reuseport mode a replacement gets a socket of its own, and the steering program sends it
+// nothing before it is ready: a new version that serves but never says it is ready answers no
+// request during its whole ready_timeout, while the old generation serves every one.
+TEST(ReloadTest, ReuseportNeverReadyNewWorkersAnswerNoRequest) {
+  ReuseportCluster c;
+  ASSERT_NO_FATAL_FAILURE(c.start(2));
+  std::set<std::string> old_pids;
+  const auto st = c.forkctl({"--json", "status"});
+  ASSERT_EQ(st.exit_code(), 0) << st.err;
+  const json status = json::parse(st.out);
+  for (const auto& w : status["workers"]) {
+    old_pids.insert(std::to_string(w["pid"].get<pid_t>()));
+    EXPECT_EQ(w["steering"], "in") << st.out;
+  }
+  LoadOptions lo;
+  lo.address = c.address();
+  lo.keepalive_clients = 0;
+  lo.fresh_clients = 4;
+  LoadGenerator load(lo);
+  load.start();
+  ASSERT_TRUE(load.wait_for_ok(20, 20s));
+  (void)c.dir.write_file(
+      "forkd.yaml", "workers: 2\nlisten:\n  - address: " + c.address() +
+                        "\n    reuseport: true\ncontrol: {socket: " + c.dir.file("forkd.sock") +
+                        "}\nworker:\n" + test_worker_command("--serve, --never-ready") +
+                        "  ready: message\n  ready_timeout: 3s\n");
+  auto reload = std::async(std::launch::async, [&] { return c.forkctl({"reload"}); });
+  ASSERT_TRUE(c.forkd.wait_for_log(R"(reloading )", 20s));
+  // While the new worker runs (not ready), status says so.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto now = c.forkctl({"--json", "status"});
+        if (now.exit_code() != 0) return false;
+        const json now_status = json::parse(now.out);
+        for (const auto& w : now_status["workers"]) {
+          if (w["steering"] == "not ready") return true;
+        }
+        return false;
+      },
+      20s));
+  const auto reloaded = reload.get();
+  EXPECT_EQ(reloaded.exit_code(), 1) << reloaded.out << reloaded.err;
+  EXPECT_NE((reloaded.out + reloaded.err).find("did not get ready"), std::string::npos)
+      << reloaded.out << reloaded.err;
+  ASSERT_TRUE(load.wait_for_ok(load.ok() + 20, 20s));
+  load.stop();
+  EXPECT_EQ(load.failed(), 0U) << ::testing::PrintToString(load.failures());
+  std::uint64_t from_new = 0;
+  for (const auto& [pid, count] : load.tally()) {
+    if (old_pids.count(pid) == 0) from_new += count;
+  }
+  EXPECT_EQ(from_new, 0U) << ::testing::PrintToString(load.tally());
+}
+
 // A retiring slot's own reuseport socket closes with it: the connections the kernel had already
 // completed on it are served, not reset, while a steady stream through the scale-down loses
 // nothing. The slot's worker is stopped meanwhile, so that its queue is sure to hold some.

@@ -71,6 +71,7 @@ std::map<std::string, std::string> samples() {
       {"worker.ready", "worker:\n  ready: notify\n"},
       {"worker.inherit_bind", "worker:\n  inherit_bind: off\n"},
       {"worker.ready_timeout", "worker:\n  ready_timeout: 5s\n"},
+      {"worker.stall_after", "worker:\n  stall_after: 500ms\n"},
       {"worker.heartbeat_timeout", "worker:\n  heartbeat_timeout: 2s\n"},
       {"worker.shutdown_timeout", "worker:\n  shutdown_timeout: 1m30s\n"},
       {"worker.max_memory", "worker:\n  max_memory: 256MiB\n"},

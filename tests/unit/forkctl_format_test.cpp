@@ -176,3 +176,18 @@ TEST(ForkctlFormat, Version) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ForkctlFormat, StalledReuseportWorkerIsMarkedInTheStateColumn) {
+  const Json reply = Json::parse(R"json({"ok":true,"master":{"pid":1,"version":"0.1.0",
+    "uptime_s":5,"config":"(embedded)","generation":1,"last_reload":null},"workers":[
+    {"id":0,"pid":7,"state":"ready","generation":1,"uptime_s":5,"restarts":0,"steering":"in"},
+    {"id":1,"pid":8,"state":"ready","generation":1,"uptime_s":5,"restarts":0,
+     "steering":"stalled"}]})json");
+  const std::string table = forkd::ctl::format_status(reply);
+  EXPECT_NE(table.find("ready (stalled)"), std::string::npos) << table;
+  EXPECT_EQ(table.find("ready (in)"), std::string::npos) << table;
+}
+
+}  // namespace

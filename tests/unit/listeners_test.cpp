@@ -120,4 +120,36 @@ TEST(ListenersTest, ReuseportSocketsShareAPort) {
   EXPECT_TRUE(b.valid());
 }
 
+// A replacement's own reuseport socket: apart from the slot's while it starts, the slot's once
+// it takes over, gone if it never does. A shared listener is the same socket for both.
+TEST(ListenersTest, ReplacementGetsItsOwnReuseportSocketUntilItTakesOver) {
+  auto probe = open_listener(tcp4(0), true);
+  const std::string bound = forkd::daemon::describe_socket(probe.get());
+  const auto port = static_cast<std::uint16_t>(std::stoi(bound.substr(bound.rfind(':') + 1)));
+  probe.reset();
+  auto reuse = tcp4(port);
+  reuse.reuseport = true;
+  auto shared = tcp4(0);
+  shared.name = "shared";
+  forkd::daemon::ListenerSet set;
+  set.open_all({reuse, shared}, {});
+  set.ensure_worker_sockets(2);
+  const auto slot = set.fds_for(1);
+  EXPECT_FALSE(set.has_incoming(1));
+  set.open_incoming_sockets(1);
+  ASSERT_TRUE(set.has_incoming(1));
+  const auto incoming = set.fds_for(1, true);
+  ASSERT_EQ(incoming.size(), 2U);
+  EXPECT_GE(incoming[0], 0);
+  EXPECT_NE(incoming[0], slot[0]);
+  EXPECT_EQ(incoming[1], slot[1]);  // the shared listener
+  set.promote_incoming(1);
+  EXPECT_FALSE(set.has_incoming(1));
+  EXPECT_EQ(set.fds_for(1)[0], incoming[0]);
+  set.open_incoming_sockets(0);
+  set.drop_incoming(0);
+  EXPECT_FALSE(set.has_incoming(0));
+  EXPECT_EQ(set.reuseport_sockets().size(), 2U);
+}
+
 }  // namespace

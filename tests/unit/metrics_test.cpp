@@ -264,6 +264,21 @@ TEST(RenderPrometheus, DuplicateSeriesAreSummedAndMissingReadingsLeftOut) {
   EXPECT_EQ(count("forkd_worker_memory_rss_bytes{worker=\"3\"}"), 0);
 }
 
+TEST(RenderPrometheus, SteeringStatesPerSlotOnlyWithReuseport) {
+  MetricsSnapshot s;
+  EXPECT_EQ(render_prometheus(s).find("forkd_worker_steering"), std::string::npos);
+  // Slot 0 during a rollout: the old process in, its replacement not ready; slot 1 stalled.
+  s.steering = {{0, "in"}, {0, "not ready"}, {1, "stalled"}};
+  const auto lines = lines_of(render_prometheus(s));
+  const auto has = [&](const std::string& line) {
+    return std::find(lines.begin(), lines.end(), line) != lines.end();
+  };
+  EXPECT_TRUE(has(R"(forkd_worker_steering{worker="0",state="in"} 1)"));
+  EXPECT_TRUE(has(R"(forkd_worker_steering{worker="0",state="not ready"} 1)"));
+  EXPECT_TRUE(has(R"(forkd_worker_steering{worker="1",state="stalled"} 1)"));
+  EXPECT_TRUE(has("# TYPE forkd_worker_steering gauge"));
+}
+
 TEST(RenderPrometheus, EscapesLabelValues) {
   EXPECT_EQ(escape_label_value("plain"), "plain");
   EXPECT_EQ(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

@@ -1,0 +1,98 @@
+// Steers each reuseport group's new connections to the sockets of workers that take them:
+// ready, not draining, not stalled. It holds its own reference to every reuseport socket the
+// master ever handed out until no process holds it any more, so that a socket leaves its group
+// only when we close it, in an order the mirror (daemon/reuseport_order.hpp) knows. It decides
+// nothing about the workers: their states come from the pool, it only watches the queues.
+#pragma once
+
+#include <sys/types.h>
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/config.hpp"
+#include "daemon/listeners.hpp"
+#include "daemon/reuseport_order.hpp"
+#include "daemon/steering_state.hpp"
+#include "daemon/worker_pool.hpp"
+
+namespace spdlog {
+class logger;
+}
+
+namespace forkd::daemon {
+
+// The current length of a listening TCP socket's accept queue (TCP_INFO tcpi_unacked).
+[[nodiscard]] std::optional<std::uint32_t> accept_queue_length(int fd);
+
+class ReuseportSteering {
+ public:
+  // `changed`: a socket stalled or recovered; the master runs its pass, which calls update().
+  ReuseportSteering(asio::io_context& io, std::shared_ptr<spdlog::logger> log,
+                    std::function<void()> changed);
+  ReuseportSteering(const ReuseportSteering&) = delete;
+  ReuseportSteering& operator=(const ReuseportSteering&) = delete;
+  ReuseportSteering(ReuseportSteering&&) = delete;
+  ReuseportSteering& operator=(ReuseportSteering&&) = delete;
+  ~ReuseportSteering();
+
+  // Takes note of the sockets `set` opened since the last call: called right after each call
+  // that opens reuseport sockets, so that they are known in the order they started listening.
+  // Sockets passed in by a previous master (adopted) are in a group whose order we cannot
+  // know: it is not steered (its program is detached) and the kernel's hash applies.
+  void track(const ListenerSet& set);
+  // The sockets a worker got.
+  void handed(pid_t pid, std::span<const int> fds);
+  // After each pass: closes what no listener set and no live process holds, attaches each
+  // group's program anew when its set of sockets changed, and watches ready workers' queues.
+  void update(std::span<const ListenerSet* const> owners, const WorkerPool& pool,
+              Duration stall_after);
+  // A worker's steering state; none when it has no steered reuseport socket.
+  [[nodiscard]] std::optional<SteeringState> state_of(const Lane& lane) const;
+  // Drops everything: the master is done.
+  void close();
+
+ private:
+  struct Socket;
+  struct Group {
+    ReuseportOrder order;
+    bool steered = true;
+    std::optional<std::vector<std::uint32_t>> attached;
+  };
+
+  void track_socket(const std::string& group, int fd, bool steered);
+  void close_socket(std::uint64_t key);
+  void steer(const std::string& name, Group& group, const WorkerPool& pool);
+  void watch(const std::shared_ptr<Socket>& socket);
+  void unwatch(Socket& socket);
+  // One-shot readability of a socket's queue through our own epoll instance: asio would set
+  // O_NONBLOCK on the socket's open file description, which the workers share with us.
+  void arm_readable(Socket& socket);
+  void wait_events();
+  void on_readable(const std::shared_ptr<Socket>& socket);
+  void arm_stall_timer(const std::shared_ptr<Socket>& socket, std::uint32_t queued, Duration after);
+  void arm_recovery_check(const std::shared_ptr<Socket>& socket);
+  [[nodiscard]] std::string describe(const Socket& socket) const;
+
+  asio::io_context& io_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::function<void()> changed_;
+  std::unique_ptr<asio::posix::stream_descriptor> epoll_;  // our epoll instance
+  bool epoll_waiting_ = false;
+  std::map<std::uint64_t, std::shared_ptr<Socket>> sockets_;  // by inode
+  std::map<std::string, Group> groups_;                       // by listen address
+  const WorkerPool* pool_ = nullptr;                          // the last update's, for logs
+  Duration stall_after_{0};
+};
+
+}  // namespace forkd::daemon
