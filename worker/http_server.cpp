@@ -438,36 +438,58 @@ HttpServer::HttpServer(asio::io_context& io, std::span<const Listener> listeners
   }
   // Only now, with every listener checked, take them: the acceptors and SharedAccept own and
   // close them.
+  const auto add_acceptor = [&](const Checked& c, int fd) {
+    auto a = std::make_unique<Core::Acceptor>(io, c.listener->name, c.domain);
+    std::error_code ec;
+    a->acceptor.assign(Protocol(c.domain, c.protocol), fd, ec);
+    if (ec) {
+      common::UniqueFd orphan(fd);
+      throw std::system_error(ec, "watch listener " + c.listener->name);
+    }
+    core_->acceptors.push_back(std::move(a));
+  };
   std::vector<SharedAccept::Listener> shared_listeners;
+  std::vector<const Checked*> shared_checked;
   for (const Checked& c : checked) {
     const Listener& l = *c.listener;
     if (!c.reuseport) {
       shared_listeners.push_back({common::UniqueFd(l.fd), l.name, c.domain});
-      core_->shared_kinds.emplace_back(c.domain, c.protocol);
+      shared_checked.push_back(&c);
       continue;
     }
-    auto a = std::make_unique<Core::Acceptor>(io, l.name, c.domain);
-    std::error_code ec;
-    a->acceptor.assign(Protocol(c.domain, c.protocol), l.fd, ec);
-    if (ec) {
-      common::UniqueFd orphan(l.fd);
-      throw std::system_error(ec, "watch listener " + l.name);
+    add_acceptor(c, l.fd);
+  }
+  if (!shared_listeners.empty()) {
+    // Copies for the plain path, kept only until the even-spread path has started: it needs a
+    // thread, and a worker at its process limit (RLIMIT_NPROC, pids.max) still serves without.
+    std::vector<common::UniqueFd> copies;
+    for (const auto& l : shared_listeners) {
+      copies.emplace_back(::fcntl(l.fd.get(), F_DUPFD_CLOEXEC, 3));
+      if (!copies.back()) throw common::system_error_from_errno("dup listener " + l.name);
     }
-    core_->acceptors.push_back(std::move(a));
+    const HttpServerOptions& o = core_->settings->options;
+    std::weak_ptr<Core> weak = core_;
+    try {
+      core_->shared = SharedAccept::start(
+          io, std::move(shared_listeners), {o.workers, o.accept_backoff, AcceptPolicy{}},
+          [weak](std::size_t index, common::UniqueFd fd) {
+            if (auto core = weak.lock()) core->adopt_shared(index, std::move(fd));
+          },
+          [weak] {
+            auto core = weak.lock();
+            return core ? core->connections.size() : std::size_t{0};
+          });
+      for (const Checked* c : shared_checked)
+        core_->shared_kinds.emplace_back(c->domain, c->protocol);
+    } catch (const std::system_error& e) {
+      report(std::string("http: connections are taken as they come, not spread evenly: ") +
+             e.what());
+      for (std::size_t i = 0; i < copies.size(); ++i) {
+        add_acceptor(*shared_checked[i], copies[i].release());
+      }
+    }
   }
   for (auto& a : core_->acceptors) core_->accept_next(*a);
-  if (shared_listeners.empty()) return;
-  const HttpServerOptions& o = core_->settings->options;
-  std::weak_ptr<Core> weak = core_;
-  core_->shared = SharedAccept::start(
-      io, std::move(shared_listeners), {o.workers, o.accept_backoff, AcceptPolicy{}},
-      [weak](std::size_t index, common::UniqueFd fd) {
-        if (auto core = weak.lock()) core->adopt_shared(index, std::move(fd));
-      },
-      [weak] {
-        auto core = weak.lock();
-        return core ? core->connections.size() : std::size_t{0};
-      });
 }
 
 HttpServer::~HttpServer() {  // NOLINT(bugprone-exception-escape): as declared
