@@ -1,7 +1,8 @@
-// A Go server under forkd. Go binaries are statically linked, so the bind takeover cannot load
-// into them: take the listener forkd passes instead, with the systemd convention (LISTEN_FDS,
-// fd 3 on), and say READY=1 on NOTIFY_SOCKET once serving (`ready: notify`, forkd.yaml beside
-// this). The same binary also runs alone: without LISTEN_FDS it binds :8080 itself.
+// A Go server under forkd. Go binaries are often statically linked (CGO_ENABLED=0), and the bind
+// takeover cannot load into those, so this one takes the listener forkd passes instead, with the
+// systemd convention (LISTEN_FDS, fd 3 on), and says READY=1 on NOTIFY_SOCKET once serving
+// (`ready: notify`, forkd.yaml beside this). It works the same however it is linked, and it also
+// runs alone: without LISTEN_FDS it binds :8080 itself.
 package main
 
 import (
@@ -20,14 +21,12 @@ func listener() (net.Listener, error) {
 	return net.Listen("tcp", ":8080")
 }
 
-// notifyReady sends READY=1 to NOTIFY_SOCKET, as sd_notify(3) does ("@" = abstract).
+// notifyReady sends READY=1 to NOTIFY_SOCKET, as sd_notify(3) does. Go reads a leading "@" as
+// an abstract address itself.
 func notifyReady() {
 	path := os.Getenv("NOTIFY_SOCKET")
 	if path == "" {
 		return
-	}
-	if path[0] == '@' {
-		path = "\x00" + path[1:]
 	}
 	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {

@@ -108,6 +108,40 @@ TEST(BindTakeover, ARawSocketBindListenAndBlockingAcceptIsServedByEveryWorker) {
   expect_every_worker_serves(c, "bound ('0.0.0.0', " + port + ")");
 }
 
+TEST(BindTakeover, AnUnchangedPhpBuiltInServerIsServedByEveryWorker) {
+  Cluster c;
+  const std::string port = std::to_string(c.listener.port());
+  (void)c.dir.write_file("index.php", "<?php echo 'php pid ' . getmypid() . \"\\n\";\n");
+  c.start("workers: 2\nworker:\n  command: [php, -S, \"0.0.0.0:" + port + "\", -t, " +
+          c.dir.path() + "]\n");
+  expect_every_worker_serves(c, "php pid ");
+}
+
+TEST(BindTakeover, AnUnchangedRubyTcpServerIsServedByEveryWorker) {
+  Cluster c;
+  const std::string port = std::to_string(c.listener.port());
+  c.start("workers: 2\n" +
+          worker_with("ruby, " + fixture("tcp_server.rb"), "PORT: \"" + port + "\""));
+  expect_every_worker_serves(c, "ruby pid ");
+}
+
+TEST(BindTakeover, TheGoExampleServesThroughListenFdsAndSaysReady) {
+  Cluster c;
+  const std::string server = c.dir.file("server");
+  const std::string cache = c.dir.file("go");
+  const auto go = find_tool("go");
+  ASSERT_TRUE(go) << "go (golang-go) is missing: scripts/install-deps installs it";
+  const auto built = run_command({*go, "build", "-o", server, example("go/main.go")}, 120s,
+                                 {{"HOME", cache},
+                                  {"GOCACHE", cache + "/cache"},
+                                  {"GOPATH", cache + "/path"},
+                                  {"GO111MODULE", "off"},
+                                  {"GOFLAGS", ""}});
+  ASSERT_EQ(built.exit_code(), 0) << built.out << built.err;
+  c.start("workers: 2\nworker:\n  command: [" + server + "]\n  ready: notify\n");
+  expect_every_worker_serves(c, "hello from pid ");
+}
+
 TEST(BindTakeover, AnAppListeningOnAUnixSocketItClearsFirstIsServedByEveryWorker) {
   TempDir dir;
   const std::string path = dir.file("app.sock");
