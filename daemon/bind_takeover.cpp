@@ -148,10 +148,14 @@ BindTakeover plan_bind_takeover(const common::Config& config, const std::string&
       facts.linkage = program_linkage(facts.program, judged);
       if (judged != facts.program) facts.program += " (run by " + judged + ")";
     }
-    facts.library = library;
-    facts.library_problem = untrusted_library(library);
+    // The file that was checked is the file preloaded: the resolved path, so a symbolic link on
+    // the way cannot be pointed elsewhere between the check and a spawn.
+    std::array<char, PATH_MAX> real{};
+    facts.library = ::realpath(library.c_str(), real.data()) != nullptr ? real.data() : library;
+    facts.library_problem = untrusted_library(facts.library);
     if (facts.library_problem.empty() && wc.uid && *wc.uid != ::geteuid()) {
-      facts.library_problem = unreadable_by(library, *wc.uid, wc.gid.value_or(*wc.uid), wc.groups);
+      facts.library_problem =
+          unreadable_by(facts.library, *wc.uid, wc.gid.value_or(*wc.uid), wc.groups);
     }
   }
   return decide_bind_takeover(facts, config.source);

@@ -1,6 +1,27 @@
 #include "worker/accept_policy.hpp"
 
+#include <cerrno>
+
 namespace forkd::worker {
+
+bool is_transient_accept_error(int error) noexcept {
+  switch (error) {
+    case ECONNABORTED:
+    case EINTR:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+      return true;
+    default:
+      return false;
+  }
+}
 
 bool AcceptPolicy::holds_too_much(std::size_t own, std::size_t total,
                                   std::size_t workers) const noexcept {

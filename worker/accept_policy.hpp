@@ -8,6 +8,10 @@
 
 namespace forkd::worker {
 
+// accept(2) errors that concern one failed connection only: retrying at once is right. Both accept
+// paths (shared listeners and reuseport acceptors) judge errors by it.
+[[nodiscard]] bool is_transient_accept_error(int error) noexcept;
+
 struct AcceptPolicy {
   // Connections taken per wake at most: a worker woken in a burst leaves the rest queued for the
   // workers the kernel wakes meanwhile, instead of draining the queue alone.

@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "common/fd.hpp"
+#include "worker/accept_policy.hpp"
 #include "worker/report.hpp"
 #include "worker/shared_accept.hpp"
 
@@ -35,26 +36,10 @@ struct Settings {
   HttpServerOptions options;
 };
 
-// accept(2) errors that concern one failed connection only: retrying at once is right.
+// EAGAIN too: another worker took the connection this one was woken for.
 bool is_transient_accept_error(const std::error_code& ec) {
   if (ec.category() != asio::error::get_system_category()) return false;
-  switch (ec.value()) {
-    case ECONNABORTED:
-    case EINTR:
-    case EAGAIN:
-    case EPROTO:
-    case EPERM:
-    case ENETDOWN:
-    case ENOPROTOOPT:
-    case EHOSTDOWN:
-    case ENONET:
-    case EHOSTUNREACH:
-    case EOPNOTSUPP:
-    case ENETUNREACH:
-      return true;
-    default:
-      return false;
-  }
+  return ec.value() == EAGAIN || forkd::worker::is_transient_accept_error(ec.value());
 }
 
 int socket_option(int fd, int level, int name, const std::string& what) {

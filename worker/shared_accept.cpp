@@ -15,26 +15,6 @@ namespace forkd::worker {
 
 namespace {
 
-// accept(2) errors that concern one failed connection only: retrying at once is right.
-bool is_transient(int error) {
-  switch (error) {
-    case ECONNABORTED:
-    case EINTR:
-    case EPROTO:
-    case EPERM:
-    case ENETDOWN:
-    case ENOPROTOOPT:
-    case EHOSTDOWN:
-    case ENONET:
-    case EHOSTUNREACH:
-    case EOPNOTSUPP:
-    case ENETUNREACH:
-      return true;
-    default:
-      return false;
-  }
-}
-
 std::uint16_t local_port(int fd, int family) {
   sockaddr_storage address{};
   socklen_t len = sizeof(address);
@@ -171,7 +151,7 @@ bool SharedAccept::accept_batch(std::size_t index, std::size_t batch, std::size_
       if (share_ == Share::draining) share_ = Share::normal;  // the queue is empty
       return true;
     }
-    if (is_transient(error)) continue;
+    if (is_transient_accept_error(error)) continue;
     // Out of fds (EMFILE/ENFILE) or memory (ENOBUFS/ENOMEM), or anything unexpected: the
     // pending connection stays queued and would wake us at once, so the caller pauses before
     // retrying and keeps serving the connections we have meanwhile.
