@@ -24,6 +24,16 @@ nlohmann::json take(nlohmann::json& object, const char* key) {
   return it == object.end() ? nlohmann::json() : std::move(*it);
 }
 
+std::optional<std::uint64_t> count(const nlohmann::json& object, const char* key) {
+  const auto it = object.find(key);
+  if (it == object.end()) return std::nullopt;
+  if (it->is_number_unsigned()) return it->get<std::uint64_t>();
+  if (it->is_number_integer() && it->get<std::int64_t>() >= 0) {
+    return static_cast<std::uint64_t>(it->get<std::int64_t>());
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Message decode(nlohmann::json value) {
@@ -34,6 +44,7 @@ Message decode(nlohmann::json value) {
   const std::string kind = kind_it->get<std::string>();
   if (kind == "ready") return Ready{};
   if (kind == "heartbeat") return Heartbeat{};
+  if (kind == "connections") return Connections{count(value, "accepted"), count(value, "open")};
   if (kind == "broadcast") return Broadcast{take(value, "data")};
   if (kind == "send") {
     const nlohmann::json to = take(value, "to");
@@ -58,6 +69,11 @@ nlohmann::json encode(const Message& message) {
           return {{"forkd", "ready"}};
         } else if constexpr (std::is_same_v<M, Heartbeat>) {
           return {{"forkd", "heartbeat"}};
+        } else if constexpr (std::is_same_v<M, Connections>) {
+          nlohmann::json out = {{"forkd", "connections"}};
+          if (m.accepted) out["accepted"] = *m.accepted;
+          if (m.open) out["open"] = *m.open;
+          return out;
         } else if constexpr (std::is_same_v<M, Send>) {
           return {{"forkd", "send"},
                   {"to", m.to ? nlohmann::json(*m.to) : nlohmann::json()},

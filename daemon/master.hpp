@@ -85,8 +85,10 @@ struct WorkerIo {
   std::vector<std::shared_ptr<OutputCapture>> outputs;
   std::shared_ptr<NotifyReceiver> notify;  // its NOTIFY_SOCKET
   std::string status_text;                 // the last STATUS= it sent
-  std::optional<ProcOwner> owner;          // worker.user/group, when it runs as another user
-  std::shared_ptr<WorkerLogs> logs;        // shared with its output captures
+  // What it last said of its connections ({"forkd":"connections"}); nullopt until it does.
+  std::optional<std::uint64_t> accepted, open_connections;
+  std::optional<ProcOwner> owner;    // worker.user/group, when it runs as another user
+  std::shared_ptr<WorkerLogs> logs;  // shared with its output captures
 };
 
 // An operator waiting (`send --wait`) for the next message a worker sends.
@@ -299,6 +301,8 @@ class Master {
   std::uint64_t reloads_failed_ = 0;
   std::uint64_t ipc_to_worker_ = 0;
   std::uint64_t ipc_from_worker_ = 0;
+  // Per slot: the connections its exited processes had accepted, so that the metric counts on.
+  std::map<unsigned, std::uint64_t> accepted_by_exited_;
   std::optional<TimePoint> next_memory_check_;
   bool migration_checked_ = false;
   bool finished_ = false;

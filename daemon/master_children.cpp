@@ -80,6 +80,10 @@ void Master::on_child_exit(pid_t pid, int wait_status) {
   // pid is reaped already, so the pool must learn of the exit whatever failed before.
   guarded("output of worker pid " + std::to_string(pid), [&] {
     if (auto io = workers_.extract(pid); !io.empty()) {
+      unsigned slot = 0;
+      if (io.mapped().accepted && pool_.find(pid, &slot) != nullptr) {
+        accepted_by_exited_[slot] += *io.mapped().accepted;
+      }
       if (io.mapped().channel) io.mapped().channel->close();
       if (io.mapped().notify) io.mapped().notify->close();
       for (auto& output : io.mapped().outputs) output->close();

@@ -150,7 +150,13 @@ MetricsSnapshot Master::metrics_snapshot() const {
     if (const auto steering = steering_->state_of(lane)) {
       m.steering.push_back({slot.id, to_string(*steering)});
     }
+    if (const auto io = workers_.find(lane.pid); io != workers_.end() && io->second.accepted) {
+      m.connections.push_back({slot.id, *io->second.accepted, io->second.open_connections});
+    }
   });
+  for (const auto& [slot, accepted] : accepted_by_exited_) {
+    m.connections.push_back({slot, accepted, std::nullopt});
+  }
   for (const auto& slot : pool_.slots()) {
     if (slot.current.pid <= 0 && !slot.incoming && slot.id < pool_.target()) {
       ++m.workers_by_state[to_string(slot.current.state)];
@@ -512,6 +518,9 @@ json Master::status_json() const {
       if (const auto steering = steering_->state_of(*lane)) w["steering"] = to_string(*steering);
     }
     w["command"] = nullptr;
+    // What the worker said of its connections (built-in and library workers; others: null).
+    w["accepted"] = nullptr;
+    w["connections"] = nullptr;
     if (lane != nullptr) {
       const auto who = owner(lane->pid);
       if (const auto rss = read_rss_bytes(lane->pid, who)) w["rss_bytes"] = *rss;
@@ -520,9 +529,10 @@ json Master::status_json() const {
         live.insert(lane->pid);
       }
       w["command"] = command_of(lane->pid, own_command);
-      if (const auto io = workers_.find(lane->pid);
-          io != workers_.end() && !io->second.status_text.empty()) {
-        w["status"] = io->second.status_text;
+      if (const auto io = workers_.find(lane->pid); io != workers_.end()) {
+        if (!io->second.status_text.empty()) w["status"] = io->second.status_text;
+        if (io->second.accepted) w["accepted"] = *io->second.accepted;
+        if (io->second.open_connections) w["connections"] = *io->second.open_connections;
       }
     }
     workers.push_back(std::move(w));

@@ -40,6 +40,14 @@ void Master::on_worker_message(pid_t pid, nlohmann::json line) {
           pool_.ready(pid, Clock::now());
         } else if constexpr (std::is_same_v<M, ipc::Heartbeat>) {
           pool_.heartbeat(pid, Clock::now());
+        } else if constexpr (std::is_same_v<M, ipc::Connections>) {
+          if (auto it = workers_.find(pid); it != workers_.end()) {
+            // A count only grows: a smaller one would make the slot's counter go back.
+            if (message.accepted) {
+              it->second.accepted = std::max(it->second.accepted.value_or(0), *message.accepted);
+            }
+            if (message.open) it->second.open_connections = message.open;
+          }
         } else if constexpr (std::is_same_v<M, ipc::Application>) {
           relay_application_message(pid, from, std::move(message.value));
         } else if constexpr (std::is_same_v<M, ipc::Send>) {

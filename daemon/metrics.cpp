@@ -169,6 +169,27 @@ std::string render_prometheus(const MetricsSnapshot& snapshot) {
     }
   }
 
+  if (!snapshot.connections.empty()) {
+    std::map<unsigned, std::uint64_t> accepted;
+    std::map<unsigned, std::uint64_t> open;
+    for (const auto& entry : snapshot.connections) {
+      accepted[entry.worker] += entry.accepted;
+      if (entry.open) open[entry.worker] += *entry.open;
+    }
+    out.family("forkd_worker_accepted_connections_total", "counter",
+               "Connections each slot's workers accepted, as they report them (built-in and "
+               "library workers).");
+    for (const auto& [worker, count] : accepted) {
+      out.sample("forkd_worker_accepted_connections_total", {{"worker", worker_label(worker)}},
+                 count);
+    }
+    out.family("forkd_worker_open_connections", "gauge",
+               "Connections each slot's workers hold open, as they report them.");
+    for (const auto& [worker, count] : open) {
+      out.sample("forkd_worker_open_connections", {{"worker", worker_label(worker)}}, count);
+    }
+  }
+
   out.family("forkd_reloads_total", "counter", "Configuration reloads by result.");
   out.sample("forkd_reloads_total", {{"result", "ok"}}, snapshot.reloads_ok);
   out.sample("forkd_reloads_total", {{"result", "failed"}}, snapshot.reloads_failed);

@@ -31,6 +31,14 @@ struct MetricsSnapshot {
     std::string state;
   };
   std::vector<WorkerSteering> steering;
+  // Connections its processes accepted (the exited ones' included) and hold open now, as they
+  // report them; slots that never did are left out.
+  struct WorkerConnections {
+    unsigned worker = 0;
+    std::uint64_t accepted = 0;
+    std::optional<std::uint64_t> open;
+  };
+  std::vector<WorkerConnections> connections;
   std::uint64_t reloads_ok = 0, reloads_failed = 0;
   // A reading that is nullopt (process gone, /proc unreadable) is left out of the output.
   struct WorkerMemory {

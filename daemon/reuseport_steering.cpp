@@ -15,6 +15,7 @@
 
 #include "common/fd.hpp"
 #include "common/units.hpp"
+#include "daemon/limited_log.hpp"
 #include "daemon/steering_program.hpp"
 
 namespace forkd::daemon {
@@ -43,7 +44,15 @@ std::optional<std::uint32_t> accept_queue_length(int fd) {
 }
 
 struct ReuseportSteering::Socket {
-  Socket(asio::io_context& io, common::UniqueFd own) : fd(std::move(own)), timer(io) {}
+  // A worker that stops and resumes accepting over and over must not flood the log with its
+  // "stalled" and "gets new connections again" lines: each socket has its own limit.
+  static constexpr LogRate kStallLogRate{.burst = 10, .per_second = 1};
+
+  Socket(asio::io_context& io, common::UniqueFd own, const std::shared_ptr<spdlog::logger>& log,
+         const std::string& group_name)
+      : fd(std::move(own)),
+        timer(io),
+        stall_log(log, "reuseport " + group_name + " stall lines", kStallLogRate) {}
   std::uint64_t key = 0;
   std::string group;
   common::UniqueFd fd;  // our own reference: the socket leaves its group when we close it
@@ -56,6 +65,7 @@ struct ReuseportSteering::Socket {
   bool stalled = false;
   std::uint32_t queued_at_arm = 0;  // at the start of the window; 0: no window
   Duration window{0};               // how long the queue has not been empty
+  LimitedLog stall_log;
 };
 
 ReuseportSteering::ReuseportSteering(asio::io_context& io, std::shared_ptr<spdlog::logger> log,
@@ -100,7 +110,7 @@ void ReuseportSteering::track_socket(const std::string& group, int fd, bool stee
                std::strerror(errno));
     return;
   }
-  auto socket = std::make_shared<Socket>(io_, std::move(own));
+  auto socket = std::make_shared<Socket>(io_, std::move(own), log_, group);
   socket->key = *key;
   socket->group = group;
   sockets_.emplace(*key, std::move(socket));
@@ -384,10 +394,10 @@ void ReuseportSteering::arm_stall_timer(const std::shared_ptr<Socket>& socket, s
         }
         s->stalled = true;
         s->queued_at_arm = 0;
-        log_->warn(
-            "{} stalled: {} connections queued for {}, no new connections until it "
-            "takes them again",
-            describe(*s), queued_now, common::format_duration(stall_after_));
+        s->stall_log.log(spdlog::level::warn,
+                         "{} stalled: {} connections queued for {}, no new connections until it "
+                         "takes them again",
+                         describe(*s), queued_now, common::format_duration(stall_after_));
         changed_();
       });
 }
@@ -405,7 +415,8 @@ void ReuseportSteering::arm_recovery_check(const std::shared_ptr<Socket>& socket
       return;
     }
     s->stalled = false;
-    log_->info("{} took its queued connections: it gets new connections again", describe(*s));
+    s->stall_log.log(spdlog::level::info,
+                     "{} took its queued connections: it gets new connections again", describe(*s));
     changed_();
   });
 }

@@ -84,6 +84,7 @@ struct HttpServer::Core : std::enable_shared_from_this<HttpServer::Core> {
   void take_queued(Acceptor& a);
   void stop();
   void close_all();
+  void counts_changed() const;
 
   asio::io_context& io;
   std::shared_ptr<const Settings> settings;
@@ -95,7 +96,7 @@ struct HttpServer::Core : std::enable_shared_from_this<HttpServer::Core> {
   std::shared_ptr<SharedAccept> shared;
   std::vector<std::pair<int, int>> shared_kinds;  // family, protocol of each shared listener
   std::unordered_map<std::uint64_t, std::weak_ptr<Connection>> connections;
-  std::uint64_t next_id = 0;
+  std::uint64_t next_id = 0;  // also the number of connections accepted so far
   bool stopping = false;
 };
 
@@ -133,7 +134,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     timer_.cancel();
     std::error_code ignored;
     socket_.close(ignored);
-    if (auto core = core_.lock()) core->connections.erase(id_);
+    if (auto core = core_.lock()) {
+      core->connections.erase(id_);
+      core->counts_changed();
+    }
   }
 
  private:
@@ -346,8 +350,14 @@ void HttpServer::Core::adopt(int family, Socket socket) {
   const std::uint64_t id = next_id++;
   auto connection = std::make_shared<Connection>(std::move(socket), settings, weak_from_this(), id);
   connections.emplace(id, connection);
+  counts_changed();
   connection->start();
   if (stopping) connection->begin_drain();
+}
+
+void HttpServer::Core::counts_changed() const {
+  if (settings->options.on_connections)
+    settings->options.on_connections(next_id, connections.size());
 }
 
 // Connections the kernel has already completed on a socket we are about to close are taken

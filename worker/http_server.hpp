@@ -40,6 +40,9 @@ struct HttpServerOptions {
   // Workers sharing the listeners (Context::workers): with 2 or more, a worker holding clearly
   // more than its share of a TCP listener's connections lets the others accept first.
   unsigned workers = 0;
+  // Told the connections accepted so far and those open now, after every accept and close
+  // (Worker::count_connections reports them to the master).
+  std::function<void(std::uint64_t accepted, std::uint64_t open)> on_connections;
 };
 
 class HttpServer {

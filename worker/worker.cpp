@@ -154,7 +154,8 @@ Context Context::from_environment() {
 Worker::Worker(Context context)
     : context_(std::move(context)),
       channel_(io_, common::UniqueFd(context_.ipc_fd), context_.max_message),
-      heartbeat_timer_(io_) {
+      heartbeat_timer_(io_),
+      counts_timer_(io_) {
   if (auto ec = common::set_cloexec(context_.ipc_fd, true)) {
     throw std::system_error(ec, "FORKD_IPC_FD " + std::to_string(context_.ipc_fd));
   }
@@ -215,6 +216,7 @@ void Worker::begin_stop(StopReason reason) {
   stopping_ = true;
   stop_reason_ = reason;
   heartbeat_timer_.cancel();
+  counts_timer_.cancel();
   channel_.stop_reading();
   // The signal source is released later: this may run inside its own callback. Once it is
   // gone SIGTERM is unblocked again, so a second one ends the process at once.
@@ -224,6 +226,24 @@ void Worker::begin_stop(StopReason reason) {
     StopHandler handler = stop_handlers_[i];
     handler();
   }
+}
+
+void Worker::count_connections(std::uint64_t accepted, std::uint64_t open) {
+  accepted_ = accepted;
+  open_ = open;
+  if (counts_pending_ || stopping_) return;
+  counts_pending_ = true;
+  // Batched: a busy worker sends one line a second however many connections it takes.
+  counts_timer_.expires_after(1s);
+  counts_timer_.async_wait([this](std::error_code ec) {
+    counts_pending_ = false;
+    if (ec || stopping_) return;
+    send_connection_counts();
+  });
+}
+
+void Worker::send_connection_counts() {
+  channel_.post(common::ipc::encode(common::ipc::Connections{accepted_, open_}));
 }
 
 void Worker::send_heartbeat() {

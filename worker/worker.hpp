@@ -76,6 +76,11 @@ class Worker {
   void send_to(unsigned id, const nlohmann::json& data);
   void broadcast(const nlohmann::json& data);
 
+  // The connections this worker accepted since it started and holds open now, for the master's
+  // status and metrics: sent as {"forkd":"connections"} at most once a second, and only after a
+  // change, so an idle worker sends nothing. Nothing goes out once the worker is stopping.
+  void count_connections(std::uint64_t accepted, std::uint64_t open);
+
   // Every message the master delivers (relayed from a worker or from the operator).
   void on_message(MessageHandler handler);
   // Adds a hook run once when the worker starts stopping (SIGTERM, master gone, or stop()):
@@ -102,11 +107,16 @@ class Worker {
   void begin_stop(StopReason reason);
   void send_heartbeat();
   void schedule_heartbeat();
+  void send_connection_counts();
 
   Context context_;
   asio::io_context io_{1};
   Channel channel_;
   asio::steady_timer heartbeat_timer_;
+  asio::steady_timer counts_timer_;  // armed only while a change of the counts is unsent
+  std::uint64_t accepted_ = 0;
+  std::uint64_t open_ = 0;
+  bool counts_pending_ = false;
   std::optional<common::SignalSource> signals_;
   MessageHandler message_handler_;
   std::vector<StopHandler> stop_handlers_;

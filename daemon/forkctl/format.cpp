@@ -282,13 +282,14 @@ std::string format_status(const Json& reply) {
     return out + "no workers\n";
   }
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"ID", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "LAST-EXIT", "CPU", "RSS"});
+  rows.push_back({"ID", "PID", "STATE", "GEN", "UPTIME", "RESTARTS", "LAST-EXIT", "CPU", "RSS",
+                  "CONNS", "ACCEPTED"});
   for (const Json& worker : *workers) {
     const Json* last_exit = member(worker, "last_exit");
     rows.push_back({cell(worker, "id"), cell(worker, "pid"), state_cell(worker),
                     cell(worker, "generation"), uptime_cell(worker), cell(worker, "restarts"),
                     last_exit != nullptr ? format_last_exit(*last_exit) : "-", cpu_cell(worker),
-                    rss_cell(worker)});
+                    rss_cell(worker), cell(worker, "connections"), cell(worker, "accepted")});
   }
   return out + "\n" + table(rows);
 }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -320,6 +321,56 @@ TEST(ControlTest, MetricsParseAsPrometheusTextAndProbesAnswer) {
        path},
       30s);
   EXPECT_EQ(parsed.exit_code(), 0) << parsed.out << parsed.err;
+}
+
+// Each worker's connection counts reach status, the table and the metrics; a slot's counter goes
+// on counting past a worker that dies.
+TEST(ControlTest, StatusAndMetricsCountEachWorkersConnections) {
+  const std::uint16_t port = free_tcp_port();
+  Cluster c;
+  c.start("workers: 2\nmetrics:\n  listen: 127.0.0.1:" + std::to_string(port) + "\n");
+  c.wait_all_ready(2);
+  constexpr int kRequests = 30;
+  std::map<pid_t, int> answered;  // the workers' pids as the responses name them
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = c.get("/");  // a connection each
+    ASSERT_TRUE(r && r->status == 200);
+    ++answered[std::stoi(r->headers["x-worker-pid"])];
+  }
+  json s;
+  const auto counted = [&] {
+    s = status(c);
+    for (const auto& w : s["workers"]) {
+      const auto seen = answered.find(w["pid"].get<pid_t>());
+      const int expected = seen == answered.end() ? 0 : seen->second;
+      if (expected == 0 && w["accepted"].is_null()) continue;  // never told: nothing to tell
+      if (!w["accepted"].is_number() || w["accepted"] != expected || w["connections"] != 0) {
+        return false;
+      }
+    }
+    return true;
+  };
+  ASSERT_TRUE(wait_until(counted, 10s)) << s.dump();
+  auto table = forkctl(c, {"status"});
+  EXPECT_NE(table.out.find("ACCEPTED"), std::string::npos) << table.out;
+
+  // Worker 0 dies; its replacement starts from 0 but the slot's counter does not go back.
+  const json w0 = s["workers"][0];
+  const int before = w0["accepted"].is_number() ? w0["accepted"].get<int>() : 0;
+  ASSERT_EQ(::kill(w0["pid"].get<pid_t>(), SIGKILL), 0);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const json now = status(c);
+        return now["workers"][0]["pid"] != w0["pid"] && now["workers"][0]["state"] == "ready";
+      },
+      20s));
+  auto metrics = http_get("127.0.0.1", port, "/metrics", 10s);
+  ASSERT_TRUE(metrics && metrics->status == 200);
+  EXPECT_NE(metrics->body.find("forkd_worker_accepted_connections_total{worker=\"0\"} " +
+                               std::to_string(before)),
+            std::string::npos)
+      << metrics->body;
+  EXPECT_NE(metrics->body.find("# TYPE forkd_worker_open_connections gauge"), std::string::npos);
 }
 
 // Out of descriptors, accept() on the control socket fails: the master retries every 100 ms

@@ -51,7 +51,8 @@ const Json kStatus = Json::parse(R"({
                            {"name": "https", "address": "[::1]:8443"}]},
   "workers": [
     {"id": 0, "pid": 4243, "state": "ready", "generation": 3, "uptime_s": 75, "restarts": 0,
-     "last_exit": null, "rss_bytes": 12897484, "cpu_percent": 12.25, "command": "node server.js"},
+     "last_exit": null, "rss_bytes": 12897484, "cpu_percent": 12.25, "command": "node server.js",
+     "connections": 7, "accepted": 1532},
     {"id": 1, "pid": null, "state": "backoff", "generation": 3, "uptime_s": null, "restarts": 12,
      "failed_starts": 2, "last_exit": {"signal": 9, "at": "2024-05-01T12:01:00Z"},
      "rss_bytes": null},
@@ -71,11 +72,16 @@ TEST(ForkctlFormat, StatusTable) {
       "config /etc/forkd/forkd.yaml\n"
       "last reload: failed at 2024-05-01T12:00:00Z: workers: out of range\n"
       "\n"
-      "ID  PID   STATE                      GEN  UPTIME  RESTARTS  LAST-EXIT  CPU    RSS\n"
-      "0   4243  ready                      3    1m15s   0         -          12.2%  12.3MiB\n"
-      "1   -     backoff (2 failed starts)  3    -       12        signal 9   -      -\n"
-      "2   -     failed (5 failed starts)   3    -       4         code 3     -      -\n"
-      "10  4250  starting                   3    1s      1         code 3     -      1.0KiB\n";
+      "ID  PID   STATE                      GEN  UPTIME  RESTARTS  LAST-EXIT  CPU    RSS      "
+      "CONNS  ACCEPTED\n"
+      "0   4243  ready                      3    1m15s   0         -          12.2%  12.3MiB  7    "
+      "  1532\n"
+      "1   -     backoff (2 failed starts)  3    -       12        signal 9   -      -        -    "
+      "  -\n"
+      "2   -     failed (5 failed starts)   3    -       4         code 3     -      -        -    "
+      "  -\n"
+      "10  4250  starting                   3    1s      1         code 3     -      1.0KiB   -    "
+      "  -\n";
   EXPECT_EQ(forkd::ctl::format_status(kStatus), expected);
 }
 

@@ -52,6 +52,27 @@ TEST(IpcProtocol, EncodeIsTheInverseForDaemonMessages) {
   EXPECT_EQ(std::get<ipc::Send>(back).data, json({{"k", "v"}}));
   EXPECT_EQ(ipc::encode(ipc::Ready{}), json({{"forkd", "ready"}}));
   EXPECT_EQ(ipc::encode(ipc::Heartbeat{}), json({{"forkd", "heartbeat"}}));
+  const auto counts = ipc::decode(ipc::encode(ipc::Connections{12, 3}));
+  ASSERT_TRUE(std::holds_alternative<ipc::Connections>(counts));
+  EXPECT_EQ(std::get<ipc::Connections>(counts).accepted, 12U);
+  EXPECT_EQ(std::get<ipc::Connections>(counts).open, 3U);
+}
+
+TEST(IpcProtocol, ConnectionCountsThatAreNotCountsAreLeftOut) {
+  for (const json& bad : {json(-1), json(1.5), json("7"), json::array({1}), json()}) {
+    const auto m = ipc::decode(json{{"forkd", "connections"}, {"accepted", bad}, {"open", 2}});
+    ASSERT_TRUE(std::holds_alternative<ipc::Connections>(m)) << bad.dump();
+    EXPECT_FALSE(std::get<ipc::Connections>(m).accepted.has_value()) << bad.dump();
+    EXPECT_EQ(std::get<ipc::Connections>(m).open, 2U);
+  }
+  const auto m = ipc::decode(json{{"forkd", "connections"}});
+  EXPECT_FALSE(std::get<ipc::Connections>(m).accepted.has_value());
+  EXPECT_FALSE(std::get<ipc::Connections>(m).open.has_value());
+  EXPECT_EQ(
+      std::get<ipc::Connections>(
+          ipc::decode(json::parse(R"({"forkd":"connections","accepted":18446744073709551615})")))
+          .accepted,
+      18446744073709551615U);
 }
 
 }  // namespace

@@ -279,6 +279,25 @@ TEST(RenderPrometheus, SteeringStatesPerSlotOnlyWithReuseport) {
   EXPECT_TRUE(has("# TYPE forkd_worker_steering gauge"));
 }
 
+TEST(RenderPrometheus, ConnectionCountsPerSlotSumTheExitedAndTheLive) {
+  MetricsSnapshot s;
+  EXPECT_EQ(render_prometheus(s).find("forkd_worker_accepted_connections_total"),
+            std::string::npos);
+  // Slot 0: a live process (120 accepted, 4 open) after one that exited having accepted 30;
+  // slot 1 during a rollout: the old process and its replacement.
+  s.connections = {{0, 120, 4}, {0, 30, std::nullopt}, {1, 50, 2}, {1, 5, 1}};
+  const auto lines = lines_of(render_prometheus(s));
+  const auto has = [&](const std::string& line) {
+    return std::find(lines.begin(), lines.end(), line) != lines.end();
+  };
+  EXPECT_TRUE(has("# TYPE forkd_worker_accepted_connections_total counter"));
+  EXPECT_TRUE(has(R"(forkd_worker_accepted_connections_total{worker="0"} 150)"));
+  EXPECT_TRUE(has(R"(forkd_worker_accepted_connections_total{worker="1"} 55)"));
+  EXPECT_TRUE(has("# TYPE forkd_worker_open_connections gauge"));
+  EXPECT_TRUE(has(R"(forkd_worker_open_connections{worker="0"} 4)"));
+  EXPECT_TRUE(has(R"(forkd_worker_open_connections{worker="1"} 3)"));
+}
+
 TEST(RenderPrometheus, EscapesLabelValues) {
   EXPECT_EQ(escape_label_value("plain"), "plain");
   EXPECT_EQ(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

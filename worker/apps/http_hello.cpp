@@ -138,8 +138,14 @@ nlohmann::json echo_reply(const nlohmann::json& message, unsigned worker_id, pid
 
 HelloServer::HelloServer(Worker& worker)
     : server_(worker.io(), worker.context().listeners,
-              make_hello_handler(worker.io(), worker.context().id, ::getpid()),
-              hello_server_options(worker.context().id, ::getpid(), worker.context().workers)) {
+              make_hello_handler(worker.io(), worker.context().id, ::getpid()), [&worker] {
+                HttpServerOptions options =
+                    hello_server_options(worker.context().id, ::getpid(), worker.context().workers);
+                options.on_connections = [&worker](std::uint64_t accepted, std::uint64_t open) {
+                  worker.count_connections(accepted, open);
+                };
+                return options;
+              }()) {
   worker.on_stop([this] { server_.stop(); });
 }
 
