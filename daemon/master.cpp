@@ -126,8 +126,18 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
       inherited_pidfile = inherited_fd("FORKD_PIDFILE_FD", pidfile_fd);
     }
   }
+  std::optional<ReuseportOrders> inherited_orders;
+  if (const char* orders = std::getenv("FORKD_UPGRADE_REUSEPORT_ORDER"); orders && predecessor_) {
+    inherited_orders = parse_orders(orders);
+    if (!inherited_orders) {
+      log_->warn(
+          "hot upgrade: the previous master's reuseport order is malformed; those "
+          "sockets are not steered");
+    }
+  }
   ::unsetenv("FORKD_UPGRADE_FD");
   ::unsetenv("FORKD_PIDFILE_FD");
+  ::unsetenv("FORKD_UPGRADE_REUSEPORT_ORDER");
   if (!config_.pidfile.empty()) {
     pidfile_ = inherited_pidfile ? Pidfile::adopt(std::move(inherited_pidfile), config_.pidfile)
                                  : Pidfile::acquire(config_.pidfile);
@@ -136,6 +146,7 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   listeners_.ensure_worker_sockets(pool_.target());
   steering_ = std::make_unique<ReuseportSteering>(io_, log_,
                                                   [this] { guarded("reuseport steering", [] {}); });
+  if (inherited_orders) steering_->inherit_orders(std::move(*inherited_orders));
   steering_->track(listeners_);
   for (const auto& l : listeners_.listeners()) {
     const int fd = l.config.reuseport ? l.per_worker.front().get() : l.shared.get();

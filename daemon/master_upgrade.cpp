@@ -59,9 +59,15 @@ void Master::start_upgrade() {
   }
   spec.fds = {-1, -1, -1};
   std::string names;
+  std::vector<int> passed;
   for (const auto& [fd, name] : listeners_.all_sockets()) {
     spec.fds.push_back(fd);
+    passed.push_back(fd);
     names += (names.empty() ? "" : ":") + name;
+  }
+  // So that the new master steers the reuseport sockets it takes over from its first moment.
+  if (const auto orders = steering_->orders_to_hand_over(passed); !orders.empty()) {
+    spec.env["FORKD_UPGRADE_REUSEPORT_ORDER"] = encode_orders(orders);
   }
   if (control_ && control_->native_handle() >= 0) {
     spec.fds.push_back(control_->native_handle());
@@ -125,6 +131,9 @@ void Master::hand_over() {
   }
   if (control_) control_->close();
   if (metrics_) metrics_->close();
+  // The reuseport groups are the new master's to steer now: our draining workers must not
+  // rewrite its programs. The sockets stay in their groups: the new master holds them too.
+  steering_->close();
   begin_stop(false);
 }
 

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace forkd::daemon {
@@ -28,5 +30,15 @@ class ReuseportOrder {
  private:
   std::vector<Key> socks_;
 };
+
+// A hot upgrade tells the new master each group's order, as the inode numbers of the sockets it
+// passes, so that the new master steers them at once: "1234,1240;2001,2002" (groups split by
+// ';', positions by ',').
+using ReuseportOrders = std::vector<std::vector<ReuseportOrder::Key>>;
+[[nodiscard]] std::string encode_orders(const ReuseportOrders& orders);
+// nullopt for anything malformed: an empty group, a number that is not one, a socket named twice,
+// or more than kMaxInheritedSockets in all. The new master then leaves its groups to the kernel.
+inline constexpr std::size_t kMaxInheritedSockets = 65536;
+[[nodiscard]] std::optional<ReuseportOrders> parse_orders(std::string_view text);
 
 }  // namespace forkd::daemon

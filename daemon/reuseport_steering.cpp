@@ -77,6 +77,7 @@ ReuseportSteering::~ReuseportSteering() {
 }
 
 void ReuseportSteering::close() {
+  closed_ = true;
   for (auto& [key, socket] : sockets_) {
     socket->timer.cancel();
     socket->watched = false;
@@ -91,6 +92,7 @@ void ReuseportSteering::close() {
 }
 
 void ReuseportSteering::track(const ListenerSet& set) {
+  if (closed_) return;
   for (const auto& l : set.listeners()) {
     if (!l.config.reuseport) continue;
     for (const auto* sockets : {&l.per_worker, &l.per_incoming}) {
@@ -99,6 +101,50 @@ void ReuseportSteering::track(const ListenerSet& set) {
       }
     }
   }
+  for (auto& [name, group] : groups_) settle(name, group);
+}
+
+void ReuseportSteering::inherit_orders(ReuseportOrders orders) {
+  inherited_ = std::move(orders);
+}
+
+// The sockets passed in are steered when the previous master named exactly them as one group,
+// in its order: they have been listening since before we started, so whatever we opened since
+// comes after them in the kernel's array.
+void ReuseportSteering::settle(const std::string& name, Group& group) {
+  if (group.settled) return;
+  group.settled = true;
+  if (group.adopted.empty()) return;
+  const std::set<std::uint64_t> adopted(group.adopted.begin(), group.adopted.end());
+  const auto inherited = std::find_if(inherited_.begin(), inherited_.end(), [&](const auto& keys) {
+    return std::set<std::uint64_t>(keys.begin(), keys.end()) == adopted;
+  });
+  if (inherited == inherited_.end()) {
+    group.steered = false;
+    return;
+  }
+  ReuseportOrder order;
+  for (const auto key : *inherited) order.listen(key);
+  for (const auto key : group.order.sockets()) order.listen(key);
+  group.order = std::move(order);
+  log_->info("reuseport {}: steering the {} sockets passed in, in the previous master's order",
+             name, inherited->size());
+}
+
+ReuseportOrders ReuseportSteering::orders_to_hand_over(std::span<const int> passed) const {
+  std::set<std::uint64_t> keys;
+  for (const int fd : passed) {
+    if (const auto key = inode_of(fd)) keys.insert(*key);
+  }
+  ReuseportOrders orders;
+  for (const auto& [name, group] : groups_) {
+    const auto& order = group.order.sockets();
+    if (!group.steered || order.empty()) continue;
+    if (std::all_of(order.begin(), order.end(), [&](auto key) { return keys.count(key) != 0; })) {
+      orders.push_back(order);
+    }
+  }
+  return orders;
 }
 
 void ReuseportSteering::track_socket(const std::string& group, int fd, bool steered) {
@@ -116,7 +162,11 @@ void ReuseportSteering::track_socket(const std::string& group, int fd, bool stee
   sockets_.emplace(*key, std::move(socket));
   Group& g = groups_[group];
   g.order.listen(*key);
-  if (!steered) g.steered = false;
+  if (!steered) {
+    // Passed in: settled by track() once the whole set has been seen.
+    g.adopted.push_back(*key);
+    if (g.settled) g.steered = false;  // a group we steer already cannot take in strangers
+  }
 }
 
 void ReuseportSteering::handed(pid_t pid, std::span<const int> fds) {
@@ -147,6 +197,7 @@ void ReuseportSteering::close_socket(std::uint64_t key) {
 
 void ReuseportSteering::update(std::span<const ListenerSet* const> owners, const WorkerPool& pool,
                                Duration stall_after) {
+  if (closed_) return;
   pool_ = &pool;
   stall_after_ = stall_after;
   std::set<std::uint64_t> owned;
@@ -344,10 +395,12 @@ void ReuseportSteering::wait_events() {
 
 void ReuseportSteering::on_readable(const std::shared_ptr<Socket>& socket) {
   if (!socket->watched || socket->stalled || socket->timing) return;
-  // Not armed again before a look stall_after later: under load that would wake us once per
-  // connection.
+  // The next look comes one sample interval later, whatever the queue holds now: a stall is
+  // noticed within stall_after and one interval of its start, and while traffic flows we wake
+  // at most 4 times per stall_after per socket (never without traffic). Arming readability
+  // again at once would wake us once per connection.
   const auto queued = accept_queue_length(socket->fd.get()).value_or(0);
-  arm_stall_timer(socket, queued, queued == 0 ? stall_after_ : sample_interval(stall_after_));
+  arm_stall_timer(socket, queued, sample_interval(stall_after_));
 }
 
 // The stall rule. A worker that runs its accept loop empties its queue, and a queue that is

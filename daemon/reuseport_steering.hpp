@@ -48,9 +48,16 @@ class ReuseportSteering {
 
   // Takes note of the sockets `set` opened since the last call: called right after each call
   // that opens reuseport sockets, so that they are known in the order they started listening.
-  // Sockets passed in by a previous master (adopted) are in a group whose order we cannot
-  // know: it is not steered (its program is detached) and the kernel's hash applies.
+  // Sockets passed in (adopted) are steered only when the previous master told us their group's
+  // order (inherit_orders) and we hold every socket of it; otherwise the group is not steered
+  // (its program is detached) and the kernel's hash applies.
   void track(const ListenerSet& set);
+  // A hot upgrade's new master, before the first track(): the groups' orders its predecessor
+  // handed over.
+  void inherit_orders(ReuseportOrders orders);
+  // A hot upgrade's old master: the order of every steered group all of whose sockets are among
+  // `passed` (what it passes to the new master).
+  [[nodiscard]] ReuseportOrders orders_to_hand_over(std::span<const int> passed) const;
   // The sockets a worker got.
   void handed(pid_t pid, std::span<const int> fds);
   // After each pass: closes what no listener set and no live process holds, attaches each
@@ -59,7 +66,7 @@ class ReuseportSteering {
               Duration stall_after);
   // A worker's steering state; none when it has no steered reuseport socket.
   [[nodiscard]] std::optional<SteeringState> state_of(const Lane& lane) const;
-  // Drops everything: the master is done.
+  // Drops everything and steers no more: the master is done, or has handed over.
   void close();
 
  private:
@@ -67,11 +74,14 @@ class ReuseportSteering {
   struct Group {
     ReuseportOrder order;
     bool steered = true;
+    std::vector<std::uint64_t> adopted;  // passed in, until settle() decides on them
+    bool settled = false;
     std::optional<std::vector<std::uint32_t>> attached;
   };
 
   void track_socket(const std::string& group, int fd, bool steered);
   void close_socket(std::uint64_t key);
+  void settle(const std::string& name, Group& group);
   void steer(const std::string& name, Group& group, const WorkerPool& pool);
   void watch(const std::shared_ptr<Socket>& socket);
   void unwatch(Socket& socket);
@@ -92,6 +102,8 @@ class ReuseportSteering {
   std::map<std::uint64_t, std::shared_ptr<Socket>> sockets_;  // by inode
   std::map<std::string, Group> groups_;                       // by listen address
   const WorkerPool* pool_ = nullptr;                          // the last update's, for logs
+  ReuseportOrders inherited_;
+  bool closed_ = false;
   Duration stall_after_{0};
 };
 

@@ -27,9 +27,8 @@ std::string steering_of(const ReuseportCluster& c, pid_t pid) {
 // A steady load of fresh connections puts some on the stopped worker's queue (each client thread
 // is then held there until SIGCONT). Once the master has seen the stall, every new connection
 // goes to the other worker: without steering, about half of them would wait on the stopped one.
-TEST(SteeringTest, StoppedWorkerGetsNoNewConnectionsUntilItTakesThemAgain) {
-  ReuseportCluster c;
-  ASSERT_NO_FATAL_FAILURE(c.start(2));
+// `from`: the log offset after which the master's lines count.
+void expect_stopped_worker_left_out_and_taken_back(ReuseportCluster& c, std::size_t from) {
   const auto st = c.forkctl({"--json", "status"});
   ASSERT_EQ(st.exit_code(), 0) << st.err;
   pid_t stopped = 0;
@@ -53,7 +52,7 @@ TEST(SteeringTest, StoppedWorkerGetsNoNewConnectionsUntilItTakesThemAgain) {
   const auto stalled = c.forkd.wait_for_log(
       R"(worker 1 \(pid )" + stopped_pid +
           R"(\) stalled: \d+ connections queued for 200ms, no new connections until it takes them again)",
-      20s);
+      20s, from);
   const bool seen = stalled.has_value();
   std::size_t answered_by_other = 0;
   std::vector<std::string> misses;
@@ -85,6 +84,38 @@ TEST(SteeringTest, StoppedWorkerGetsNoNewConnectionsUntilItTakesThemAgain) {
       << ::testing::PrintToString(load.tally());
   load.stop();
   EXPECT_EQ(load.failed(), 0U) << ::testing::PrintToString(load.failures());
+}
+
+TEST(SteeringTest, StoppedWorkerGetsNoNewConnectionsUntilItTakesThemAgain) {
+  ReuseportCluster c;
+  ASSERT_NO_FATAL_FAILURE(c.start(2));
+  expect_stopped_worker_left_out_and_taken_back(c, 0);
+}
+
+// The old master hands its groups' order over with the sockets: the new master steers them from
+// its first moment, where it used to leave them to the kernel's hash for the rest of its life.
+TEST(SteeringTest, AHotUpgradesNewMasterSteersTheSocketsItTakesOver) {
+  ReuseportCluster c;
+  ASSERT_NO_FATAL_FAILURE(c.start(2));
+  const auto handed = c.forkd.hot_upgrade();
+  ASSERT_TRUE(handed) << c.forkd.log();
+  const pid_t successor = std::stoi((*handed)[1]);
+  EXPECT_TRUE(
+      c.forkd.wait_for_log("reuseport " + c.address() +
+                               ": steering the 2 sockets passed in, in the previous master's order",
+                           10s));
+  ASSERT_TRUE(c.forkd.wait_exit(30s));  // the old master has drained and gone
+  std::string why;
+  ASSERT_TRUE(wait_workers_ready(c.forkd, c.dir.file("forkd.sock"), 2, std::nullopt, 30s, &why))
+      << why;
+  for (const pid_t p : child_pids(successor)) c.forkd.track(p);
+  for (const pid_t p : child_pids(successor)) {
+    EXPECT_TRUE(wait_until([&] { return steering_of(c, p) == "in"; }, 10s)) << p;
+  }
+  EXPECT_EQ(c.forkd.count_log("not steered"), 0U) << c.forkd.log();
+  expect_stopped_worker_left_out_and_taken_back(c, handed->end_offset);
+  ::kill(successor, SIGTERM);
+  EXPECT_TRUE(wait_until([&] { return !process_alive(successor); }, 30s));
 }
 
 }  // namespace

@@ -125,3 +125,30 @@ TEST(ReuseportOrderTest, MatchesTheKernelsOrderAsSocketsLeave) {
 }
 
 }  // namespace
+
+namespace {
+
+using forkd::daemon::encode_orders;
+using forkd::daemon::parse_orders;
+using forkd::daemon::ReuseportOrders;
+
+TEST(ReuseportOrderTest, AHotUpgradeHandsTheOrdersOverAsText) {
+  const ReuseportOrders orders{{1234, 1240, 17}, {2001}};
+  EXPECT_EQ(encode_orders(orders), "1234,1240,17;2001");
+  EXPECT_EQ(parse_orders(encode_orders(orders)), orders);
+  EXPECT_EQ(parse_orders(""), ReuseportOrders{});
+}
+
+TEST(ReuseportOrderTest, AMalformedOrderIsNoneAtAll) {
+  for (const char* bad : {"1,", ",1", "1;", ";1", "1;;2", "1,,2", "1 2", "x", "-1", "1,1", "1;1",
+                          "18446744073709551616", "1,2;3,a"}) {
+    EXPECT_FALSE(parse_orders(bad).has_value()) << bad;
+  }
+  std::string many;
+  for (std::size_t i = 0; i <= forkd::daemon::kMaxInheritedSockets; ++i) {
+    many += (i == 0 ? "" : ",") + std::to_string(i + 1);
+  }
+  EXPECT_FALSE(parse_orders(many).has_value());
+}
+
+}  // namespace
