@@ -229,9 +229,12 @@ def measure(name: str, args: argparse.Namespace, tmp: str) -> Result | None:
             bursts.append(burst_round(args, server))
         lines = []
         if name.startswith("forkd"):
+            # Matched without the server's directory, whose name says reuseport too.
+            where = os.path.dirname(server.log_path)
             with open(server.log_path, encoding="utf-8", errors="replace") as f:
                 lines = [ln.rstrip("\n") for ln in f
-                         if re.search(r"(?i)stalled|steer|reuseport|new connections", ln)]
+                         if re.search(r"(?i)stalled|steer|reuseport|new connections",
+                                      ln.replace(where, ""))]
         return Result(ol, bursts, lines)
     finally:
         server.stop()
@@ -360,7 +363,7 @@ def targets(args: argparse.Namespace, rows: dict[str, Row]) -> None:
 
     def line(label: str, ok: bool | None, detail: str) -> None:
         state = "n/a" if ok is None else "met" if ok else "NOT met"
-        print(f"  {label:<58} {state:<8} {detail}")
+        print(f"  {label:<66} {state:<8} {detail}")
 
     def throughput(name: str) -> None:
         row, peer = rows.get(name), rows.get(PEER[name])
