@@ -172,6 +172,30 @@ async def pids_seen(port: int, want: set[int], timeout_s: float) -> set[int]:
     return seen
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_async(coro):  # type: ignore[no-untyped-def]
+    """asyncio.run, with SIGINT/SIGTERM/SIGHUP cancelling the work (so every finally clause
+    runs: the stopped worker is continued, open connections are closed) and then raising
+    KeyboardInterrupt, as these signals do outside."""
+    async def guarded():  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, task.cancel)
+        return await coro
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.default_int_handler)
+
+
 def wait_quiet(port: int, workers: list[int], timeout_s: float = 5.0) -> None:
     """Until no client connection to the server is left open (the start-up probes')."""
     deadline = time.monotonic() + timeout_s
@@ -210,7 +234,7 @@ def measure(name: str, args: argparse.Namespace, tmp: str) -> Result | None:
             log(f"{name}: {server.error}\n{server.log_tail()}")
             return None
         workers = children_of(server.pid)
-        seen = asyncio.run(pids_seen(server.port, set(workers), 15.0))
+        seen = run_async(pids_seen(server.port, set(workers), 15.0))
         if not set(workers) <= seen:
             log(f"{name}: not every worker answered within 15 s (workers {workers}, "
                 f"answered {sorted(seen)}); measuring anyway")
@@ -219,7 +243,7 @@ def measure(name: str, args: argparse.Namespace, tmp: str) -> Result | None:
         log(f"{name}: open loop, {args.rate:.0f} connections/s for {args.seconds:g} s, "
             f"worker {victim} stopped from {args.stall_from:g} s to {args.stall_to:g} s")
         try:
-            ol = asyncio.run(open_loop(server.port, args, victim))
+            ol = run_async(open_loop(server.port, args, victim))
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGCONT)
@@ -435,12 +459,16 @@ def main() -> int:
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     # SIGTERM/SIGHUP unwind like Ctrl-C so the finally clauses continue and kill what was started.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, signal.default_int_handler)
     results: dict[str, Result | None] = {}
-    with tempfile.TemporaryDirectory(prefix="forkd-stall-") as tmp:
-        for name in args.names:
-            results[name] = measure(name, args, tmp)
+    try:
+        with tempfile.TemporaryDirectory(prefix="forkd-stall-") as tmp:
+            for name in args.names:
+                results[name] = measure(name, args, tmp)
+    except KeyboardInterrupt:
+        log("interrupted; every server stopped")
+        return 130
     report(args, results)
     return 0 if all(r is not None for r in results.values()) else 1
 
