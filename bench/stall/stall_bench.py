@@ -78,6 +78,8 @@ class OpenLoop:
     victim: int = 0
     stopped_at: float | None = None  # when SIGSTOP and SIGCONT were sent, after the start
     continued_at: float | None = None
+    stopped_wall: float | None = None  # the same as wall-clock time, to read beside the logs
+    continued_wall: float | None = None
 
 
 async def one_request(port: int, timeout: float, req: Request, t0: float) -> None:
@@ -135,12 +137,12 @@ async def open_loop(port: int, args: argparse.Namespace, victim: int) -> OpenLoo
         try:
             await until(args.stall_from)
             os.kill(victim, signal.SIGSTOP)
-            result.stopped_at = loop.time() - t0
+            result.stopped_at, result.stopped_wall = loop.time() - t0, time.time()
             await until(args.stall_to)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGCONT)
-            result.continued_at = loop.time() - t0
+            result.continued_at, result.continued_wall = loop.time() - t0, time.time()
 
     staller = asyncio.create_task(stall())
     tasks = []
@@ -284,6 +286,12 @@ def fmt_s(s: float | None) -> str:
     return f"{s:.1f} s" if s >= 1 else f"{s * 1000:.1f} ms"
 
 
+def wall(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -366,8 +374,9 @@ def report(args: argparse.Namespace, results: dict[str, Result | None]) -> None:
             if q.error:
                 errors[q.error] = errors.get(q.error, 0) + 1
         lag = max((q.started - q.due for q in r.open.requests), default=0.0)
-        print(f"{name}: worker {r.open.victim} stopped at {fmt_s(r.open.stopped_at)}, continued "
-              f"at {fmt_s(r.open.continued_at)}; latest start behind schedule {fmt_s(lag)}"
+        print(f"{name}: worker {r.open.victim} stopped at {fmt_s(r.open.stopped_at)} "
+              f"({wall(r.open.stopped_wall)}), continued at {fmt_s(r.open.continued_at)} "
+              f"({wall(r.open.continued_wall)}); latest start behind schedule {fmt_s(lag)}"
               + (f"; failures: {errors}" if errors else "")
               + "".join(f"; wrk: {b.errors}" for b in r.bursts if b.errors))
     targets(args, rows)
