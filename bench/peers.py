@@ -1,6 +1,7 @@
 """The servers the benchmarks compare, configured alike: forkd's http-hello and nginx answering
 "hello" with an X-Worker-Pid header, the same number of workers, on 127.0.0.1 only. Shared by
-bench/bench.py, bench/reload/reload_bench.py and bench/many/many_bench.py."""
+bench/bench.py, bench/reload/reload_bench.py, bench/many/many_bench.py and
+bench/stall/stall_bench.py."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_forkd_conf(tmp: str, port: int, workers: int, log_level: str = "warn") -> str:
+def write_forkd_conf(tmp: str, port: int, workers: int, log_level: str = "warn",
+                     reuseport: bool = False) -> str:
+    """reuseport: one SO_REUSEPORT socket per worker instead of one shared listener."""
     path = os.path.join(tmp, "forkd.yaml")
+    listen = (f"  - address: 127.0.0.1:{port}\n    reuseport: true" if reuseport
+              else f"  - 127.0.0.1:{port}")
     with open(path, "w", encoding="ascii") as f:
         f.write(f"""workers: {workers}
 listen:
-  - 127.0.0.1:{port}
+{listen}
 worker:
   app: http-hello
 control:
@@ -30,7 +35,8 @@ log:
     return path
 
 
-def write_nginx_conf(tmp: str, port: int, workers: int) -> str:
+def write_nginx_conf(tmp: str, port: int, workers: int, reuseport: bool = False) -> str:
+    """reuseport: `listen ... reuseport`, a socket per worker instead of one shared listener."""
     path = os.path.join(tmp, "nginx.conf")
     temp_paths = "\n".join(
         f"    {kind}_temp_path {tmp}/nginx-{kind};"
@@ -49,7 +55,7 @@ http {{
 {temp_paths}
     keepalive_requests 1000000;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{" reuseport" if reuseport else ""};
         location / {{
             # The same kind of header forkd sends, so both answers cost about the same.
             add_header X-Worker-Pid $pid always;
