@@ -1,5 +1,6 @@
 #include "worker/accept_policy.hpp"
 
+#include <algorithm>
 #include <cerrno>
 
 namespace forkd::worker {
@@ -29,6 +30,10 @@ bool AcceptPolicy::holds_too_much(std::size_t own, std::size_t total,
   if (total < share_min_total) return false;
   const double fair = static_cast<double>(total) / static_cast<double>(workers);
   return static_cast<double>(own) > share_factor * fair + static_cast<double>(share_slack);
+}
+
+bool AcceptPolicy::could_hold_too_much(std::size_t own, std::size_t workers) const noexcept {
+  return holds_too_much(own, std::max(own, share_min_total), workers);
 }
 
 bool AcceptPolicy::yield_now(std::size_t others, std::size_t others_at_last_yield,

@@ -36,6 +36,10 @@ struct AcceptPolicy {
   // `own` of `total` open connections over `workers` workers (total counts own).
   [[nodiscard]] bool holds_too_much(std::size_t own, std::size_t total,
                                     std::size_t workers) const noexcept;
+  // Whether any total could make `own` too much (the least total possible is the likeliest): the
+  // kernel is asked for the total only then. Asking walks the kernel's whole TCP table, about a
+  // millisecond on a large machine, which a light load would otherwise pay on every connection.
+  [[nodiscard]] bool could_hold_too_much(std::size_t own, std::size_t workers) const noexcept;
 
   // Over its share: yield, unless we come straight back from a yield during which the others
   // took no connection (they are stalled or starved of CPU): then this worker accepts what is

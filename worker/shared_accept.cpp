@@ -169,6 +169,7 @@ bool SharedAccept::accept_batch(std::size_t index, std::size_t batch, std::size_
 bool SharedAccept::over_share() {
   if (share_port_ == 0) return false;
   const std::size_t own = open_count_() + 1;
+  if (!options_.policy.could_hold_too_much(own, options_.workers)) return false;
   const auto now = std::chrono::steady_clock::now();
   const auto holds_too_much = [&] {
     return options_.policy.holds_too_much(own, std::max(total_, own), options_.workers);

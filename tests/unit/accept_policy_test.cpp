@@ -26,6 +26,26 @@ TEST(AcceptPolicyTest, FewConnectionsNeverCount) {
   EXPECT_TRUE(small.holds_too_much(6, 6, 2));   // limit 3 + 2
 }
 
+// The kernel is asked for the total only when some total could make the worker's own count too
+// much: with 2 workers from 11 connections (at the least total, 16: limit 8 + 2), with 4 from 7.
+TEST(AcceptPolicyTest, TheTotalIsAskedForOnlyWhenItCouldMatter) {
+  const AcceptPolicy policy;
+  EXPECT_FALSE(policy.could_hold_too_much(1, 2));
+  EXPECT_FALSE(policy.could_hold_too_much(10, 2));
+  EXPECT_TRUE(policy.could_hold_too_much(11, 2));
+  EXPECT_FALSE(policy.could_hold_too_much(6, 4));
+  EXPECT_TRUE(policy.could_hold_too_much(7, 4));
+  EXPECT_FALSE(policy.could_hold_too_much(1000, 1));
+  // Never false where holds_too_much could be true.
+  for (std::size_t own = 0; own < 64; ++own) {
+    for (std::size_t total = own; total < 256; ++total) {
+      if (policy.holds_too_much(own, total, 3)) {
+        EXPECT_TRUE(policy.could_hold_too_much(own, 3));
+      }
+    }
+  }
+}
+
 TEST(AcceptPolicyTest, ClearlyMoreThanTheFairShareHoldsTooMuch) {
   const AcceptPolicy policy;
   // 50 over 2 workers: fair 25, limit 27, so a burst of 50 ends no worse than 27/23.
