@@ -281,15 +281,15 @@ void Master::cmd_logs(const json& request, const ControlCaller& /*caller*/, Resp
   constexpr std::size_t kReplyBudget = std::size_t{512} * 1024;
   std::vector<json> newest;
   std::size_t bytes = 0;
-  for (auto it = picked.rbegin(); it != picked.rend(); ++it) {
-    json line = to_json(*it);
+  for (std::size_t i = picked.size(); i-- > 0;) {
+    json line = to_json(picked[i]);
     bytes += line.dump(-1, ' ', false, json::error_handler_t::replace).size() + 1;
     if (bytes > kReplyBudget && !newest.empty()) break;
     newest.push_back(std::move(line));
   }
   const bool truncated = newest.size() < picked.size();
   json lines = json::array();
-  for (auto it = newest.rbegin(); it != newest.rend(); ++it) lines.push_back(std::move(*it));
+  for (std::size_t i = newest.size(); i-- > 0;) lines.push_back(std::move(newest[i]));
   respond({{"ok", true}, {"lines", std::move(lines)}, {"truncated", truncated}});
 }
 

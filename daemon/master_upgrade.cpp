@@ -157,6 +157,8 @@ void Master::on_upgrade_exit(int wait_status) {
 
 void Master::fail_upgrade(const std::string& why) {
   log_->error("hot upgrade failed: {}", why);
+  // The failed master may have steered our reuseport groups its own way meanwhile.
+  steering_->reattach();
   // Status and metrics show it as they show a failed reload: an operator's change that did not
   // take.
   last_reload_ = ReloadRecord{false, "hot upgrade: " + why, std::chrono::system_clock::now()};

@@ -72,7 +72,7 @@ ReuseportSteering::ReuseportSteering(asio::io_context& io, std::shared_ptr<spdlo
                                      std::function<void()> changed)
     : io_(io), log_(std::move(log)), changed_(std::move(changed)) {}
 
-ReuseportSteering::~ReuseportSteering() {
+ReuseportSteering::~ReuseportSteering() {  // NOLINT(bugprone-exception-escape): as declared
   close();
 }
 
@@ -102,6 +102,12 @@ void ReuseportSteering::track(const ListenerSet& set) {
     }
   }
   for (auto& [name, group] : groups_) settle(name, group);
+}
+
+void ReuseportSteering::reattach() {
+  for (auto& [name, group] : groups_) {
+    if (group.steered) group.attached.reset();
+  }
 }
 
 void ReuseportSteering::inherit_orders(ReuseportOrders orders) {
@@ -140,7 +146,7 @@ ReuseportOrders ReuseportSteering::orders_to_hand_over(std::span<const int> pass
   for (const auto& [name, group] : groups_) {
     const auto& order = group.order.sockets();
     if (!group.steered || order.empty()) continue;
-    if (std::all_of(order.begin(), order.end(), [&](auto key) { return keys.count(key) != 0; })) {
+    if (std::all_of(order.begin(), order.end(), [&](auto key) { return keys.contains(key); })) {
       orders.push_back(order);
     }
   }
@@ -149,7 +155,7 @@ ReuseportOrders ReuseportSteering::orders_to_hand_over(std::span<const int> pass
 
 void ReuseportSteering::track_socket(const std::string& group, int fd, bool steered) {
   const auto key = inode_of(fd);
-  if (!key || sockets_.count(*key) != 0) return;
+  if (!key || sockets_.contains(*key)) return;
   common::UniqueFd own(::fcntl(fd, F_DUPFD_CLOEXEC, 3));
   if (!own) {
     log_->warn("reuseport {}: cannot keep a reference to a socket: {}", group,
@@ -209,12 +215,12 @@ void ReuseportSteering::update(std::span<const ListenerSet* const> owners, const
   }
   // A process holds its copy until it exits, and what it left in its process group after it.
   const auto alive = [&pool](pid_t pid) {
-    return pool.find(pid) != nullptr || pool.leftovers().count(pid) != 0;
+    return pool.find(pid) != nullptr || pool.leftovers().contains(pid);
   };
   std::vector<std::uint64_t> gone;
   for (auto& [key, socket] : sockets_) {
     std::erase_if(socket->holders, [&](pid_t pid) { return !alive(pid); });
-    if (socket->holders.empty() && owned.count(key) == 0) gone.push_back(key);
+    if (socket->holders.empty() && !owned.contains(key)) gone.push_back(key);
   }
   for (const auto key : gone) close_socket(key);
   for (auto& [name, group] : groups_) steer(name, group, pool);
@@ -308,7 +314,7 @@ void ReuseportSteering::steer(const std::string& name, Group& group, const Worke
 std::optional<SteeringState> ReuseportSteering::state_of(const Lane& lane) const {
   if (lane.pid <= 0) return std::nullopt;
   for (const auto& [key, socket] : sockets_) {
-    if (socket->holders.count(lane.pid) == 0) continue;
+    if (!socket->holders.contains(lane.pid)) continue;
     const auto group = groups_.find(socket->group);
     if (group == groups_.end() || !group->second.steered) continue;
     return steering_state(lane, socket->stalled);

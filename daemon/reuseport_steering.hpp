@@ -44,6 +44,7 @@ class ReuseportSteering {
   ReuseportSteering& operator=(const ReuseportSteering&) = delete;
   ReuseportSteering(ReuseportSteering&&) = delete;
   ReuseportSteering& operator=(ReuseportSteering&&) = delete;
+  // NOLINTNEXTLINE(bugprone-exception-escape): timer cancel and close do not throw here
   ~ReuseportSteering();
 
   // Takes note of the sockets `set` opened since the last call: called right after each call
@@ -68,6 +69,9 @@ class ReuseportSteering {
   [[nodiscard]] std::optional<SteeringState> state_of(const Lane& lane) const;
   // Drops everything and steers no more: the master is done, or has handed over.
   void close();
+  // Another master may have attached its own programs to our groups (a hot upgrade's new master
+  // that failed): the next update() attaches ours again.
+  void reattach();
 
  private:
   struct Socket;

@@ -28,8 +28,8 @@ std::uint16_t local_port(int fd, int family) {
 std::shared_ptr<SharedAccept> SharedAccept::start(asio::io_context& io,
                                                   std::vector<Listener> listeners, Options options,
                                                   Adopt adopt, OpenCount open_count) {
-  auto self = std::make_shared<SharedAccept>(io, std::move(listeners), std::move(options),
-                                             std::move(adopt), std::move(open_count));
+  auto self = std::make_shared<SharedAccept>(io, std::move(listeners), options, std::move(adopt),
+                                             std::move(open_count));
   self->start_waiter();
   return self;
 }
@@ -39,7 +39,7 @@ SharedAccept::SharedAccept(asio::io_context& io, std::vector<Listener> listeners
     : io_(io),
       listeners_(std::move(listeners)),
       failing_(listeners_.size(), false),
-      options_(std::move(options)),
+      options_(options),
       adopt_(std::move(adopt)),
       open_count_(std::move(open_count)),
       pause_(io),
