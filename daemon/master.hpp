@@ -170,6 +170,8 @@ class Master {
   // that never did closes them (our copy: the process keeps its own until it exits).
   void settle_incoming_sockets();
   // The steering programs follow the pool's states (daemon/reuseport_steering.hpp).
+  // A stalled worker's queue to `helper` (ReuseportSteering::Lend).
+  [[nodiscard]] bool lend_queued(pid_t helper, int listener_fd);
   void steer_connections();
   void announce_ready();
   void check_request_migration();

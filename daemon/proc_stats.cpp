@@ -162,6 +162,20 @@ std::optional<std::uint64_t> parse_stat_cpu_ticks(std::string_view text) noexcep
   return ticks;
 }
 
+std::optional<char> parse_stat_state(std::string_view text) noexcept {
+  const std::size_t close = text.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  const std::string_view rest = skip_blanks(text.substr(close + 1));
+  if (rest.empty() || (rest.size() > 1 && rest[1] != ' ')) return std::nullopt;
+  return rest.front();
+}
+
+bool process_stopped(pid_t pid, std::optional<ProcOwner> owner) noexcept {
+  std::array<char, kProcFileMax> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
+  const auto state = parse_stat_state(read_proc_file(pid, "stat", owner, buffer));
+  return state == 'T' || state == 't';
+}
+
 std::optional<double> read_cpu_seconds(pid_t pid, std::optional<ProcOwner> owner) noexcept {
   std::array<char, kProcFileMax> buffer;  // NOLINT(cppcoreguidelines-pro-type-member-init)
   const auto ticks = parse_stat_cpu_ticks(read_proc_file(pid, "stat", owner, buffer));

@@ -36,6 +36,11 @@ struct ProcOwner {
 // utime + stime of /proc/PID/stat text, in clock ticks. The command name (field 2) may hold
 // spaces and parentheses, so fields are counted after its last ')'. nullopt when malformed.
 [[nodiscard]] std::optional<std::uint64_t> parse_stat_cpu_ticks(std::string_view text) noexcept;
+// The state letter of /proc/PID/stat text (R, S, D, T for stopped, t for traced, ...): field
+// 3, after the command name's last ')'. nullopt when malformed.
+[[nodiscard]] std::optional<char> parse_stat_state(std::string_view text) noexcept;
+// Whether `pid` is stopped (SIGSTOP, or held by a debugger); false when it runs or is gone.
+[[nodiscard]] bool process_stopped(pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;
 // CPU time `pid` has used, user + system, in seconds; nullopt when the process is gone.
 [[nodiscard]] std::optional<double> read_cpu_seconds(
     pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;

@@ -12,6 +12,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "common/fd.hpp"
 #include "common/units.hpp"
@@ -63,6 +64,8 @@ struct ReuseportSteering::Socket {
   bool armed = false;       // its one-shot readability is armed
   bool timing = false;      // the stall timer or the recovery check is armed
   bool stalled = false;
+  bool lend_due = false;  // stalled since the last update: its queue goes to another worker
+  bool lent = false;      // its queue was lent during this stall
   std::uint32_t queued_at_arm = 0;  // at the start of the window; 0: no window
   Duration window{0};               // how long the queue has not been empty
   LimitedLog stall_log;
@@ -107,6 +110,29 @@ void ReuseportSteering::track(const ListenerSet& set) {
 void ReuseportSteering::reattach() {
   for (auto& [name, group] : groups_) {
     if (group.steered) group.attached.reset();
+  }
+}
+
+void ReuseportSteering::lend_queued_with(Lend lend, Stopped stopped) {
+  lend_ = std::move(lend);
+  stopped_ = std::move(stopped);
+}
+
+void ReuseportSteering::lend_queue(Socket& stalled, const WorkerPool& pool) {
+  if (!lend_) return;
+  const auto group = groups_.find(stalled.group);
+  if (group == groups_.end() || !group->second.steered) return;
+  for (const auto& [key, other] : sockets_) {
+    if (other.get() == &stalled || other->group != stalled.group || other->stalled) continue;
+    for (const pid_t pid : other->holders) {
+      const Lane* lane = pool.find(pid);
+      if (lane == nullptr || steering_state(*lane, false) != SteeringState::in) continue;
+      if (!lend_(pid, stalled.fd.get())) continue;
+      stalled.lent = true;
+      stalled.stall_log.log(spdlog::level::info, "{}: its queued connections go to {} meanwhile",
+                            describe(stalled), describe(*other));
+      return;
+    }
   }
 }
 
@@ -224,6 +250,11 @@ void ReuseportSteering::update(std::span<const ListenerSet* const> owners, const
   }
   for (const auto key : gone) close_socket(key);
   for (auto& [name, group] : groups_) steer(name, group, pool);
+  // After the programs: no new connection reaches a stalled socket once its queue is lent.
+  for (auto& [key, socket] : sockets_) {
+    if (!std::exchange(socket->lend_due, false) || !socket->stalled) continue;
+    lend_queue(*socket, pool);
+  }
   for (auto& [key, socket] : sockets_) {
     const auto group = groups_.find(socket->group);
     bool ready_holder = false;
@@ -336,6 +367,7 @@ void ReuseportSteering::unwatch(Socket& socket) {
   if (!socket.watched && !socket.timing && !socket.stalled) return;
   socket.watched = false;
   socket.stalled = false;  // it matters only while a ready worker holds the socket
+  socket.lent = false;
   socket.timing = false;
   socket.queued_at_arm = 0;
   socket.window = Duration{0};
@@ -452,6 +484,7 @@ void ReuseportSteering::arm_stall_timer(const std::shared_ptr<Socket>& socket, s
           return;
         }
         s->stalled = true;
+        s->lend_due = true;
         s->queued_at_arm = 0;
         s->stall_log.log(spdlog::level::warn,
                          "{} stalled: {} connections queued for {}, no new connections until it "
@@ -469,13 +502,28 @@ void ReuseportSteering::arm_recovery_check(const std::shared_ptr<Socket>& socket
     if (error || !s || !s->timing) return;
     s->timing = false;
     if (!s->watched || !s->stalled) return;
-    if (accept_queue_length(s->fd.get()).value_or(0) > 0) {
+    const bool queued = accept_queue_length(s->fd.get()).value_or(0) > 0;
+    const bool held_stopped =
+        s->lent && stopped_ &&
+        std::any_of(s->holders.begin(), s->holders.end(), [&](pid_t pid) { return stopped_(pid); });
+    if (queued && held_stopped) {
+      s->lend_due = true;  // arrived after the lend: lent too, at the next update
+      changed_();
+    }
+    if (queued || held_stopped) {
       arm_recovery_check(s);
       return;
     }
     s->stalled = false;
-    s->stall_log.log(spdlog::level::info,
-                     "{} took its queued connections: it gets new connections again", describe(*s));
+    if (std::exchange(s->lent, false)) {
+      s->stall_log.log(spdlog::level::info,
+                       "{} runs again, its queue empty: it gets new connections again",
+                       describe(*s));
+    } else {
+      s->stall_log.log(spdlog::level::info,
+                       "{} took its queued connections: it gets new connections again",
+                       describe(*s));
+    }
     changed_();
   });
 }

@@ -65,6 +65,15 @@ class ReuseportSteering {
   // group's program anew when its set of sockets changed, and watches ready workers' queues.
   void update(std::span<const ListenerSet* const> owners, const WorkerPool& pool,
               Duration stall_after);
+  // Hands a stalled worker's listening socket to a worker that takes connections, so that what
+  // is queued on it is served now rather than when the stalled one resumes; false when that
+  // worker cannot take it (not a built-in worker).
+  // `stopped`: whether a process is stopped (SIGSTOP, a debugger). Once its queue has been lent,
+  // a socket stays out while a holder is stopped: its queue is empty then for the helper's
+  // sake, not its own. Connections that reach it meanwhile are lent again.
+  using Lend = std::function<bool(pid_t helper, int listener_fd)>;
+  using Stopped = std::function<bool(pid_t)>;
+  void lend_queued_with(Lend lend, Stopped stopped);
   // A worker's steering state; none when it has no steered reuseport socket.
   [[nodiscard]] std::optional<SteeringState> state_of(const Lane& lane) const;
   // Drops everything and steers no more: the master is done, or has handed over.
@@ -86,6 +95,7 @@ class ReuseportSteering {
   void track_socket(const std::string& group, int fd, bool steered);
   void close_socket(std::uint64_t key);
   void settle(const std::string& name, Group& group);
+  void lend_queue(Socket& stalled, const WorkerPool& pool);
   void steer(const std::string& name, Group& group, const WorkerPool& pool);
   void watch(const std::shared_ptr<Socket>& socket);
   void unwatch(Socket& socket);
@@ -107,6 +117,8 @@ class ReuseportSteering {
   std::map<std::string, Group> groups_;                       // by listen address
   const WorkerPool* pool_ = nullptr;                          // the last update's, for logs
   ReuseportOrders inherited_;
+  Lend lend_;
+  Stopped stopped_;
   bool closed_ = false;
   Duration stall_after_{0};
 };

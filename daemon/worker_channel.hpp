@@ -34,6 +34,10 @@ class WorkerChannel : public std::enable_shared_from_this<WorkerChannel> {
 
   // Queues one message; false when the queue is over its bound (the message is dropped).
   [[nodiscard]] bool send(const nlohmann::json& message);
+  // Sends one message with a copy of `fd` attached (SCM_RIGHTS), now or not at all: false when
+  // lines are still queued or in flight (the descriptor must arrive with this line, not with an
+  // older one), or when the socket takes nothing now. What a partial write leaves is queued.
+  [[nodiscard]] bool send_with_fd(const nlohmann::json& message, int fd);
   void close();
   [[nodiscard]] std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
   // Bytes its buffers reserve (an unfinished incoming line, outgoing lines): a few empty

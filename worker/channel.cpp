@@ -1,6 +1,11 @@
 #include "worker/channel.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <asio/buffer.hpp>
@@ -47,11 +52,32 @@ void Channel::stop_reading() {
   reader_.close(ignored);
 }
 
+// recvmsg, not read: the master may pass a descriptor with a line (a stalled worker's listening
+// socket, see Worker::on_queued_connections), and read() would close it unseen.
 void Channel::read_next() {
-  reader_.async_read_some(asio::buffer(read_buffer_), [this](std::error_code ec, std::size_t n) {
+  reader_.async_wait(asio::socket_base::wait_read, [this](std::error_code ec) {
     if (!reading_) return;
-    if (ec) {
-      if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+    ssize_t n = -1;
+    if (!ec) {
+      iovec data{read_buffer_.data(), read_buffer_.size()};
+      alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * kMaxPassedAtOnce)> control{};
+      msghdr header{};
+      header.msg_iov = &data;
+      header.msg_iovlen = 1;
+      header.msg_control = control.data();
+      header.msg_controllen = control.size();
+      do {
+        n = ::recvmsg(reader_.native_handle(), &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        read_next();  // woken for nothing
+        return;
+      }
+      if (n < 0) ec = common::last_error();
+      if (n >= 0) keep_passed(header);
+    }
+    if (ec || n == 0) {
+      if (ec && ec != asio::error::connection_reset) {
         report("ipc: read from master failed: " + ec.message());
       }
       stop_reading();
@@ -59,10 +85,32 @@ void Channel::read_next() {
       return;
     }
     decoder_.feed(
-        std::string_view(read_buffer_.data(), n),
+        std::string_view(read_buffer_.data(), static_cast<std::size_t>(n)),
         [this](common::LineDecoder::Event event, std::string_view line) { on_line(event, line); });
     if (reading_) read_next();
   });
+}
+
+void Channel::keep_passed(const msghdr& header) {
+  for (const cmsghdr* c = CMSG_FIRSTHDR(&header); c != nullptr;
+       c = CMSG_NXTHDR(const_cast<msghdr*>(&header), const_cast<cmsghdr*>(c))) {  // NOLINT
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd = -1;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));  // NOLINT
+      common::UniqueFd owned(fd);
+      // Bounded: descriptors no line claims are closed rather than kept.
+      if (passed_.size() < kMaxPassedAtOnce) passed_.push_back(std::move(owned));
+    }
+  }
+}
+
+common::UniqueFd Channel::take_passed() {
+  if (passed_.empty()) return {};
+  common::UniqueFd fd = std::move(passed_.front());
+  passed_.pop_front();
+  return fd;
 }
 
 void Channel::on_line(common::LineDecoder::Event event, std::string_view line) {

@@ -3,10 +3,13 @@
 // asynchronously, so a master that does not read can never block the worker's loop.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <array>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <cstddef>
+#include <deque>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -41,9 +44,14 @@ class Channel {
   void post(const nlohmann::json& message);
 
   [[nodiscard]] std::size_t queued_bytes() const noexcept { return queue_.bytes(); }
+  // The oldest descriptor the master passed with a line and nobody took yet; an empty UniqueFd
+  // when there is none. A line that comes with a descriptor is read after it is kept, so its
+  // handler finds it here.
+  [[nodiscard]] common::UniqueFd take_passed();
 
  private:
   void read_next();
+  void keep_passed(const msghdr& header);
   void on_line(common::LineDecoder::Event event, std::string_view line);
   void write_next();
 
@@ -60,6 +68,8 @@ class Channel {
   bool broken_ = false;
   common::LineQueue queue_;
   bool dropped_reported_ = false;
+  static constexpr std::size_t kMaxPassedAtOnce = 4;
+  std::deque<common::UniqueFd> passed_;
 };
 
 }  // namespace forkd::worker

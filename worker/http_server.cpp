@@ -487,6 +487,51 @@ HttpServer::HttpServer(asio::io_context& io, std::span<const Listener> listeners
   for (auto& a : core_->acceptors) core_->accept_next(*a);
 }
 
+void HttpServer::take_queued_from(common::UniqueFd listener) {
+  const int fd = listener.get();
+  int type = 0;
+  int listening = 0;
+  int family = 0;
+  int protocol = 0;
+  socklen_t len = sizeof(int);
+  const bool usable = ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+                      ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 &&
+                      ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &len) == 0 &&
+                      ::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 &&
+                      type == SOCK_STREAM && listening != 0 &&
+                      (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0;
+  if (!usable) {
+    report("http: a lent listener is not a non-blocking listening stream socket; not used");
+    return;
+  }
+  const auto take = [fd, family, protocol](Core& core) {
+    constexpr int kMaxTaken = 4096;  // the kernel's default cap on a listen backlog
+    for (int taken = 0; taken < kMaxTaken; ++taken) {
+      common::UniqueFd connection(::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!connection) {
+        if (is_transient_accept_error(errno)) continue;
+        return;  // empty (EAGAIN), or failing: what is left waits for its own worker
+      }
+      Socket socket(core.io);
+      std::error_code ec;
+      socket.assign(Protocol(family, protocol), connection.get(), ec);
+      if (ec) continue;
+      (void)connection.release();
+      core.adopt(family, std::move(socket));
+    }
+  };
+  take(*core_);
+  if (core_->stopping) return;
+  auto later = std::make_shared<asio::steady_timer>(core_->io, std::chrono::milliseconds(100));
+  later->async_wait([later, weak = std::weak_ptr<Core>(core_), take,
+                     kept = std::make_shared<common::UniqueFd>(std::move(listener))](
+                        std::error_code ec) {
+    auto core = weak.lock();
+    if (ec || !core) return;
+    take(*core);
+  });
+}
+
 HttpServer::~HttpServer() {  // NOLINT(bugprone-exception-escape): as declared
   core_->close_all();
 }

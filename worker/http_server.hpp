@@ -67,6 +67,12 @@ class HttpServer {
   // no pending operation, so the loop can run out of work.
   void stop();
 
+  // Takes the connections queued on another worker's listening socket (one the master lent,
+  // Worker::on_queued_connections): those there now, and again a moment later for the ones whose
+  // handshake was still under way; then closes it. A socket that is not a listening stream
+  // socket in non-blocking mode (an accept could block the loop) is closed untouched.
+  void take_queued_from(common::UniqueFd listener);
+
   [[nodiscard]] std::size_t connection_count() const noexcept;
 
   struct Core;

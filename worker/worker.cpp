@@ -199,6 +199,10 @@ void Worker::on_message(MessageHandler handler) {
   message_handler_ = std::move(handler);
 }
 
+void Worker::on_queued_connections(QueuedHandler handler) {
+  queued_handler_ = std::move(handler);
+}
+
 void Worker::on_stop(StopHandler handler) {
   if (stopping_) {
     handler();
@@ -264,7 +268,17 @@ int Worker::run() {
   if (!stopping_) {
     channel_.start_reading(
         [this](const nlohmann::json& message) {
-          if (message_handler_ && !stopping_) message_handler_(message);
+          if (stopping_) return;
+          // Only a line that came with a descriptor is the master's lending; any other line,
+          // whatever it says, is the application's.
+          const auto kind = message.is_object() ? message.find("forkd") : message.end();
+          if (kind != message.end() && kind->is_string() && *kind == "take_queued") {
+            if (common::UniqueFd listener = channel_.take_passed()) {
+              if (queued_handler_) queued_handler_(std::move(listener));
+              return;
+            }
+          }
+          if (message_handler_) message_handler_(message);
         },
         [this] { begin_stop(StopReason::master_gone); });
     if (context_.watchdog.count() > 0) {

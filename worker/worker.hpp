@@ -83,6 +83,12 @@ class Worker {
 
   // Every message the master delivers (relayed from a worker or from the operator).
   void on_message(MessageHandler handler);
+  // With reuseport, the master may lend this worker a stalled worker's listening socket, with
+  // {"forkd":"take_queued"}: the handler takes what is queued on it (HttpServer::take_queued_from)
+  // and closes it. Without a handler the socket is closed at once and its connections wait for
+  // their own worker.
+  using QueuedHandler = std::function<void(common::UniqueFd listener)>;
+  void on_queued_connections(QueuedHandler handler);
   // Adds a hook run once when the worker starts stopping (SIGTERM, master gone, or stop()):
   // close acceptors, finish in-flight work, release what keeps the loop busy. Hooks run in the
   // order they were added.
@@ -119,6 +125,7 @@ class Worker {
   bool counts_pending_ = false;
   std::optional<common::SignalSource> signals_;
   MessageHandler message_handler_;
+  QueuedHandler queued_handler_;
   std::vector<StopHandler> stop_handlers_;
   bool ready_sent_ = false;
   bool stopping_ = false;

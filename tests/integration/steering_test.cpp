@@ -3,7 +3,10 @@
 // taken back in once it has taken what was queued on its socket.
 #include <signal.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,6 +25,21 @@ std::string steering_of(const ReuseportCluster& c, pid_t pid) {
     if (w["pid"] == pid) return w["steering"].is_string() ? w["steering"].get<std::string>() : "";
   }
   return "";
+}
+
+// The accept-queue length of each listening socket on the port (ss's Recv-Q), or nullopt.
+std::optional<std::vector<unsigned>> listen_queues(std::uint16_t port) {
+  const auto ss = find_tool("ss");
+  if (!ss) return std::nullopt;
+  const auto r = run_command({*ss, "-ltnH", "sport = :" + std::to_string(port)}, 10s);
+  if (r.exit_code() != 0) return std::nullopt;
+  std::vector<unsigned> queues;
+  std::istringstream lines(r.out);
+  std::string state;
+  unsigned recv_q = 0;
+  std::string rest;
+  while (lines >> state >> recv_q && std::getline(lines, rest)) queues.push_back(recv_q);
+  return queues;
 }
 
 // A steady load of fresh connections puts some on the stopped worker's queue (each client thread
@@ -72,10 +90,10 @@ void expect_stopped_worker_left_out_and_taken_back(ReuseportCluster& c, std::siz
   ASSERT_TRUE(seen) << c.forkd.log();
   EXPECT_EQ(answered_by_other, 20U) << ::testing::PrintToString(misses);
 
-  ASSERT_TRUE(
-      c.forkd.wait_for_log(R"(worker 1 \(pid )" + stopped_pid +
-                               R"(\) took its queued connections: it gets new connections again)",
-                           20s, stalled->end_offset))
+  ASSERT_TRUE(c.forkd.wait_for_log(
+      R"(worker 1 \(pid )" + stopped_pid +
+          R"(\) (took its queued connections|runs again, its queue empty): it gets new connections again)",
+      20s, stalled->end_offset))
       << c.forkd.log();
   EXPECT_TRUE(wait_until([&] { return steering_of(c, stopped) == "in"; }, 10s));
   // It answers fresh connections again: what was queued on it was at most one per client thread.
@@ -116,6 +134,80 @@ TEST(SteeringTest, AHotUpgradesNewMasterSteersTheSocketsItTakesOver) {
   expect_stopped_worker_left_out_and_taken_back(c, handed->end_offset);
   ::kill(successor, SIGTERM);
   EXPECT_TRUE(wait_until([&] { return !process_alive(successor); }, 30s));
+}
+
+}  // namespace
+
+namespace {
+
+// The stretch of issue #15: what was queued on the stopped worker's socket before the master saw
+// the stall is handed to the other worker, which serves it while the stopped one still sleeps.
+// Without that, those clients wait for SIGCONT (here: until their 3 s timeout fails them).
+TEST(SteeringTest, AStoppedWorkersQueuedConnectionsAreServedByAnother) {
+  ReuseportCluster c;
+  ASSERT_NO_FATAL_FAILURE(c.start(2));
+  const auto st = c.forkctl({"--json", "status"});
+  ASSERT_EQ(st.exit_code(), 0) << st.err;
+  pid_t stopped = 0;
+  pid_t other = 0;
+  const json status = json::parse(st.out);
+  for (const auto& w : status["workers"]) {
+    if (w["id"] == 1) stopped = w["pid"].get<pid_t>();
+    if (w["id"] == 0) other = w["pid"].get<pid_t>();
+  }
+  ASSERT_GT(stopped, 0) << st.out;
+  ASSERT_GT(other, 0) << st.out;
+
+  LoadOptions lo;
+  lo.address = c.address();
+  lo.keepalive_clients = 0;
+  lo.fresh_clients = 4;
+  lo.request_timeout = 3s;
+  LoadGenerator load(lo);
+  load.start();
+  ASSERT_TRUE(load.wait_for_ok(50, 20s));
+
+  ASSERT_EQ(::kill(stopped, SIGSTOP), 0);
+  const auto seen = c.forkd.wait_for_log(
+      R"(worker 1 \(pid )" + std::to_string(stopped) + R"(\) stalled: \d+ connections queued)",
+      20s);
+  bool emptied = false;
+  std::vector<unsigned> last;
+  std::uint64_t ok_after = 0;
+  if (seen) {
+    // Every socket's queue empties while the worker is still stopped, and the clients that were
+    // queued behind it go on: each of the 4 gets answers again.
+    emptied = wait_until(
+        [&] {
+          last = listen_queues(c.port).value_or(std::vector<unsigned>{99});
+          return std::all_of(last.begin(), last.end(), [](unsigned q) { return q == 0; });
+        },
+        10s);
+    const auto before = load.ok();
+    ok_after = load.wait_for_ok(before + 100, 10s) ? load.ok() - before : 0;
+  }
+  const std::uint64_t failed_while_stopped = load.failed();
+  // Its queue was emptied for it, not by it: it stays out until it runs again.
+  const std::string state_while_stopped = steering_of(c, stopped);
+  const std::size_t back_while_stopped = c.forkd.count_log("gets new connections again");
+  ASSERT_EQ(::kill(stopped, SIGCONT), 0);
+  EXPECT_EQ(state_while_stopped, "stalled");
+  EXPECT_EQ(back_while_stopped, 0U) << c.forkd.log();
+  EXPECT_TRUE(c.forkd.wait_for_log(
+      R"(worker 1 \(pid )" + std::to_string(stopped) +
+          R"(\) (took its queued connections|runs again, its queue empty): it gets new connections again)",
+      20s));
+  ASSERT_TRUE(seen) << c.forkd.log();
+  EXPECT_GE(c.forkd.count_log(R"(worker 1 \(pid )" + std::to_string(stopped) +
+                              R"(\): its queued connections go to worker 0 \(pid )" +
+                              std::to_string(other) + R"(\) meanwhile)"),
+            1U)
+      << c.forkd.log();
+  EXPECT_TRUE(emptied) << ::testing::PrintToString(last);
+  EXPECT_GE(ok_after, 100U);
+  EXPECT_EQ(failed_while_stopped, 0U) << ::testing::PrintToString(load.failures());
+  load.stop();
+  EXPECT_EQ(load.failed(), 0U) << ::testing::PrintToString(load.failures());
 }
 
 }  // namespace

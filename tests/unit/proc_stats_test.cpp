@@ -154,6 +154,29 @@ TEST(ProcStatCpu, UserPlusSystemTicksCountedAfterTheLastParenthesis) {
   EXPECT_FALSE(forkd::daemon::parse_stat_cpu_ticks("1 (x) S 1 1 1 0 -1 0 0 0 0 0 ab 7 0"));
 }
 
+TEST(ProcStatState, TheLetterAfterTheLastParenthesisAndAStoppedChild) {
+  EXPECT_EQ(forkd::daemon::parse_stat_state("4242 (my (odd) app) T 1 4242\n"), 'T');
+  EXPECT_EQ(forkd::daemon::parse_stat_state("7 (x) t 1"), 't');
+  EXPECT_FALSE(forkd::daemon::parse_stat_state("7 (x) "));
+  EXPECT_FALSE(forkd::daemon::parse_stat_state("7 (x) ST 1"));
+  EXPECT_FALSE(forkd::daemon::parse_stat_state("no parenthesis"));
+  EXPECT_FALSE(forkd::daemon::process_stopped(::getpid()));
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  ASSERT_EQ(::kill(child, SIGSTOP), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, WUNTRACED), child);
+  EXPECT_TRUE(WIFSTOPPED(status));
+  EXPECT_TRUE(forkd::daemon::process_stopped(child));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, &status, 0);
+  EXPECT_FALSE(forkd::daemon::process_stopped(child));  // gone
+}
+
 TEST(ProcStatCpu, OurOwnCpuTimeAndCommandLineAreReadable) {
   EXPECT_TRUE(forkd::daemon::read_cpu_seconds(::getpid()));
   const auto line = forkd::daemon::read_command_line(::getpid());

@@ -147,6 +147,8 @@ HelloServer::HelloServer(Worker& worker)
                 return options;
               }()) {
   worker.on_stop([this] { server_.stop(); });
+  worker.on_queued_connections(
+      [this](common::UniqueFd listener) { server_.take_queued_from(std::move(listener)); });
 }
 
 void echo_messages(Worker& worker) {
