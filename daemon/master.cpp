@@ -146,9 +146,8 @@ Master::Master(common::Config config, std::string config_path, LaunchInfo launch
   listeners_.ensure_worker_sockets(pool_.target());
   steering_ = std::make_unique<ReuseportSteering>(io_, log_,
                                                   [this] { guarded("reuseport steering", [] {}); });
-  steering_->lend_queued_with(
-      [this](pid_t helper, int fd) { return lend_queued(helper, fd); },
-      [this](pid_t pid) { return process_stopped(pid, owner(pid)); });
+  steering_->lend_queued_with([this](pid_t helper, int fd) { return lend_queued(helper, fd); },
+                              [this](pid_t pid) { return process_stopped(pid, owner(pid)); });
   if (inherited_orders) steering_->inherit_orders(std::move(*inherited_orders));
   steering_->track(listeners_);
   for (const auto& l : listeners_.listeners()) {

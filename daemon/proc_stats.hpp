@@ -40,7 +40,8 @@ struct ProcOwner {
 // 3, after the command name's last ')'. nullopt when malformed.
 [[nodiscard]] std::optional<char> parse_stat_state(std::string_view text) noexcept;
 // Whether `pid` is stopped (SIGSTOP, or held by a debugger); false when it runs or is gone.
-[[nodiscard]] bool process_stopped(pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;
+[[nodiscard]] bool process_stopped(pid_t pid,
+                                   std::optional<ProcOwner> owner = std::nullopt) noexcept;
 // CPU time `pid` has used, user + system, in seconds; nullopt when the process is gone.
 [[nodiscard]] std::optional<double> read_cpu_seconds(
     pid_t pid, std::optional<ProcOwner> owner = std::nullopt) noexcept;

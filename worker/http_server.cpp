@@ -523,13 +523,13 @@ void HttpServer::take_queued_from(common::UniqueFd listener) {
   take(*core_);
   if (core_->stopping) return;
   auto later = std::make_shared<asio::steady_timer>(core_->io, std::chrono::milliseconds(100));
-  later->async_wait([later, weak = std::weak_ptr<Core>(core_), take,
-                     kept = std::make_shared<common::UniqueFd>(std::move(listener))](
-                        std::error_code ec) {
-    auto core = weak.lock();
-    if (ec || !core) return;
-    take(*core);
-  });
+  later->async_wait(
+      [later, weak = std::weak_ptr<Core>(core_), take,
+       kept = std::make_shared<common::UniqueFd>(std::move(listener))](std::error_code ec) {
+        auto core = weak.lock();
+        if (ec || !core) return;
+        take(*core);
+      });
 }
 
 HttpServer::~HttpServer() {  // NOLINT(bugprone-exception-escape): as declared
