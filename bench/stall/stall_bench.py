@@ -258,7 +258,7 @@ def measure(name: str, args: argparse.Namespace, tmp: str) -> Result | None:
             where = os.path.dirname(server.log_path)
             with open(server.log_path, encoding="utf-8", errors="replace") as f:
                 lines = [ln.rstrip("\n") for ln in f
-                         if re.search(r"(?i)stalled|steer|reuseport|new connections",
+                         if re.search(r"(?i)stalled|steer|reuseport|new connections|queued connections",
                                       ln.replace(where, ""))]
         return Result(ol, bursts, lines)
     finally:
