@@ -30,6 +30,9 @@ std::optional<std::uint64_t> inode_of(int fd) {
 }
 
 // How often a queue is read while it is not empty: a few times per stall_after.
+// Lends of a stalled socket's queue that found no taker, tried before giving up for this stall.
+constexpr unsigned kLendAttempts = 5;
+
 Duration sample_interval(Duration stall_after) {
   return std::max(stall_after / 4, Duration{10});
 }
@@ -64,8 +67,9 @@ struct ReuseportSteering::Socket {
   bool armed = false;       // its one-shot readability is armed
   bool timing = false;      // the stall timer or the recovery check is armed
   bool stalled = false;
-  bool lend_due = false;  // stalled since the last update: its queue goes to another worker
-  bool lent = false;      // its queue was lent during this stall
+  bool lend_due = false;       // stalled since the last update: its queue goes to another worker
+  bool lent = false;           // its queue was lent during this stall
+  unsigned lend_attempts = 0;  // during this stall
   std::uint32_t queued_at_arm = 0;  // at the start of the window; 0: no window
   Duration window{0};               // how long the queue has not been empty
   LimitedLog stall_log;
@@ -120,6 +124,7 @@ void ReuseportSteering::lend_queued_with(Lend lend, Stopped stopped) {
 
 void ReuseportSteering::lend_queue(Socket& stalled, const WorkerPool& pool) {
   if (!lend_) return;
+  ++stalled.lend_attempts;
   const auto group = groups_.find(stalled.group);
   if (group == groups_.end() || !group->second.steered) return;
   for (const auto& [key, other] : sockets_) {
@@ -368,6 +373,7 @@ void ReuseportSteering::unwatch(Socket& socket) {
   socket.watched = false;
   socket.stalled = false;  // it matters only while a ready worker holds the socket
   socket.lent = false;
+  socket.lend_attempts = 0;
   socket.timing = false;
   socket.queued_at_arm = 0;
   socket.window = Duration{0};
@@ -506,8 +512,10 @@ void ReuseportSteering::arm_recovery_check(const std::shared_ptr<Socket>& socket
     const bool held_stopped =
         s->lent && stopped_ &&
         std::any_of(s->holders.begin(), s->holders.end(), [&](pid_t pid) { return stopped_(pid); });
-    if (queued && held_stopped) {
-      s->lend_due = true;  // arrived after the lend: lent too, at the next update
+    // Arrived after a lend, or a lend that could not be made (a few times: an exec'd worker's
+    // helper never takes one): tried again at the next update.
+    if (queued && lend_ && (s->lent || s->lend_attempts < kLendAttempts)) {
+      s->lend_due = true;
       changed_();
     }
     if (queued || held_stopped) {
@@ -515,6 +523,7 @@ void ReuseportSteering::arm_recovery_check(const std::shared_ptr<Socket>& socket
       return;
     }
     s->stalled = false;
+    s->lend_attempts = 0;
     if (std::exchange(s->lent, false)) {
       s->stall_log.log(spdlog::level::info,
                        "{} runs again, its queue empty: it gets new connections again",
