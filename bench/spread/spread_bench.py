@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench import Server, children_of, make_server, run_wrk  # noqa: E402
-
-REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+from bench import Server, children_of, http_get, make_server, run_wrk  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -38,21 +35,8 @@ def log(msg: str) -> None:
 def worker_pid_of(port: int, timeout: float) -> tuple[int | None, float]:
     """One request on a fresh connection: (answering worker's pid or None, seconds taken)."""
     start = time.monotonic()
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(REQUEST)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            # Reset instead of FIN: thousands of probes must not pile up in TIME_WAIT.
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        m = re.search(rb"(?i)\r\nx-worker-pid:\s*(\d+)", data)
-        return (int(m.group(1)) if m else None), time.monotonic() - start
-    except OSError:
-        return None, time.monotonic() - start
+    reply = http_get(port, timeout=timeout)
+    return (reply.pid if reply else None), time.monotonic() - start
 
 
 @dataclass

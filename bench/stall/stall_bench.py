@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "spread"))
-from bench import Server, children_of  # noqa: E402
+from bench import Server, children_of, stats  # noqa: E402
 from peers import free_port, write_forkd_conf, write_nginx_conf  # noqa: E402
 from spread_bench import Burst, burst_round, client_sockets_per_worker  # noqa: E402
 
@@ -291,13 +291,6 @@ def wall(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
-
-
 @dataclass
 class Row:
     slow: int
@@ -332,7 +325,7 @@ def summarize(r: Result, args: argparse.Namespace) -> Row:
         worst=max(lat) if lat else None,
         failed=len(reqs) - len(answered),
         calm_split=calm_split, calm=ratio(calm_split),
-        p50=percentile(lat, 50), p99=percentile(lat, 99),
+        p50=stats(lat, 50), p99=stats(lat, 99),
         socket_splits=splits, socket_worst=max((ratio(s) for s in splits), default=float("inf")),
         rps=sum(measured) / len(measured) if measured else None)
 
