@@ -282,14 +282,8 @@ TEST(ReloadTest, ReuseportNeverReadyNewWorkersAnswerNoRequest) {
 TEST(ReloadTest, ReuseportScaleDownServesWhatWasQueuedOnTheRetiringSocket) {
   ReuseportCluster c;
   ASSERT_NO_FATAL_FAILURE(c.start(2));
-  const auto st = c.forkctl({"--json", "status"});
-  ASSERT_EQ(st.exit_code(), 0) << st.err;
-  pid_t retiring = 0;
-  const json workers = json::parse(st.out)["workers"];
-  for (const auto& w : workers) {
-    if (w["id"] == 1) retiring = w["pid"].get<pid_t>();
-  }
-  ASSERT_GT(retiring, 0) << st.out;
+  const pid_t retiring = c.worker_pid(1);
+  ASSERT_GT(retiring, 0) << c.status().dump();
 
   LoadOptions lo;
   lo.address = c.address();

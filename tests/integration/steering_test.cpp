@@ -18,9 +18,8 @@ using namespace forkd::test;
 using nlohmann::json;
 
 std::string steering_of(const ReuseportCluster& c, pid_t pid) {
-  const auto st = c.forkctl({"--json", "status"});
-  if (st.exit_code() != 0) return "";
-  const json status = json::parse(st.out);
+  const json status = c.status();
+  if (!status.is_object()) return "";
   for (const auto& w : status["workers"]) {
     if (w["pid"] == pid) return w["steering"].is_string() ? w["steering"].get<std::string>() : "";
   }
@@ -47,22 +46,11 @@ std::optional<std::vector<unsigned>> listen_queues(std::uint16_t port) {
 // goes to the other worker: without steering, about half of them would wait on the stopped one.
 // `from`: the log offset after which the master's lines count.
 void expect_stopped_worker_left_out_and_taken_back(ReuseportCluster& c, std::size_t from) {
-  const auto st = c.forkctl({"--json", "status"});
-  ASSERT_EQ(st.exit_code(), 0) << st.err;
-  pid_t stopped = 0;
-  const json status = json::parse(st.out);
-  for (const auto& w : status["workers"]) {
-    if (w["id"] == 1) stopped = w["pid"].get<pid_t>();
-  }
-  ASSERT_GT(stopped, 0) << st.out;
+  const pid_t stopped = c.worker_pid(1);
+  ASSERT_GT(stopped, 0) << c.status().dump();
   const std::string stopped_pid = std::to_string(stopped);
 
-  LoadOptions lo;
-  lo.address = c.address();
-  lo.keepalive_clients = 0;
-  lo.fresh_clients = 4;
-  lo.request_timeout = 60s;
-  LoadGenerator load(lo);
+  LoadGenerator load(c.fresh_connections(4, 60s));
   load.start();
   ASSERT_TRUE(load.wait_for_ok(50, 20s));
 
@@ -136,34 +124,18 @@ TEST(SteeringTest, AHotUpgradesNewMasterSteersTheSocketsItTakesOver) {
   EXPECT_TRUE(wait_until([&] { return !process_alive(successor); }, 30s));
 }
 
-}  // namespace
-
-namespace {
-
 // The stretch of issue #15: what was queued on the stopped worker's socket before the master saw
 // the stall is handed to the other worker, which serves it while the stopped one still sleeps.
 // Without that, those clients wait for SIGCONT (here: until their 3 s timeout fails them).
 TEST(SteeringTest, AStoppedWorkersQueuedConnectionsAreServedByAnother) {
   ReuseportCluster c;
   ASSERT_NO_FATAL_FAILURE(c.start(2));
-  const auto st = c.forkctl({"--json", "status"});
-  ASSERT_EQ(st.exit_code(), 0) << st.err;
-  pid_t stopped = 0;
-  pid_t other = 0;
-  const json status = json::parse(st.out);
-  for (const auto& w : status["workers"]) {
-    if (w["id"] == 1) stopped = w["pid"].get<pid_t>();
-    if (w["id"] == 0) other = w["pid"].get<pid_t>();
-  }
-  ASSERT_GT(stopped, 0) << st.out;
-  ASSERT_GT(other, 0) << st.out;
+  const pid_t stopped = c.worker_pid(1);
+  const pid_t other = c.worker_pid(0);
+  ASSERT_GT(stopped, 0) << c.status().dump();
+  ASSERT_GT(other, 0) << c.status().dump();
 
-  LoadOptions lo;
-  lo.address = c.address();
-  lo.keepalive_clients = 0;
-  lo.fresh_clients = 4;
-  lo.request_timeout = 3s;
-  LoadGenerator load(lo);
+  LoadGenerator load(c.fresh_connections(4, 3s));
   load.start();
   ASSERT_TRUE(load.wait_for_ok(50, 20s));
 

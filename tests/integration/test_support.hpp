@@ -138,6 +138,31 @@ struct ReuseportCluster {
     args.insert(args.begin(), {forkctl_bin(), "-s", dir.file("forkd.sock")});
     return run_command(std::move(args), 60s);
   }
+  // `forkctl --json status`, or null when it failed.
+  [[nodiscard]] nlohmann::json status() const {
+    const auto st = forkctl({"--json", "status"});
+    return st.exit_code() == 0 ? nlohmann::json::parse(st.out) : nlohmann::json();
+  }
+  // The pid status lists for worker `id`, or 0.
+  [[nodiscard]] pid_t worker_pid(unsigned id) const {
+    const nlohmann::json s = status();
+    if (!s.is_object()) return 0;
+    for (const auto& w : s["workers"]) {
+      if (w["id"] == id && w["pid"].is_number()) return w["pid"].get<pid_t>();
+    }
+    return 0;
+  }
+  // `clients` threads opening a connection per request, each waiting `timeout` at most for its
+  // answer: the load the stall tests put some of on a stopped worker's queue.
+  [[nodiscard]] LoadOptions fresh_connections(std::size_t clients,
+                                              std::chrono::milliseconds timeout) const {
+    LoadOptions lo;
+    lo.address = address();
+    lo.keepalive_clients = 0;
+    lo.fresh_clients = clients;
+    lo.request_timeout = timeout;
+    return lo;
+  }
 };
 
 // One request line on a fresh control connection; the reply line, or "" on timeout/close.
