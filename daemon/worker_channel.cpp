@@ -1,15 +1,11 @@
 #include "daemon/worker_channel.hpp"
 
-#include <sys/socket.h>
-#include <sys/uio.h>
-
-#include <cerrno>
-#include <cstring>
-
 #include <array>
 #include <asio/buffer.hpp>
 #include <asio/error.hpp>
 #include <asio/write.hpp>
+
+#include "common/fd_passing.hpp"
 
 namespace forkd::daemon {
 
@@ -46,22 +42,7 @@ void WorkerChannel::close() {
 bool WorkerChannel::send_with_fd(const nlohmann::json& message, int fd) {
   if (closed_ || queue_.bytes() != 0) return false;
   const std::string line = common::to_json_line(message);
-  iovec data{const_cast<char*>(line.data()), line.size()};  // NOLINT: sendmsg does not write
-  alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int))> control{};
-  msghdr header{};
-  header.msg_iov = &data;
-  header.msg_iovlen = 1;
-  header.msg_control = control.data();
-  header.msg_controllen = control.size();
-  cmsghdr* rights = CMSG_FIRSTHDR(&header);
-  rights->cmsg_level = SOL_SOCKET;
-  rights->cmsg_type = SCM_RIGHTS;
-  rights->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(rights), &fd, sizeof(int));
-  ssize_t n = -1;
-  do {
-    n = ::sendmsg(socket_.native_handle(), &header, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
+  const ssize_t n = common::send_with_fd(socket_.native_handle(), line, fd);
   if (n <= 0) return false;
   if (static_cast<std::size_t>(n) < line.size()) {
     // The descriptor went with the first byte; the rest of its line follows as any line does.

@@ -1,17 +1,15 @@
 #include "worker/channel.hpp"
 
 #include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include <algorithm>
 #include <asio/buffer.hpp>
 #include <asio/write.hpp>
 #include <string>
 
+#include "common/fd_passing.hpp"
 #include "worker/report.hpp"
 
 namespace forkd::worker {
@@ -59,22 +57,13 @@ void Channel::read_next() {
     if (!reading_) return;
     ssize_t n = -1;
     if (!ec) {
-      iovec data{read_buffer_.data(), read_buffer_.size()};
-      alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * kMaxPassedAtOnce)> control{};
-      msghdr header{};
-      header.msg_iov = &data;
-      header.msg_iovlen = 1;
-      header.msg_control = control.data();
-      header.msg_controllen = control.size();
-      do {
-        n = ::recvmsg(reader_.native_handle(), &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      } while (n < 0 && errno == EINTR);
+      n = common::receive_with_fds(reader_.native_handle(), read_buffer_, passed_,
+                                   kMaxPassedAtOnce);
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         read_next();  // woken for nothing
         return;
       }
       if (n < 0) ec = common::last_error();
-      if (n >= 0) keep_passed(header);
     }
     if (ec || n == 0) {
       if (ec && ec != asio::error::connection_reset) {
@@ -91,25 +80,10 @@ void Channel::read_next() {
   });
 }
 
-void Channel::keep_passed(const msghdr& header) {
-  for (const cmsghdr* c = CMSG_FIRSTHDR(&header); c != nullptr;
-       c = CMSG_NXTHDR(const_cast<msghdr*>(&header), const_cast<cmsghdr*>(c))) {  // NOLINT
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int fd = -1;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));  // NOLINT
-      common::UniqueFd owned(fd);
-      // Bounded: descriptors no line claims are closed rather than kept.
-      if (passed_.size() < kMaxPassedAtOnce) passed_.push_back(std::move(owned));
-    }
-  }
-}
-
 common::UniqueFd Channel::take_passed() {
   if (passed_.empty()) return {};
   common::UniqueFd fd = std::move(passed_.front());
-  passed_.pop_front();
+  passed_.erase(passed_.begin());
   return fd;
 }
 

@@ -3,16 +3,14 @@
 // asynchronously, so a master that does not read can never block the worker's loop.
 #pragma once
 
-#include <sys/socket.h>
-
 #include <array>
 #include <asio/io_context.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/fd.hpp"
 #include "common/json_lines.hpp"
@@ -51,7 +49,6 @@ class Channel {
 
  private:
   void read_next();
-  void keep_passed(const msghdr& header);
   void on_line(common::LineDecoder::Event event, std::string_view line);
   void write_next();
 
@@ -69,7 +66,7 @@ class Channel {
   common::LineQueue queue_;
   bool dropped_reported_ = false;
   static constexpr std::size_t kMaxPassedAtOnce = 4;
-  std::deque<common::UniqueFd> passed_;
+  std::vector<common::UniqueFd> passed_;  // oldest first
 };
 
 }  // namespace forkd::worker
